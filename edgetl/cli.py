@@ -1,0 +1,479 @@
+"""The ``edgetl`` command line: parse, build a config, make one API call, show the result.
+
+Nothing heavy is imported at module level (TensorFlow loads only inside commands that train or
+convert), so ``edgetl --help`` and every subcommand's ``--help`` are instant. Errors the user
+can fix (:class:`EdgetlError`) print one line to stderr and exit non-zero; anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgetl import __version__
+from edgetl.config import IODType, QuantMode
+from edgetl.errors import EdgetlError
+
+app = typer.Typer(
+    name="edgetl",
+    help="Fine-tune an image classifier on a folder of labelled photos, quantize it, export it for "
+    "phones, boards and microcontrollers, and measure its accuracy and latency there.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Inspect image folders.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+# Options that mean the same thing in every command that takes them.
+DataOpt = Annotated[Path | None, typer.Option("--data", help="Image folder with one subfolder per class (class name = folder name).")]
+BackboneOpt = Annotated[str | None, typer.Option("--model", help="Backbone to fine-tune (see `edgetl backbones`), e.g. mobilenet_v2.")]
+InputSizeOpt = Annotated[int | None, typer.Option("--input-size", help="Square input size in pixels (default: the backbone recipe's).")]
+AlphaOpt = Annotated[float | None, typer.Option("--alpha", help="MobileNet width multiplier, e.g. 0.35, 0.5, 1.0.")]
+WeightsOpt = Annotated[
+    str | None,
+    typer.Option("--weights", help="'imagenet' (from ~/.keras/models, downloaded if online), 'none' (train from scratch) or a path to a .h5 weights file."),
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="edgetl.toml with any of the settings; flags override it.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an output folder that holds a different run or build.")]
+StrictOpt = Annotated[bool | None, typer.Option("--strict", help="Fail on unreadable image files instead of skipping them.")]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-v info, -vv debug).")]
+
+
+def _setup_logging(verbose: int) -> None:
+    from rich.logging import RichHandler
+
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err_console, show_path=False)], force=True)
+    for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
+
+
+@contextmanager
+def _errors_as_exit():
+    """EdgetlError -> one line on stderr, non-zero exit, no traceback."""
+    try:
+        yield
+    except EdgetlError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted[/]: nothing half-written was left under a final name")
+        raise typer.Exit(130) from None
+
+
+class RichProgress:
+    """The library's progress callback drawn as rich progress bars, one per stage."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[message]}"), console=err_console, transient=False,
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, task: str, completed: int, total: int, message: str = "") -> None:
+        if task not in self.tasks:
+            self.tasks[task] = self.progress.add_task(task, total=total or None, message=message)
+        self.progress.update(self.tasks[task], completed=completed, total=total or None, message=message)
+
+    def __enter__(self) -> RichProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+
+def _resolve(config: Path | None, flags: dict[str, Any]):
+    from edgetl.config import resolve_config
+
+    return resolve_config(config, flags)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{100 * value:.1f}%"
+
+
+@app.callback(invoke_without_command=True)
+def _main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        console.print(f"edgetl {__version__}")
+        raise typer.Exit()
+
+
+# ----------------------------------------------------------------------------- data check
+@data_app.command("check")
+def data_check(
+    directory: Annotated[Path, typer.Argument(help="Image folder to check (one subfolder per class).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Report classes, images per class, sizes and modes, imbalance, and unreadable files."""
+    _setup_logging(verbose)
+    with _errors_as_exit():
+        from edgetl.data import check_folder
+
+        scan = check_folder(directory)
+        report = {
+            "root": str(scan.root),
+            "classes": scan.class_names,
+            "counts": scan.counts,
+            "images": int(sum(scan.counts.values())),
+            "imbalance": scan.imbalance if scan.counts and min(scan.counts.values()) > 0 else None,
+            "sizes": {f"{w}x{h}": n for (w, h), n in scan.sizes.most_common()},
+            "modes": dict(scan.modes.most_common()),
+            "unreadable": [{"path": str(s.path), "reason": s.reason} for s in scan.skipped],
+        }
+        problems = _data_problems(report)
+        report["problems"] = problems
+        if as_json:
+            console.print_json(json.dumps(report))
+            return
+        t = Table(title=f"{scan.root}: {len(scan.class_names)} classes, {report['images']} readable images")
+        t.add_column("class")
+        t.add_column("images", justify="right")
+        for name in scan.class_names:
+            t.add_row(name, str(scan.counts.get(name, 0)))
+        console.print(t)
+        sizes = ", ".join(f"{k} ({v})" for k, v in list(report["sizes"].items())[:8])
+        console.print(f"sizes: {sizes}{' ...' if len(report['sizes']) > 8 else ''}")
+        console.print(f"modes: {', '.join(f'{k} ({v})' for k, v in report['modes'].items())}")
+        if report["imbalance"] is not None:
+            console.print(f"imbalance (largest / smallest class): {report['imbalance']:.2f}")
+        if scan.skipped:
+            console.print(f"[yellow]{len(scan.skipped)} unreadable file(s), skipped in training:[/]")
+            for s in scan.skipped[:20]:
+                console.print(f"  {s.path}: {s.reason}", highlight=False)
+            if len(scan.skipped) > 20:
+                console.print(f"  ... and {len(scan.skipped) - 20} more (see --json)")
+        for p in problems:
+            console.print(f"[yellow]warning:[/] {p}")
+
+
+def _data_problems(report: dict[str, Any]) -> list[str]:
+    problems = []
+    empty = [name for name, n in report["counts"].items() if n == 0]
+    if empty:
+        problems.append(f"class folder(s) with no readable images: {', '.join(empty)} (training will refuse them)")
+    if len(report["classes"]) < 2:
+        problems.append("fewer than 2 classes: a classifier needs at least 2")
+    if report["imbalance"] is not None and report["imbalance"] > 3:
+        problems.append(f"classes are imbalanced ({report['imbalance']:.1f}x): consider more images for the small ones")
+    return problems
+
+
+# ----------------------------------------------------------------------------- train
+def _training_flags(
+    data: Path | None, backbone: str | None, input_size: int | None, alpha: float | None, weights: str | None,
+    val: Path | None, val_split: float | None, seed: int | None, batch_size: int | None, head_epochs: int | None,
+    fine_tune_epochs: int | None, unfreeze: int | None, unfreeze_from: str | None, augment: bool | None, strict: bool | None,
+) -> dict[str, Any]:
+    return {
+        "data.path": str(data) if data else None, "model.name": backbone, "model.input_size": input_size,
+        "model.alpha": alpha, "model.weights": weights, "data.val_path": str(val) if val else None,
+        "data.val_split": val_split, "data.seed": seed, "data.batch_size": batch_size,
+        "train.head_epochs": head_epochs, "train.fine_tune_epochs": fine_tune_epochs,
+        "train.unfreeze": unfreeze, "train.unfreeze_from": unfreeze_from, "train.augment": augment,
+        "data.strict": strict,
+    }
+
+
+ValOpt = Annotated[Path | None, typer.Option("--val", help="Separate validation folder (same classes); default: a seeded split of --data.")]
+ValSplitOpt = Annotated[float | None, typer.Option("--val-split", help="Fraction of --data held out for validation (default 0.2).")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed for the split, shuffling and initialisation (default 42).")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Training batch size (default 32).")]
+HeadEpochsOpt = Annotated[int | None, typer.Option("--head-epochs", help="Phase 1 epochs: new head on the frozen backbone.")]
+FineEpochsOpt = Annotated[int | None, typer.Option("--fine-tune-epochs", help="Phase 2 epochs (early stopping on validation loss).")]
+UnfreezeOpt = Annotated[int | None, typer.Option("--unfreeze", help="Phase 2 trains the top N backbone layers (default: from the backbone's recipe block).")]
+UnfreezeFromOpt = Annotated[str | None, typer.Option("--unfreeze-from", help="Phase 2 trains from this layer name to the top, e.g. block_13_expand.")]
+AugmentOpt = Annotated[bool | None, typer.Option("--augment/--no-augment", help="Light augmentation (flip, rotation, zoom, contrast) in phase 2; on by default.")]
+
+
+@app.command()
+def train(
+    data: DataOpt = None,
+    backbone: BackboneOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="Run folder to write (model.keras, labels.txt, history.json, curves, logs).")] = Path("runs/train"),
+    input_size: InputSizeOpt = None,
+    alpha: AlphaOpt = None,
+    weights: WeightsOpt = None,
+    config: ConfigOpt = None,
+    val: ValOpt = None,
+    val_split: ValSplitOpt = None,
+    seed: SeedOpt = None,
+    batch_size: BatchOpt = None,
+    head_epochs: HeadEpochsOpt = None,
+    fine_tune_epochs: FineEpochsOpt = None,
+    unfreeze: UnfreezeOpt = None,
+    unfreeze_from: UnfreezeFromOpt = None,
+    augment: AugmentOpt = None,
+    strict: StrictOpt = None,
+    force: ForceOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Freeze-then-unfreeze transfer learning: a new head on the frozen backbone, then its top layers."""
+    _setup_logging(verbose)
+    with _errors_as_exit():
+        cfg = _resolve(config, _training_flags(data, backbone, input_size, alpha, weights, val, val_split, seed, batch_size, head_epochs, fine_tune_epochs, unfreeze, unfreeze_from, augment, strict))
+        from edgetl.train import train as run_train
+
+        with RichProgress() as progress:
+            result = run_train(cfg, out, force=force, progress=progress)
+        console.print(f"trained {cfg.model.name}: validation top-1 [bold]{_pct(result.val_accuracy)}[/] -> {result.out_dir}")
+
+
+# ----------------------------------------------------------------------------- qat
+@app.command()
+def qat(
+    model: Annotated[Path, typer.Option("--model", help="Trained float model: a `edgetl train` run folder.")],
+    data: DataOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for the QAT model (default: <model>-qat).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="QAT epochs (default 3).")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="QAT learning rate (default 1e-4).")] = None,
+    config: ConfigOpt = None,
+    strict: StrictOpt = None,
+    force: ForceOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Quantization-aware fine-tuning (tfmot) of a trained float model, on the same data split."""
+    _setup_logging(verbose)
+    with _errors_as_exit():
+        from edgetl.metadata import read_model_info
+
+        info = read_model_info(model)
+        if info.extra.get("kind") != "keras-float":
+            raise EdgetlError(f"{model} is not a float training run (kind {info.extra.get('kind')!r}); pass the folder `edgetl train` wrote")
+        run_cfg = info.extra.get("config", {})
+        flags = {
+            "model.name": info.backbone, "model.weights": run_cfg.get("model", {}).get("weights"),
+            "model.input_size": info.contract.input_size,
+            "data.path": str(data) if data else run_cfg.get("data", {}).get("path"),
+            "data.val_path": run_cfg.get("data", {}).get("val_path"), "data.val_split": run_cfg.get("data", {}).get("val_split"),
+            "data.seed": run_cfg.get("data", {}).get("seed"), "data.strict": strict,
+            "qat.epochs": epochs, "qat.lr": lr, "qat.mode": QuantMode.qat.value,
+        }
+        cfg = _resolve(config, flags)
+        from edgetl.qat import load_keras_artifact
+        from edgetl.qat import qat as run_qat
+
+        float_model, _ = load_keras_artifact(model)
+        target = out or model.with_name(model.name + "-qat")
+        with RichProgress() as progress:
+            result = run_qat(cfg, float_model, class_names=info.class_names, contract=info.contract, out_dir=target, force=force, progress=progress)
+        console.print(f"QAT model: validation top-1 [bold]{_pct(result.val_accuracy)}[/] (float {_pct(info.extra.get('val_accuracy'))}) -> {target}")
+
+
+# ----------------------------------------------------------------------------- export
+@app.command()
+def export(
+    model: Annotated[Path, typer.Option("--model", help="Float or QAT run folder (or .keras/.h5 file with edgetl.json beside it).")],
+    fmt: Annotated[str, typer.Option("--format", help="tflite-int8, tflite-fp16 or tflite-fp32.")] = "tflite-int8",
+    data: DataOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: <model>-<format>).")] = None,
+    io_dtype: Annotated[IODType, typer.Option("--io-dtype", help="Input/output dtype of int8 models.")] = IODType.int8,
+    samples: Annotated[int, typer.Option("--samples", help="Training images used to calibrate int8.")] = 200,
+    force: ForceOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Convert a trained model to TFLite. A float model exported to int8 is post-training quantized."""
+    _setup_logging(verbose)
+    with _errors_as_exit():
+        from edgetl.exporters import TARGETS
+
+        target = TARGETS.get(fmt)
+        from edgetl.api import export_model
+
+        artifact, meta = export_model(model, target.name, data=data, out=out, io_dtype=io_dtype, samples=samples, force=force)
+        console.print(f"wrote {artifact} ({meta['size_bytes'] / 1024:.1f} KiB, {target.name}{', ' + meta['quantization_mode'] if meta.get('quantization_mode') else ''})")
+
+
+# ----------------------------------------------------------------------------- eval
+@app.command("eval")
+def eval_cmd(
+    artifact: Annotated[Path, typer.Argument(help="A .tflite file, a Keras model, or an edgetl run/build folder.")],
+    data: Annotated[Path, typer.Option("--data", help="Labelled image folder to evaluate on.")],
+    against: Annotated[Path | None, typer.Option("--against", help="Float reference model: adds top-1 agreement and accuracy drop.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail on unreadable image files.")] = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Top-1/top-5, per-class accuracy and confusion matrix, with the artifact's own preprocessing."""
+    _setup_logging(verbose)
+    with _errors_as_exit():
+        from edgetl.evaluate import evaluate
+
+        report = evaluate(_model_file(artifact), data, against=_model_file(against) if against else None, strict=strict)
+        if as_json:
+            console.print_json(json.dumps(report.to_dict()))
+            return
+        m = report.metrics
+        console.print(f"{report.artifact} ({report.kind}) on {m.num_images} images: top-1 [bold]{_pct(m.top1)}[/], top-{m.top_k} {_pct(m.top5)}")
+        if report.against:
+            a = report.against
+            console.print(f"against {a['artifact']}: its top-1 {_pct(a['top1'])}, drop {100 * a['top1_drop']:+.1f} points, top-1 agreement {_pct(a['top1_agreement'])}")
+        t = Table(title="per class")
+        for col in ("class", "accuracy", "images"):
+            t.add_column(col)
+        for name, v in m.per_class.items():
+            t.add_row(name, _pct(v["accuracy"]), str(v["support"]))
+        console.print(t)
+        c = Table(title="confusion (rows: true, columns: predicted)")
+        c.add_column("")
+        for name in m.class_names:
+            c.add_column(name[:10], justify="right")
+        for name, row in zip(m.class_names, m.confusion, strict=True):
+            c.add_row(name, *[str(v) for v in row])
+        console.print(c)
+
+
+def _model_file(path: Path) -> Path:
+    """A build/target folder stands for the model file it holds."""
+    if path.is_dir():
+        for name in ("model.tflite",):
+            if (path / name).is_file():
+                return path / name
+    return path
+
+
+# ----------------------------------------------------------------------------- build
+@app.command()
+def build(
+    target: Annotated[str | None, typer.Option("--target", help="tflite-int8 (QAT, full-integer), tflite-fp16 or tflite-fp32.")] = None,
+    data: DataOpt = None,
+    backbone: BackboneOpt = None,
+    input_size: InputSizeOpt = None,
+    alpha: AlphaOpt = None,
+    weights: WeightsOpt = None,
+    config: ConfigOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Root of build folders (default: build); writes <out>/<name>/<target>/.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Build name (default: the data folder's name).")] = None,
+    mode: Annotated[QuantMode | None, typer.Option("--mode", help="int8 ranges from QAT (default) or post-training calibration (ptq).")] = None,
+    qat_epochs: Annotated[int | None, typer.Option("--qat-epochs", help="QAT epochs (default 3).")] = None,
+    io_dtype: Annotated[IODType | None, typer.Option("--io-dtype", help="Input/output dtype of int8 models.")] = None,
+    val: ValOpt = None,
+    val_split: ValSplitOpt = None,
+    seed: SeedOpt = None,
+    batch_size: BatchOpt = None,
+    head_epochs: HeadEpochsOpt = None,
+    fine_tune_epochs: FineEpochsOpt = None,
+    unfreeze: UnfreezeOpt = None,
+    unfreeze_from: UnfreezeFromOpt = None,
+    augment: AugmentOpt = None,
+    strict: StrictOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved configuration and exit.")] = False,
+    force: ForceOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """The whole pipeline: train -> QAT -> export -> verify -> benchmark, into one output folder."""
+    _setup_logging(verbose)
+    with _errors_as_exit():
+        flags = _training_flags(data, backbone, input_size, alpha, weights, val, val_split, seed, batch_size, head_epochs, fine_tune_epochs, unfreeze, unfreeze_from, augment, strict)
+        flags.update({
+            "target": target, "out": str(out) if out else None, "name": name,
+            "qat.mode": mode.value if mode else None, "qat.epochs": qat_epochs,
+            "export.io_dtype": io_dtype.value if io_dtype else None,
+        })
+        cfg = _resolve(config, flags)
+        from edgetl.pipeline import check_build
+
+        check_build(cfg)
+        if dry_run:
+            console.print_json(json.dumps(cfg.to_toml_dict()))
+            return
+        result = _run_build(cfg, force)
+        _print_build_summary(result)
+
+
+def _run_build(cfg, force: bool):
+    from edgetl.pipeline import build as run_build
+
+    with RichProgress() as progress:
+        return run_build(cfg, force=force, progress=progress)
+
+
+def _print_build_summary(result, elapsed_s: float | None = None) -> None:
+    s = result.summary
+    t = Table(title=f"edgetl build -> {result.out_dir}")
+    t.add_column("model")
+    t.add_column("top-1 (validation)", justify="right")
+    t.add_row("float (Keras)", _pct(s["float_top1"]))
+    if s["source_keras_top1"] is not None and result.target == "tflite-int8":
+        t.add_row("QAT (Keras)", _pct(s["source_keras_top1"]))
+    t.add_row(f"{result.target} (LiteRT)", _pct(s["artifact_top1"]))
+    console.print(t)
+    lat = Table(title=f"{Path(s['artifact']).name}: {s['size_bytes'] / 1024:.1f} KiB, LiteRT latency (ms, batch 1)")
+    for col in ("threads", "p50", "p90", "p99"):
+        lat.add_column(col, justify="right")
+    for entry in s["latency"]:
+        st = entry["stats"]
+        lat.add_row(str(entry["threads"]), f"{st['p50_ms']:.3f}", f"{st['p90_ms']:.3f}", f"{st['p99_ms']:.3f}")
+    console.print(lat)
+    if elapsed_s is not None:
+        console.print(f"done in {elapsed_s:.0f} s; report: {result.out_dir / 'report.md'}")
+    else:
+        console.print(f"report: {result.out_dir / 'report.md'}")
+
+
+# ----------------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the generated images and the build.")] = Path("edgetl-demo"),
+    images_per_class: Annotated[int, typer.Option("--images-per-class", help="Generated images per shape class.")] = 100,
+    force: ForceOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Generate a small shapes dataset (real PNG files) and run the whole int8 build on it."""
+    _setup_logging(verbose)
+    with _errors_as_exit():
+        from edgetl.demo import run_demo
+
+        start = time.perf_counter()
+        with RichProgress() as progress:
+            result = run_demo(out, images_per_class=images_per_class, force=force, progress=progress)
+        _print_build_summary(result, time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------- backbones
+@app.command()
+def backbones() -> None:
+    """List the registered backbones with their input sizes and supported targets."""
+    from edgetl.backbones import BACKBONES
+
+    t = Table(title="registered backbones")
+    t.add_column("name", no_wrap=True)
+    for col in ("default size", "min size", "pretrained sizes", "alphas", "targets", "description"):
+        t.add_column(col)
+    for name, spec in BACKBONES.items():
+        t.add_row(
+            name, str(spec.default_input_size), str(spec.min_input_size), ", ".join(map(str, spec.pretrained_sizes)),
+            ", ".join(map(str, spec.alphas)) or "-", ", ".join(spec.targets), spec.description,
+        )
+    console.print(t)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="edgetl")
+
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

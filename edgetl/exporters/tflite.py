@@ -1,0 +1,75 @@
+"""Keras -> TFLite: full-integer int8, fp16 weights, fp32.
+
+int8 conversion always gets a representative dataset of training images: PTQ needs it to
+calibrate, and ``TFLITE_BUILTINS_INT8`` demands one even for a QAT model whose ranges are
+already learned (then it only fills ranges tfmot does not track, e.g. the input).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from edgetl import _fs
+from edgetl.config import IODType
+from edgetl.contract import PreprocessContract
+from edgetl.errors import ConfigError, ExportError
+from edgetl.exporters import TARGETS
+
+log = logging.getLogger(__name__)
+
+
+def convert(model, target: str, *, representative: np.ndarray | None, contract: PreprocessContract, io_dtype: IODType = IODType.int8) -> bytes:
+    """Convert a Keras model (float or QAT) to TFLite bytes for ``target``.
+
+    Args:
+        model: tf_keras model whose input is the normalized float image.
+        target: ``tflite-int8``, ``tflite-fp16`` or ``tflite-fp32``.
+        representative: uint8 training images (N, H, W, 3) for int8 calibration.
+        contract: preprocessing applied to ``representative`` before calibration.
+        io_dtype: int8 or uint8 input/output for ``tflite-int8``.
+
+    Raises:
+        ConfigError: unknown target, or int8 without representative images.
+        ExportError: the converter failed (first line of its message kept).
+    """
+    from edgetl._keras import tf
+
+    t = tf()
+    spec = TARGETS.get(target)
+    if spec.format != "tflite":
+        raise ConfigError(f"target {target} is not a TFLite target")
+    converter = t.lite.TFLiteConverter.from_keras_model(model)
+    if spec.dtype == "int8":
+        if representative is None or len(representative) == 0:
+            raise ConfigError("int8 export needs representative images: pass --data DIR (training images)")
+        samples = representative
+
+        def gen():
+            for i in range(len(samples)):
+                yield [contract.normalize(samples[i : i + 1])]
+
+        converter.optimizations = [t.lite.Optimize.DEFAULT]
+        converter.representative_dataset = gen
+        converter.target_spec.supported_ops = [t.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        io = t.int8 if IODType(io_dtype) is IODType.int8 else t.uint8
+        converter.inference_input_type = io
+        converter.inference_output_type = io
+    elif spec.dtype == "fp16":
+        converter.optimizations = [t.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [t.float16]
+    try:
+        return converter.convert()
+    except Exception as exc:  # the converter raises ConverterError / RuntimeError / ValueError
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"TFLite conversion to {target} failed: {first}") from None
+
+
+def export_tflite(model, target: str, path: Path, **kwargs) -> Path:
+    """Convert and write atomically to ``path`` (a temp name until the bytes are complete)."""
+    data = convert(model, target, **kwargs)
+    _fs.write_bytes(Path(path), data)
+    log.info("wrote %s (%d bytes, %s)", path, len(data), target)
+    return Path(path)

@@ -1,0 +1,89 @@
+"""The metadata that travels with every model: labels, preprocessing contract, provenance.
+
+A model file ``X`` has its metadata in ``edgetl.json`` in the same folder (and, for run
+folders, the folder itself). Readers here need no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from edgetl._fs import MARKER, read_json
+from edgetl.contract import PreprocessContract
+from edgetl.errors import ArtifactError
+
+SCHEMA_VERSION = 1
+
+_VERSIONED = ("edgetl", "tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "onnxruntime", "numpy")
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape an artifact (absent ones omitted)."""
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def fingerprint(data: Any) -> str:
+    """Stable short hash of JSON-able data (a resolved config, say)."""
+    blob = json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass
+class ModelInfo:
+    """What any consumer of a model needs: class names and the preprocessing contract."""
+
+    class_names: list[str]
+    contract: PreprocessContract
+    backbone: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def metadata_path_for(artifact: Path) -> Path:
+    artifact = Path(artifact)
+    return artifact / MARKER if artifact.is_dir() else artifact.parent / MARKER
+
+
+def read_model_info(artifact: Path) -> ModelInfo:
+    """Read class names and contract for ``artifact`` (a model file or an edgetl folder).
+
+    Raises:
+        ArtifactError: no ``edgetl.json`` beside the model, or one without labels/contract.
+    """
+    path = metadata_path_for(artifact)
+    if not path.is_file():
+        raise ArtifactError(
+            f"no {MARKER} beside {artifact}: edgetl needs it for the labels and preprocessing; "
+            "use a model written by edgetl (train/qat/export/build output folders)"
+        )
+    try:
+        data = read_json(path)
+        return ModelInfo(
+            class_names=list(data["class_names"]),
+            contract=PreprocessContract.from_dict(data["preprocessing"]),
+            backbone=data.get("backbone"),
+            extra=data,
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{path} is not valid edgetl metadata ({type(exc).__name__}: {exc})") from None
+
+
+def write_labels(path: Path, class_names: list[str]) -> Path:
+    from edgetl._fs import write_text
+
+    return write_text(path, "\n".join(class_names) + "\n")

@@ -1,0 +1,354 @@
+"""``build``: train -> QAT -> export -> verify -> benchmark, into one output folder.
+
+Layout of ``<out>/<name>/``::
+
+    float/          the fine-tuned float model (a train run folder)
+    qat/            the quantization-aware model (int8 targets, mode qat)
+    <target>/       model.tflite, labels.txt, edgetl.json, report.md  <- what you ship
+
+Each stage's folder records the fingerprint of the configuration (and image files) that made it,
+so a second ``build`` that changes only later settings (target, QAT epochs, bench) reuses the
+earlier stages instead of training again. ``--force`` starts over.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl import _fs
+from edgetl.config import BuildConfig, QuantMode
+from edgetl.contract import PreprocessContract
+from edgetl.errors import ConfigError, VerificationError
+from edgetl.exporters import TARGETS, TargetSpec
+from edgetl.metadata import SCHEMA_VERSION, fingerprint, package_versions, write_labels
+from edgetl.progress import Progress, log_progress
+
+log = logging.getLogger(__name__)
+
+#: fp32 TFLite must reproduce Keras to this tolerance; anything more is a converter bug.
+FP32_TOLERANCE = 1e-4
+#: Below this top-1 agreement with the model it came from, a quantized artifact gets a warning.
+INT8_AGREEMENT_WARN = 0.9
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    artifact: Path
+    target: str
+    summary: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def folder_signature(root: Path | None) -> str | None:
+    """Hash of every file's relative path, size and mtime under ``root`` (cheap: stat only)."""
+    if root is None or not Path(root).is_dir():
+        return None
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            try:
+                st = full.stat()
+            except OSError:
+                continue
+            entries.append((str(full.relative_to(root)), st.st_size, int(st.st_mtime)))
+    return fingerprint(entries)
+
+
+def stage_fingerprints(config: BuildConfig) -> dict[str, str]:
+    """One fingerprint per stage, each covering the settings (and images) it depends on."""
+    cfg = config.to_toml_dict()
+    data = {
+        "config": cfg.get("data", {}),
+        "images": folder_signature(config.data.path),
+        "val_images": folder_signature(config.data.val_path),
+    }
+    train_fp = fingerprint({"stage": "train", "model": cfg["model"], "data": data, "train": cfg["train"]})
+    qat_fp = fingerprint({"stage": "qat", "after": train_fp, "qat": cfg["qat"]})
+    export_fp = fingerprint({"stage": "export", "after": qat_fp, "target": config.target, "export": cfg["export"], "bench": cfg["bench"]})
+    return {"train": train_fp, "qat": qat_fp, "export": export_fp}
+
+
+def build_name(config: BuildConfig) -> str:
+    if config.name:
+        return config.name
+    if config.data.path is None:
+        raise ConfigError("no training data: pass --data DIR (a folder with one subfolder per class)")
+    return Path(config.data.path).resolve().name or "model"
+
+
+def check_build(config: BuildConfig) -> TargetSpec:
+    """Every cheap check, before any training: target, backbone, size, alpha, weights, data path."""
+    from edgetl.backbones import BACKBONES, resolve_weights
+    from edgetl.train import resolve_model_options
+
+    target = TARGETS.get(config.target)
+    spec, input_size, alpha = resolve_model_options(config)
+    if target.name not in spec.targets:
+        raise ConfigError(f"{spec.name} does not support target {target.name}; it supports {', '.join(spec.targets)}")
+    resolve_weights(BACKBONES.get(config.model.name), config.model.weights, alpha, input_size)
+    if config.data.path is None:
+        raise ConfigError("no training data: pass --data DIR (a folder with one subfolder per class)")
+    return target
+
+
+def _reusable(folder: Path, stage_fp: str, model_file: str) -> bool:
+    marker = folder / _fs.MARKER
+    if not (marker.is_file() and (folder / model_file).is_file()):
+        return False
+    try:
+        return _fs.read_json(marker).get("fingerprint") == stage_fp
+    except (OSError, ValueError):
+        return False
+
+
+def tflite_io_details(path: Path) -> dict[str, Any]:
+    """Input/output tensor facts of a .tflite file for the metadata (LiteRT, no TF)."""
+    from edgetl.runtimes.litert import LiteRTModel
+
+    model = LiteRTModel(path)
+    return {"inputs": [vars(t) | {"shape": list(t.shape)} for t in model.inputs], "outputs": [vars(t) | {"shape": list(t.shape)} for t in model.outputs]}
+
+
+def verify_artifact(
+    artifact: Path, target: TargetSpec, reference, pixels: np.ndarray, contract: PreprocessContract
+) -> dict[str, Any]:
+    """Run the reference Keras model and the artifact on the same images; compare.
+
+    fp32 must match to ``FP32_TOLERANCE`` (else :class:`VerificationError`, listing every
+    mismatch at once); quantized artifacts report their top-1 agreement and max difference.
+    """
+    from edgetl.runtimes.litert import LiteRTModel
+    from edgetl.train import predict_pixels
+
+    ref = predict_pixels(reference, pixels, contract)
+    out = LiteRTModel(artifact).predict(contract.normalize(pixels))
+    diff = np.abs(ref - out)
+    result = {
+        "images": int(len(pixels)),
+        "top1_agreement": float(np.mean(np.argmax(ref, 1) == np.argmax(out, 1))) if len(pixels) else float("nan"),
+        "max_abs_diff": float(diff.max()) if diff.size else 0.0,
+    }
+    if target.dtype == "fp32" and diff.size and diff.max() > FP32_TOLERANCE:
+        bad = np.nonzero(diff.max(axis=1) > FP32_TOLERANCE)[0]
+        raise VerificationError(
+            f"{artifact} differs from the Keras model on {len(bad)} of {len(pixels)} images (max |diff| {diff.max():.2e} > {FP32_TOLERANCE}); "
+            "the converter changed the model: report it with the model's backbone and versions"
+        )
+    if target.dtype != "fp32" and result["top1_agreement"] < INT8_AGREEMENT_WARN:
+        log.warning("%s agrees with its source model on only %.1f%% of validation images", artifact, 100 * result["top1_agreement"])
+    return result
+
+
+def export_artifact(
+    model,
+    target_name: str,
+    out_dir: Path,
+    *,
+    class_names: list[str],
+    contract: PreprocessContract,
+    representative: np.ndarray | None,
+    config: BuildConfig,
+    extra_metadata: dict[str, Any] | None = None,
+    write_marker: bool = True,
+) -> tuple[Path, dict[str, Any]]:
+    """Convert ``model`` for ``target_name`` into ``out_dir`` with labels and metadata.
+
+    Returns:
+        The artifact path and the metadata written to ``edgetl.json``.
+    """
+    from edgetl.exporters.tflite import export_tflite
+
+    target = TARGETS.get(target_name)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    artifact = export_tflite(
+        model, target.name, out_dir / target.filename,
+        representative=representative, contract=contract, io_dtype=config.export.io_dtype,
+    )
+    write_labels(out_dir / "labels.txt", class_names)
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": target.format,
+        "target": target.name,
+        "model_file": target.filename,
+        "dtype": target.dtype,
+        "runtime": target.runtime,
+        "backbone": config.model.name,
+        "class_names": class_names,
+        "preprocessing": contract.to_dict(),
+        **tflite_io_details(artifact),
+        "size_bytes": artifact.stat().st_size,
+        "note": target.note,
+        "versions": package_versions(),
+        "config": config.to_toml_dict(),
+        **(extra_metadata or {}),
+    }
+    if write_marker:
+        _fs.write_json(out_dir / _fs.MARKER, meta)
+    return artifact, meta
+
+
+def quick_latency(artifact: Path, config: BuildConfig) -> list[dict[str, Any]]:
+    from edgetl.bench import bench_tflite
+
+    results = bench_tflite(artifact, threads=config.bench.resolved_threads, warmup=config.bench.warmup, runs=config.bench.runs)
+    return [r.to_dict() for r in results]
+
+
+def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_progress) -> BuildResult:
+    """Run the whole pipeline for ``config.target`` and write ``<out>/<name>/<target>/``.
+
+    Raises:
+        ConfigError, DataError, OutputExistsError, ExportError, VerificationError.
+    """
+    from edgetl.qat import QAT_MODEL_FILE, load_keras_artifact, qat, representative_images
+    from edgetl.train import MODEL_FILE, train
+
+    target = check_build(config)
+    fps = stage_fingerprints(config)
+    root = Path(config.out) / build_name(config)
+    target_dir = root / target.name
+    _fs.prepare_output_dir(target_dir, fps["export"], force=force, what="build")  # refuse before training
+    timings: dict[str, float] = {}
+
+    start = time.perf_counter()
+    float_dir = root / "float"
+    if not force and _reusable(float_dir, fps["train"], MODEL_FILE):
+        log.info("reusing the float model in %s (same data and training settings)", float_dir)
+        from edgetl.data import load_split
+
+        float_model, info = load_keras_artifact(float_dir)
+        class_names, contract = info.class_names, info.contract
+        split = load_split(config.data, contract.input_size)
+        from edgetl.train import accuracy
+
+        float_acc = accuracy(float_model, split.val, contract)
+    else:
+        trained = train(config, float_dir, force=True, progress=progress, run_fingerprint=fps["train"])
+        float_model, class_names, contract, split = trained.model, trained.class_names, trained.contract, trained.split
+        float_acc = trained.val_accuracy
+    timings["train_s"] = time.perf_counter() - start
+
+    quant_model, quant_acc, mode = None, None, None
+    start = time.perf_counter()
+    if target.needs_quantized_model:
+        mode = QuantMode(config.qat.mode)
+        qat_dir = root / "qat"
+        if mode is QuantMode.qat and not force and _reusable(qat_dir, fps["qat"], QAT_MODEL_FILE):
+            log.info("reusing the QAT model in %s", qat_dir)
+            quant_model, _ = load_keras_artifact(qat_dir)
+            from edgetl.train import accuracy
+
+            quant_acc = accuracy(quant_model, split.val, contract)
+        else:
+            float_copy = _clone(float_model)
+            result = qat(
+                config, float_copy, class_names=class_names, contract=contract, split=split,
+                out_dir=qat_dir if mode is QuantMode.qat else None, force=True, progress=progress,
+                run_fingerprint=fps["qat"],
+            )
+            quant_model, quant_acc = result.model, result.val_accuracy
+    timings["qat_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    progress("export", 0, 1, target.name)
+    source = quant_model if quant_model is not None else float_model
+    representative = representative_images(split, config.export.representative_samples, config.data.seed)
+    with _fs.atomic_dir(target_dir) as staging:
+        artifact, meta = export_artifact(
+            source, target.name, staging, class_names=class_names, contract=contract,
+            representative=representative, config=config, write_marker=False,
+        )
+        progress("export", 1, 1, target.name)
+        timings["export_s"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        progress("verify", 0, 1, "")
+        verification = verify_artifact(artifact, target, source, split.val.x, contract)
+        from edgetl.evaluate import compute_metrics, evaluate_predictor
+        from edgetl.runtimes.litert import LiteRTModel
+
+        lite = LiteRTModel(artifact)
+        artifact_metrics, _ = evaluate_predictor(lambda px: lite.predict(contract.normalize(px)), split.val.x, split.val.y, class_names)
+        float_metrics = compute_metrics(_predict(float_model, split.val.x, contract), split.val.y, class_names)
+        progress("verify", 1, 1, "")
+        timings["verify_s"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        progress("benchmark", 0, 1, "LiteRT")
+        latency = quick_latency(artifact, config)
+        progress("benchmark", 1, 1, "")
+        timings["bench_s"] = time.perf_counter() - start
+
+        accuracy_block = {
+            "split": "validation",
+            "images": int(len(split.val.y)),
+            "float_top1": float_metrics.top1,
+            "float_top5": float_metrics.top5,
+            "artifact_top1": artifact_metrics.top1,
+            "artifact_top5": artifact_metrics.top5,
+            "top1_drop": float_metrics.top1 - artifact_metrics.top1,
+            "top1_agreement_with_source": verification["top1_agreement"],
+            "source": "qat" if mode is QuantMode.qat else ("ptq-calibrated float" if mode is QuantMode.ptq else "float"),
+            "source_keras_top1": quant_acc if quant_acc is not None else float_acc,
+            "per_class": artifact_metrics.per_class,
+            "confusion": artifact_metrics.confusion,
+        }
+        meta.update(
+            {
+                "fingerprint": fps["export"],
+                "name": root.name,
+                "quantization_mode": mode.value if mode else None,
+                "accuracy": accuracy_block,
+                "verification": verification,
+                "latency": latency,
+                "machine": _machine(),
+                "timings_s": timings,
+            }
+        )
+        from edgetl.report import build_report
+
+        _fs.write_text(staging / "report.md", build_report(meta))
+        _fs.write_json(staging / _fs.MARKER, meta)
+    final = target_dir / target.filename
+    summary = {
+        "artifact": str(final),
+        "float_top1": float_metrics.top1,
+        "artifact_top1": artifact_metrics.top1,
+        "size_bytes": meta["size_bytes"],
+        "latency": latency,
+        "target": target.name,
+        "source_keras_top1": accuracy_block["source_keras_top1"],
+    }
+    return BuildResult(target_dir, final, target.name, summary, timings)
+
+
+def _predict(model, pixels: np.ndarray, contract: PreprocessContract) -> np.ndarray:
+    from edgetl.train import predict_pixels
+
+    return predict_pixels(model, pixels, contract)
+
+
+def _clone(model):
+    """A copy with the same weights, so QAT never alters the float model still in use."""
+    from edgetl._keras import keras
+
+    copy = keras().models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _machine() -> dict[str, Any]:
+    from edgetl.bench import machine_info
+
+    return machine_info()

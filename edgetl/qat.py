@@ -1,0 +1,208 @@
+"""Quantization-aware training with tensorflow-model-optimization, and the PTQ alternative.
+
+QAT starts from the trained float model, inserts fake-quantization (tfmot's default 8-bit
+scheme: per-channel weights, per-tensor activations, Conv+BatchNorm folded) and fine-tunes for
+a few epochs at a low learning rate so the weights adapt to int8 rounding. ``mode="ptq"`` skips
+training: the exporter then calibrates ranges on a representative set of training images.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl import _fs
+from edgetl.backbones import BACKBONES
+from edgetl.config import BuildConfig, QuantMode
+from edgetl.contract import PreprocessContract
+from edgetl.data import SplitData, load_split
+from edgetl.errors import ConfigError, ExportError
+from edgetl.metadata import SCHEMA_VERSION, package_versions, read_model_info, write_labels
+from edgetl.progress import Progress, keras_callback, log_progress
+from edgetl.train import BestWeights, _compile, accuracy, is_batchnorm, load_float_model, make_dataset
+
+log = logging.getLogger(__name__)
+
+QAT_MODEL_FILE = "qat_model.h5"  # tfmot's wrappers reload from HDF5; the .keras format loses their variables
+
+
+@dataclass
+class QATResult:
+    """A quantization-aware (or, for PTQ, the untouched float) Keras model ready to export."""
+
+    out_dir: Path | None
+    model: Any
+    mode: QuantMode
+    class_names: list[str]
+    contract: PreprocessContract
+    val_accuracy: float
+    history: dict[str, list[float]]
+    split: SplitData
+
+
+def quantize_model(model, recipe: str = "default"):
+    """Wrap a flat float Keras model for QAT with the backbone's recipe.
+
+    Raises:
+        ExportError: the model has a layer tfmot cannot quantize (named, with what to do).
+    """
+    from edgetl._keras import tfmot
+
+    if recipe != "default":
+        raise ConfigError(f"QAT recipe {recipe!r} is not implemented; use --mode ptq")
+    nested = [layer.name for layer in model.layers if hasattr(layer, "layers") and layer.__class__.__name__ in ("Functional", "Model", "Sequential")]
+    if nested:
+        raise ExportError(f"QAT needs a flat model, but layer(s) {', '.join(nested)} are nested models; rebuild it as one functional graph or use --mode ptq")
+    try:
+        return tfmot().quantization.keras.quantize_model(model)
+    except (RuntimeError, ValueError, TypeError, AttributeError) as exc:
+        bad = _first_unsupported_layer(model)
+        where = f" at layer {bad.name!r} ({type(bad).__name__})" if bad is not None else ""
+        raise ExportError(
+            f"tfmot cannot quantize this model{where}: {str(exc).splitlines()[0][:200]}; "
+            "use --mode ptq, or annotate that layer with a QuantizeConfig in the Python API"
+        ) from None
+
+
+def _first_unsupported_layer(model):
+    from edgetl._keras import tfmot
+
+    registry = tfmot().quantization.keras.default_8bit.default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+    for layer in model.layers:
+        if layer.__class__.__name__ == "InputLayer":
+            continue
+        if not registry.supports(layer):
+            return layer
+    return None
+
+
+def qat(
+    config: BuildConfig,
+    float_model,
+    *,
+    class_names: list[str],
+    contract: PreprocessContract,
+    split: SplitData | None = None,
+    out_dir: Path | None = None,
+    force: bool = False,
+    progress: Progress = log_progress,
+    run_fingerprint: str | None = None,
+) -> QATResult:
+    """Quantization-aware fine-tuning of ``float_model`` (or PTQ pass-through).
+
+    Args:
+        config: resolved configuration; ``qat`` section used, ``data`` for the images.
+        float_model: the trained float Keras model (flat functional graph).
+        class_names, contract: the float model's labels and preprocessing.
+        split: the same train/validation split the float model used (loaded if None).
+        out_dir: where to write ``qat_model.h5`` and its metadata (None: keep in memory).
+
+    Returns:
+        The QAT model (or the float model for PTQ) and its validation accuracy.
+    """
+    mode = QuantMode(config.qat.mode)
+    if split is None:
+        if config.data.path is None:
+            raise ConfigError("QAT needs the training images: pass --data DIR")
+        split = load_split(config.data, contract.input_size)
+        if split.class_names != class_names:
+            raise ConfigError(
+                f"the data's classes {split.class_names} differ from the model's {class_names}; pass the folder the model was trained on"
+            )
+    if mode is QuantMode.ptq:
+        acc = accuracy(float_model, split.val, contract)
+        return QATResult(None, float_model, mode, class_names, contract, acc, {}, split)
+
+    spec = BACKBONES.get(config.model.name) if config.model.name in BACKBONES else None
+    scratch = config.model.weights.lower() == "none"
+    for layer in float_model.layers:
+        # Pretrained BatchNorm keeps its statistics (inference mode); everything else adapts.
+        layer.trainable = scratch or not is_batchnorm(layer)
+    q_model = quantize_model(float_model, spec.qat_recipe if spec else "default")
+    history: dict[str, list[float]] = {}
+    if config.qat.epochs > 0:
+        _compile(q_model, config.qat.lr)
+        best = BestWeights()
+        fitted = q_model.fit(
+            make_dataset(split.train, contract, config.data.batch_size, shuffle=True, augment=False, seed=config.data.seed),
+            validation_data=make_dataset(split.val, contract, config.data.batch_size, shuffle=False, augment=False, seed=0),
+            epochs=config.qat.epochs,
+            verbose=0,
+            callbacks=[best, keras_callback(progress, "QAT", config.qat.epochs)],
+        )
+        history = {k: [float(v) for v in vals] for k, vals in fitted.history.items()}
+    else:
+        # Quantizers need to have seen data before conversion: one pass in training mode.
+        q_model(contract.normalize(split.train.x[:64]), training=True)
+    acc = accuracy(q_model, split.val, contract)
+    log.info("QAT validation top-1: %.4f", acc)
+    result = QATResult(out_dir, q_model, mode, class_names, contract, acc, history, split)
+    if out_dir is not None:
+        _write_qat_run(result, config, force, run_fingerprint)
+    return result
+
+
+def _write_qat_run(result: QATResult, config: BuildConfig, force: bool, run_fp: str | None) -> None:
+    out = Path(result.out_dir)
+    if run_fp is None:
+        from edgetl.pipeline import stage_fingerprints
+
+        run_fp = stage_fingerprints(config)["qat"]
+    _fs.prepare_output_dir(out, run_fp, force=force, what="QAT run")
+    with _fs.atomic_path(out / QAT_MODEL_FILE) as tmp:
+        result.model.save(tmp)
+    write_labels(out / "labels.txt", result.class_names)
+    _fs.write_json(out / "history.json", result.history)
+    _fs.write_json(
+        out / _fs.MARKER,
+        {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "keras-qat",
+            "fingerprint": run_fp,
+            "model_file": QAT_MODEL_FILE,
+            "backbone": config.model.name,
+            "input_size": result.contract.input_size,
+            "class_names": result.class_names,
+            "preprocessing": result.contract.to_dict(),
+            "val_accuracy": result.val_accuracy,
+            "versions": package_versions(),
+            "config": config.to_toml_dict(),
+        },
+    )
+
+
+def load_keras_artifact(path: Path):
+    """Load a float or QAT Keras model from a file or an edgetl run folder.
+
+    Returns:
+        ``(model, model_info)``.
+
+    Raises:
+        ArtifactError: no model or metadata there.
+    """
+    from edgetl._keras import keras, tfmot
+    from edgetl.errors import ArtifactError
+
+    path = Path(path)
+    info = read_model_info(path)
+    model_file = path / info.extra.get("model_file", "model.keras") if path.is_dir() else path
+    if not model_file.is_file():
+        raise ArtifactError(f"model file {model_file} does not exist; pass an edgetl run folder or model file")
+    if info.extra.get("kind") == "keras-float" and model_file.suffix == ".keras":
+        return load_float_model(model_file.parent), info
+    try:
+        with tfmot().quantization.keras.quantize_scope():
+            return keras().models.load_model(model_file, compile=False), info
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"cannot load Keras model {model_file}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def representative_images(split: SplitData, count: int, seed: int) -> np.ndarray:
+    """Up to ``count`` training images (uint8), a seeded stratified-enough random draw."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(split.train.y))[:count]
+    return split.train.x[order]

@@ -1,0 +1,85 @@
+"""Human-readable reports (Markdown) from the metadata edgetl writes beside each artifact."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{100 * value:.1f}%"
+
+
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 1024:.1f} KiB" if num_bytes < 1024**2 else f"{num_bytes / 1024**2:.2f} MiB"
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def latency_rows(latency: list[dict[str, Any]]) -> list[list[Any]]:
+    rows = []
+    for entry in latency:
+        s = entry["stats"]
+        rows.append([entry["runtime"], entry["threads"], f"{s['p50_ms']:.3f}", f"{s['p90_ms']:.3f}", f"{s['p99_ms']:.3f}", f"{s['mean_ms']:.3f}", s["runs"], s["warmup"]])
+    return rows
+
+
+def build_report(meta: dict[str, Any]) -> str:
+    """The ``report.md`` of a build: what was made, how accurate, how fast, from what."""
+    acc = meta["accuracy"]
+    io = meta.get("inputs", [{}])[0]
+    out = meta.get("outputs", [{}])[0]
+    contract = meta["preprocessing"]
+    config = meta.get("config", {})
+    lines = [
+        f"# edgetl build: {meta.get('name', '')} / {meta['target']}",
+        "",
+        f"Backbone `{meta.get('backbone')}` at {contract['input_size']} px, {len(meta['class_names'])} classes, "
+        f"weights `{config.get('model', {}).get('weights')}`; quantization: {meta.get('quantization_mode') or 'none'}.",
+        "",
+        "## Accuracy (validation split, the same images for every model)",
+        "",
+        table(
+            ["model", "top-1", "top-5"],
+            [
+                ["float (Keras)", _pct(acc["float_top1"]), _pct(acc["float_top5"])],
+                [f"{acc['source']} (Keras)", _pct(acc["source_keras_top1"]), ""],
+                [f"{meta['target']} (LiteRT)", _pct(acc["artifact_top1"]), _pct(acc["artifact_top5"])],
+            ],
+        ),
+        "",
+        f"{acc['images']} validation images. Top-1 drop vs float: {100 * acc['top1_drop']:+.1f} points; "
+        f"top-1 agreement of the artifact with the Keras model it was converted from: {_pct(acc['top1_agreement_with_source'])}.",
+        "",
+        "Per class (artifact):",
+        "",
+        table(["class", "accuracy", "images"], [[name, _pct(v["accuracy"]), v["support"]] for name, v in acc["per_class"].items()]),
+        "",
+        "## Latency (LiteRT, batch 1, ms)",
+        "",
+        table(["runtime", "threads", "p50", "p90", "p99", "mean", "runs", "warm-up"], latency_rows(meta.get("latency", []))),
+        "",
+        f"Measured on {meta.get('machine', {}).get('cpu', 'this machine')} ({meta.get('machine', {}).get('cores', '?')} cores). "
+        "A quick check: `edgetl bench` gives the full measurement.",
+        "",
+        "## The artifact",
+        "",
+        f"- file: `{meta['model_file']}`, {_size(meta['size_bytes'])}",
+        f"- input: `{io.get('name')}` {io.get('shape')} {io.get('dtype')}, scale {io.get('scale')}, zero point {io.get('zero_point')}",
+        f"- output: `{out.get('name')}` {out.get('shape')} {out.get('dtype')}, scale {out.get('scale')}, zero point {out.get('zero_point')}",
+        f"- preprocessing: resize to {contract['input_size']}x{contract['input_size']} ({contract['resize']}), "
+        f"{contract['channel_order']}, `(pixel - {contract['mean']}) / {contract['std']}`"
+        + (", then quantize with the input scale and zero point" if io.get("dtype") in ("int8", "uint8") else ""),
+        f"- note: {meta.get('note', '')}",
+        "",
+        "## Versions",
+        "",
+        ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()),
+        "",
+        "The resolved configuration is in `edgetl.json` (`config`).",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,508 @@
+"""Run ``.tflite`` models with LiteRT (``ai_edge_litert``), without TensorFlow.
+
+This module must import on a device that has only numpy and ai-edge-litert, so it never
+imports TensorFlow (``tf.lite.Interpreter`` is deprecated anyway; STACK.md).
+
+A model file is checked by :func:`verify_tflite_file` before the interpreter sees it: a
+bounds-checked walk over the flatbuffer (root table, vtables, every vector and string the
+interpreter reads, buffer offsets, tensor/opcode/buffer indices). A truncated or corrupted
+file then fails with a one-line :class:`~edgetl.errors.ArtifactError` instead of whatever
+the native code would do with it. The generated ``ai_edge_litert.schema_py_generated``
+reader is not used for that walk because its reads are unchecked: a corrupted signed
+vtable offset becomes a negative index (which Python wraps to the end of the buffer) and
+strings are sliced (which silently truncates); it supplies the tensor-type enum instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import logging
+import os
+import struct
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.errors import ArtifactError, ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+TFLITE_IDENTIFIER = b"TFL3"
+TFLITE_SCHEMA_VERSION = 3
+# A flatbuffer addresses at most 2 GiB; larger models keep weights after it (Buffer.offset).
+_MAX_FLATBUFFER_BYTES = 2**31 - 1
+_MIN_FILE_BYTES = 16
+_DEFAULT_PREDICT_BATCH = 32
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One input or output tensor as the interpreter declares it.
+
+    Attributes:
+        name: tensor name in the model.
+        shape: current shape (batch first).
+        dtype: numpy dtype name: ``"float32"``, ``"int8"``, ``"uint8"``, ...
+        scale: quantization scale; ``0.0`` when the tensor is not quantized.
+        zero_point: quantization zero point; ``0`` when not quantized.
+        index: the interpreter's tensor index.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    scale: float
+    zero_point: int
+    index: int = -1
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale != 0.0 and np.issubdtype(np.dtype(self.dtype), np.integer)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["shape"] = list(self.shape)
+        return data
+
+
+# --------------------------------------------------------------------------------------------
+# Flatbuffer verification
+# --------------------------------------------------------------------------------------------
+
+
+class _CorruptModel(Exception):
+    """Internal: the flatbuffer walk found an inconsistency (turned into ArtifactError)."""
+
+
+class _Table:
+    __slots__ = ("pos", "vtable", "vtable_len", "table_len")
+
+    def __init__(self, pos: int, vtable: int, vtable_len: int, table_len: int) -> None:
+        self.pos = pos
+        self.vtable = vtable
+        self.vtable_len = vtable_len
+        self.table_len = table_len
+
+
+class _FlatbufferReader:
+    """Bounds-checked flatbuffer primitives, after ``flatbuffers::Verifier`` (C++)."""
+
+    _U8 = struct.Struct("<B")
+    _U16 = struct.Struct("<H")
+    _U32 = struct.Struct("<I")
+    _I32 = struct.Struct("<i")
+    _U64 = struct.Struct("<Q")
+
+    def __init__(self, buf: bytes, limit: int) -> None:
+        self.buf = buf
+        self.limit = limit  # end of the flatbuffer part (trailing weight data may follow)
+
+    def _read(self, fmt: struct.Struct, pos: int, what: str) -> int:
+        if pos < 0 or pos + fmt.size > self.limit:
+            raise _CorruptModel(f"{what} at byte {pos} lies outside the {self.limit}-byte flatbuffer")
+        return fmt.unpack_from(self.buf, pos)[0]
+
+    def u32(self, pos: int, what: str) -> int:
+        return self._read(self._U32, pos, what)
+
+    def table(self, pos: int, what: str) -> _Table:
+        if pos % 4:
+            raise _CorruptModel(f"{what} table at byte {pos} is misaligned")
+        vtable = pos - self._read(self._I32, pos, what)
+        if vtable % 2:
+            raise _CorruptModel(f"{what} vtable at byte {vtable} is misaligned")
+        vtable_len = self._read(self._U16, vtable, f"{what} vtable")
+        table_len = self._read(self._U16, vtable + 2, f"{what} vtable")
+        if vtable_len < 4 or vtable_len % 2 or vtable + vtable_len > self.limit:
+            raise _CorruptModel(f"{what} vtable at byte {vtable} has an invalid size {vtable_len}")
+        if table_len < 4 or pos + table_len > self.limit:
+            raise _CorruptModel(f"{what} table at byte {pos} has an invalid size {table_len}")
+        return _Table(pos, vtable, vtable_len, table_len)
+
+    def field(self, table: _Table, slot: int, size: int, what: str) -> int | None:
+        """Absolute position of a field's inline value, or None when the field is absent."""
+        if slot >= table.vtable_len:
+            return None
+        offset = self._read(self._U16, table.vtable + slot, what)
+        if offset == 0:
+            return None
+        if offset + size > table.table_len:
+            raise _CorruptModel(f"{what} field runs past the end of its table")
+        return table.pos + offset
+
+    def scalar(self, table: _Table, slot: int, fmt: str, default: int, what: str) -> int:
+        packer = struct.Struct("<" + fmt)
+        pos = self.field(table, slot, packer.size, what)
+        return default if pos is None else self._read(packer, pos, what)
+
+    def ref(self, table: _Table, slot: int, what: str) -> int | None:
+        pos = self.field(table, slot, 4, what)
+        if pos is None:
+            return None
+        return pos + self.u32(pos, what)
+
+    def vector(self, table: _Table, slot: int, elem_size: int, what: str) -> tuple[int, int] | None:
+        """``(start, length)`` of a vector field, checked to lie inside the buffer."""
+        pos = self.ref(table, slot, what)
+        if pos is None:
+            return None
+        if pos % 4:
+            raise _CorruptModel(f"{what} vector at byte {pos} is misaligned")
+        length = self.u32(pos, what)
+        start = pos + 4
+        if start + length * elem_size > self.limit:
+            raise _CorruptModel(f"{what} vector of {length} elements at byte {pos} runs past the end of the file")
+        return start, length
+
+    def string(self, table: _Table, slot: int, what: str) -> None:
+        span = self.vector(table, slot, 1, what)
+        if span is not None:
+            start, length = span
+            if start + length >= self.limit or self.buf[start + length] != 0:
+                raise _CorruptModel(f"{what} string at byte {start} is not terminated")
+            try:
+                self.buf[start : start + length].decode("utf-8")
+            except UnicodeDecodeError:
+                raise _CorruptModel(f"{what} string at byte {start} is not UTF-8") from None
+
+    def ints(self, table: _Table, slot: int, fmt: str, what: str) -> np.ndarray:
+        dtype = np.dtype("<" + fmt)
+        span = self.vector(table, slot, dtype.itemsize, what)
+        if span is None:
+            return np.empty(0, dtype)
+        start, length = span
+        return np.frombuffer(self.buf, dtype=dtype, count=length, offset=start)
+
+    def tables(self, table: _Table, slot: int, what: str) -> list[_Table]:
+        span = self.vector(table, slot, 4, what)
+        if span is None:
+            return []
+        start, length = span
+        result = []
+        for i in range(length):
+            elem = start + 4 * i
+            result.append(self.table(elem + self.u32(elem, what), f"{what}[{i}]"))
+        return result
+
+    def union_table(self, table: _Table, type_slot: int, value_slot: int, what: str) -> None:
+        """A union's value, checked as a table (its fields are scalars for nearly all options)."""
+        union_type = self.scalar(table, type_slot, "B", 0, what)
+        pos = self.ref(table, value_slot, what)
+        if union_type != 0 and pos is not None:
+            self.table(pos, what)
+
+
+@functools.cache
+def _known_tensor_types() -> frozenset[int]:
+    try:  # ships with ai-edge-litert; needs only the flatbuffers package
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:  # pragma: no cover - other LiteRT builds
+        return frozenset(range(32))
+    return frozenset(v for k, v in vars(schema.TensorType).items() if not k.startswith("_") and isinstance(v, int))
+
+
+def _check_indices(values: np.ndarray, count: int, what: str, allow_optional: bool) -> None:
+    low = -1 if allow_optional else 0  # -1 marks an omitted optional operator input
+    if values.size and (values.min() < low or values.max() >= count):
+        raise _CorruptModel(f"{what} refers to a tensor that does not exist")
+
+
+def _walk_model(buf: bytes, file_size: int) -> dict[str, int]:
+    """Check every part of the model the interpreter reads; return a few counts."""
+    reader = _FlatbufferReader(buf, min(file_size, _MAX_FLATBUFFER_BYTES))
+    model = reader.table(reader.u32(0, "root offset"), "Model")
+    version = reader.scalar(model, 4, "I", 0, "Model.version")
+    if version != TFLITE_SCHEMA_VERSION:
+        raise _CorruptModel(f"schema version is {version}, expected {TFLITE_SCHEMA_VERSION}")
+
+    reader.string(model, 10, "Model.description")
+    reader.ints(model, 14, "i4", "Model.metadata_buffer")
+    opcodes = reader.tables(model, 6, "operator_codes")
+    for i, opcode in enumerate(opcodes):
+        reader.string(opcode, 6, f"operator_codes[{i}].custom_code")
+
+    buffers = reader.tables(model, 12, "buffers")
+    for i, buffer in enumerate(buffers):
+        reader.vector(buffer, 4, 1, f"buffers[{i}].data")
+        offset = reader.scalar(buffer, 6, "Q", 0, f"buffers[{i}].offset")
+        size = reader.scalar(buffer, 8, "Q", 0, f"buffers[{i}].size")
+        if offset > 1 and offset + size > file_size:  # offset 0/1: no data outside the flatbuffer
+            raise _CorruptModel(f"buffers[{i}] points at bytes {offset}..{offset + size} beyond the file end")
+
+    tensor_types = _known_tensor_types()
+    subgraphs = reader.tables(model, 8, "subgraphs")
+    if not subgraphs:
+        raise _CorruptModel("the model has no subgraph")
+    for s, subgraph in enumerate(subgraphs):
+        where = f"subgraphs[{s}]"
+        tensors = reader.tables(subgraph, 4, f"{where}.tensors")
+        for t, tensor in enumerate(tensors):
+            what = f"{where}.tensors[{t}]"
+            shape = reader.ints(tensor, 4, "i4", f"{what}.shape")
+            if (shape < -1).any():
+                raise _CorruptModel(f"{what} has a negative dimension")
+            reader.ints(tensor, 18, "i4", f"{what}.shape_signature")
+            if reader.scalar(tensor, 6, "b", 0, f"{what}.type") not in tensor_types:
+                raise _CorruptModel(f"{what} has an unknown element type")
+            if reader.scalar(tensor, 8, "I", 0, f"{what}.buffer") >= max(len(buffers), 1):
+                raise _CorruptModel(f"{what} refers to a buffer that does not exist")
+            reader.string(tensor, 10, f"{what}.name")
+            quant_pos = reader.ref(tensor, 12, f"{what}.quantization")
+            if quant_pos is not None:
+                quant = reader.table(quant_pos, f"{what}.quantization")
+                for slot, fmt, name in (
+                    (4, "f4", "min"),
+                    (6, "f4", "max"),
+                    (8, "f4", "scale"),
+                    (10, "i8", "zero_point"),
+                ):
+                    reader.ints(quant, slot, fmt, f"{what}.quantization.{name}")
+                reader.union_table(quant, 12, 14, f"{what}.quantization.details")
+            sparsity_pos = reader.ref(tensor, 16, f"{what}.sparsity")
+            if sparsity_pos is not None:
+                reader.table(sparsity_pos, f"{what}.sparsity")
+
+        _check_indices(reader.ints(subgraph, 6, "i4", f"{where}.inputs"), len(tensors), f"{where}.inputs", False)
+        _check_indices(reader.ints(subgraph, 8, "i4", f"{where}.outputs"), len(tensors), f"{where}.outputs", False)
+        reader.string(subgraph, 12, f"{where}.name")
+        for o, operator in enumerate(reader.tables(subgraph, 10, f"{where}.operators")):
+            what = f"{where}.operators[{o}]"
+            if reader.scalar(operator, 4, "I", 0, f"{what}.opcode_index") >= len(opcodes):
+                raise _CorruptModel(f"{what} refers to an operator code that does not exist")
+            for slot, name in ((6, "inputs"), (8, "outputs"), (20, "intermediates")):
+                indices = reader.ints(operator, slot, "i4", f"{what}.{name}")
+                _check_indices(indices, len(tensors), f"{what}.{name}", True)
+            reader.union_table(operator, 10, 12, f"{what}.builtin_options")
+            reader.vector(operator, 14, 1, f"{what}.custom_options")
+            reader.ints(operator, 18, "u1", f"{what}.mutating_variable_inputs")
+            reader.union_table(operator, 26, 28, f"{what}.builtin_options_2")
+
+    for m, metadata in enumerate(reader.tables(model, 16, "metadata")):
+        reader.string(metadata, 4, f"metadata[{m}].name")
+        if reader.scalar(metadata, 6, "I", 0, f"metadata[{m}].buffer") >= len(buffers):
+            raise _CorruptModel(f"metadata[{m}] refers to a buffer that does not exist")
+    for g, signature in enumerate(reader.tables(model, 18, "signature_defs")):
+        where = f"signature_defs[{g}]"
+        for slot, name in ((4, "inputs"), (6, "outputs")):
+            for k, tensor_map in enumerate(reader.tables(signature, slot, f"{where}.{name}")):
+                reader.string(tensor_map, 4, f"{where}.{name}[{k}].name")
+        reader.string(signature, 8, f"{where}.signature_key")
+        if reader.scalar(signature, 12, "I", 0, f"{where}.subgraph_index") >= len(subgraphs):
+            raise _CorruptModel(f"{where} refers to a subgraph that does not exist")
+    return {"subgraphs": len(subgraphs), "buffers": len(buffers), "operator_codes": len(opcodes)}
+
+
+def verify_tflite_file(path: str | os.PathLike[str]) -> bytes:
+    """Check that ``path`` holds a structurally valid TFLite flatbuffer and return its bytes.
+
+    Cheap checks first (exists, regular file, size, ``TFL3`` identifier), then a bounds-checked
+    walk of the flatbuffer (see the module docstring), all in-process.
+
+    Args:
+        path: the ``.tflite`` file.
+
+    Returns:
+        The file's content.
+
+    Raises:
+        ArtifactError: the file is missing, unreadable, or not a valid TFLite model.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"TFLite model {path} does not exist; pass the path of an exported .tflite file")
+    if not path.is_file():
+        raise ArtifactError(f"TFLite model {path} is not a regular file; pass the path of a .tflite file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"cannot read TFLite model {path}: {exc.strerror or exc}") from None
+    if not data:
+        raise ArtifactError(f"TFLite model {path} is empty (0 bytes); re-export it")
+    if len(data) < _MIN_FILE_BYTES:
+        raise ArtifactError(f"TFLite model {path} is only {len(data)} bytes, too small to be a model; re-export it")
+    if data[4:8] != TFLITE_IDENTIFIER:
+        raise ArtifactError(
+            f"{path} is not a TFLite model: file identifier is {data[4:8]!r}, expected {TFLITE_IDENTIFIER!r}; "
+            "pass a .tflite file"
+        )
+    try:
+        counts = _walk_model(data, len(data))
+    except _CorruptModel as exc:
+        raise ArtifactError(f"TFLite model {path} is corrupt or truncated ({exc}); re-export it") from None
+    logger.debug("verified %s (%d bytes): %s", path, len(data), counts)
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# Running models
+# --------------------------------------------------------------------------------------------
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+def _litert_version() -> str:
+    try:
+        return importlib.metadata.version("ai-edge-litert")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source builds
+        return "unknown"
+
+
+def _tensor_info(detail: dict[str, Any]) -> TensorInfo:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    return TensorInfo(
+        name=str(detail["name"]),
+        shape=tuple(int(d) for d in detail["shape"]),
+        dtype=np.dtype(detail["dtype"]).name,
+        scale=float(scale),
+        zero_point=int(zero_point),
+        index=int(detail["index"]),
+    )
+
+
+def quantize(x: np.ndarray, info: TensorInfo) -> np.ndarray:
+    """Float model input -> the tensor's integer dtype with its own scale and zero point."""
+    dtype = np.dtype(info.dtype)
+    limits = np.iinfo(dtype)
+    q = np.round(np.asarray(x, dtype=np.float32) / np.float32(info.scale)) + info.zero_point
+    return np.clip(q, limits.min, limits.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, info: TensorInfo) -> np.ndarray:
+    """Integer tensor -> float32 with the tensor's scale and zero point."""
+    return ((q.astype(np.float32) - np.float32(info.zero_point)) * np.float32(info.scale)).astype(np.float32)
+
+
+class LiteRTModel:
+    """A ``.tflite`` model loaded into a reusable LiteRT interpreter.
+
+    Args:
+        path: the ``.tflite`` file; verified before loading.
+        num_threads: interpreter threads; None: LiteRT's default (1).
+        use_xnnpack: apply the default XNNPACK delegate (LiteRT's default).
+
+    Raises:
+        ArtifactError: the file is not a valid model, or the interpreter cannot load it.
+        ConfigError: ``num_threads`` is not a positive integer.
+    """
+
+    runtime = "litert"
+
+    def __init__(self, path: str | os.PathLike[str], *, num_threads: int | None = None, use_xnnpack: bool = True):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        self.path = Path(path)
+        self.size_bytes = len(verify_tflite_file(self.path))
+        if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+            raise ConfigError(f"Received num_threads={num_threads!r}; pass a positive integer or None")
+        self.num_threads = num_threads
+        self.use_xnnpack = use_xnnpack
+        resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            self._interpreter = Interpreter(
+                model_path=str(self.path), num_threads=num_threads, experimental_op_resolver_type=resolver
+            )
+            self._interpreter.allocate_tensors()
+            self._refresh_details()
+        except (ValueError, RuntimeError, UnicodeDecodeError) as exc:
+            raise ArtifactError(f"LiteRT cannot load {self.path}: {_one_line(exc)}") from None
+        logger.debug("loaded %s: inputs %s, outputs %s", self.path, self.inputs, self.outputs)
+
+    def _refresh_details(self) -> None:
+        self.inputs: list[TensorInfo] = [_tensor_info(d) for d in self._interpreter.get_input_details()]
+        self.outputs: list[TensorInfo] = [_tensor_info(d) for d in self._interpreter.get_output_details()]
+
+    def _resize_batch(self, batch: int) -> bool:
+        """Set the single input's batch dimension; False when the model refuses."""
+        info = self.inputs[0]
+        if info.shape[0] == batch:
+            return True
+        try:
+            self._interpreter.resize_tensor_input(info.index, [batch, *info.shape[1:]])
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            logger.debug("cannot resize %s to batch %d (%s); running one sample at a time", self.path, batch, exc)
+            self._interpreter.resize_tensor_input(info.index, list(info.shape))
+            self._interpreter.allocate_tensors()
+            return False
+        self._refresh_details()
+        return True
+
+    def predict(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Run a float batch through a single-input classifier.
+
+        Args:
+            x: float32 model input ``(N, H, W, C)``, already normalized per the preprocessing
+                contract; quantized here when the input tensor is integer.
+            batch_size: samples per invoke; None: ``min(N, 32)``.
+
+        Returns:
+            float32 ``(N, ...)`` outputs, dequantized when the output tensor is integer.
+
+        Raises:
+            DataError: ``x`` does not fit the model's input.
+        """
+        if len(self.inputs) != 1 or len(self.outputs) != 1:
+            raise DataError(
+                f"predict() needs a model with one input and one output, {self.path} has "
+                f"{len(self.inputs)} and {len(self.outputs)}; use invoke_raw()"
+            )
+        x = np.asarray(x)
+        expected = self.inputs[0].shape[1:]
+        if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
+            raise DataError(
+                f"Received input of shape {tuple(x.shape)}; {self.path} expects (N, {', '.join(map(str, expected))})"
+            )
+        n = x.shape[0]
+        if n == 0:
+            return np.empty((0, *self.outputs[0].shape[1:]), dtype=np.float32)
+        if batch_size is not None and batch_size < 1:
+            raise DataError(f"Received batch_size={batch_size}; pass a positive integer or None")
+        batch = min(n, batch_size or _DEFAULT_PREDICT_BATCH)
+        if not self._resize_batch(batch):
+            batch = self.inputs[0].shape[0]
+        in_info = self.inputs[0]
+        x = quantize(x, in_info) if in_info.quantized else x.astype(np.dtype(in_info.dtype), copy=False)
+
+        results = []
+        for start in range(0, n, batch):
+            chunk = x[start : start + batch]
+            rows = chunk.shape[0]
+            if rows < batch:  # pad the last chunk rather than re-planning the interpreter
+                pad = np.zeros((batch - rows, *chunk.shape[1:]), dtype=chunk.dtype)
+                chunk = np.concatenate([chunk, pad])
+            self._interpreter.set_tensor(in_info.index, chunk)
+            self._interpreter.invoke()
+            results.append(self._interpreter.get_tensor(self.outputs[0].index)[:rows])
+        out = np.concatenate(results)
+        out_info = self.outputs[0]
+        return dequantize(out, out_info) if out_info.quantized else out.astype(np.float32, copy=False)
+
+    def invoke_raw(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Set raw input tensors (the model's own dtypes and shapes), invoke, return raw outputs."""
+        if len(inputs) != len(self.inputs):
+            raise DataError(f"Received {len(inputs)} input arrays; {self.path} has {len(self.inputs)} inputs")
+        try:
+            for array, info in zip(inputs, self.inputs, strict=True):
+                self._interpreter.set_tensor(info.index, array)
+        except ValueError as exc:
+            raise DataError(f"{self.path} rejected the raw inputs: {_one_line(exc)}") from None
+        self._interpreter.invoke()
+        return [self._interpreter.get_tensor(info.index) for info in self.outputs]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "size_bytes": self.size_bytes,
+            "runtime": self.runtime,
+            "runtime_version": _litert_version(),
+            "num_threads": self.num_threads,
+            "use_xnnpack": self.use_xnnpack,
+            "inputs": [info.to_dict() for info in self.inputs],
+            "outputs": [info.to_dict() for info in self.outputs],
+        }

@@ -1,0 +1,77 @@
+"""Shared fixtures: a generated image folder and ONE tiny trained -> QAT -> int8 chain.
+
+TFLite conversion costs tens of seconds here even for a tiny model, so the expensive artifacts
+are session-scoped and shared by every test that only reads them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from edgetl.config import BuildConfig, validate  # noqa: E402
+
+#: MobileNetV2 alpha 0.35 at 32 px (as tfmot's own tests), trained for a few seconds.
+TINY_SETTINGS = {
+    "model": {"name": "mobilenet_v2", "alpha": 0.35, "input_size": 32, "weights": "none"},
+    "data": {"val_split": 0.25, "seed": 0, "batch_size": 16},
+    "train": {"head_epochs": 3, "head_lr": 1e-2, "fine_tune_epochs": 2, "patience": 2, "augment": True},
+    "qat": {"epochs": 1, "lr": 1e-4},
+    "export": {"representative_samples": 16},
+    "bench": {"warmup": 2, "runs": 5, "threads": [1]},
+}
+
+
+def tiny_config(data: Path, **sections) -> BuildConfig:
+    from edgetl.config import deep_merge
+
+    settings = deep_merge(TINY_SETTINGS, {"data": {"path": str(data)}})
+    return validate(deep_merge(settings, sections), "test settings")
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory) -> Path:
+    from edgetl.synthetic import make_shapes_dataset
+
+    return make_shapes_dataset(tmp_path_factory.mktemp("data") / "shapes", images_per_class=16, image_size=40, seed=0)
+
+
+@pytest.fixture(scope="session")
+def trained_run(shapes_dir, tmp_path_factory):
+    """A float training run folder (weights=none) and its TrainResult."""
+    from edgetl.train import train
+
+    return train(tiny_config(shapes_dir), tmp_path_factory.mktemp("runs") / "float")
+
+
+@pytest.fixture(scope="session")
+def qat_run(trained_run, shapes_dir, tmp_path_factory):
+    from edgetl.qat import qat
+
+    out = tmp_path_factory.mktemp("runs") / "qat"
+    float_copy = __import__("edgetl.pipeline", fromlist=["_clone"])._clone(trained_run.model)
+    return qat(
+        tiny_config(shapes_dir), float_copy, class_names=trained_run.class_names, contract=trained_run.contract,
+        split=trained_run.split, out_dir=out,
+    )
+
+
+@pytest.fixture(scope="session")
+def int8_export(qat_run, shapes_dir, tmp_path_factory):
+    """(artifact path, metadata) of the QAT model exported to full-integer int8 TFLite."""
+    from edgetl.api import export_model
+
+    out = tmp_path_factory.mktemp("exports") / "int8"
+    return export_model(qat_run.out_dir, "tflite-int8", data=shapes_dir, out=out, samples=16)
+
+
+@pytest.fixture(scope="session")
+def fp32_export(trained_run, shapes_dir, tmp_path_factory):
+    from edgetl.api import export_model
+
+    out = tmp_path_factory.mktemp("exports") / "fp32"
+    return export_model(trained_run.out_dir, "tflite-fp32", data=shapes_dir, out=out)

@@ -1,0 +1,116 @@
+"""End to end: `edgetl build --target tflite-int8` on a generated image folder, via the CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from edgetl.cli import app
+
+runner = CliRunner()
+
+TINY_TOML = """
+[model]
+alpha = 0.35
+input_size = 32
+weights = "none"
+
+[data]
+val_split = 0.25
+seed = 1
+batch_size = 16
+
+[train]
+head_epochs = 2
+fine_tune_epochs = 2
+augment = false
+
+[qat]
+epochs = 1
+
+[export]
+representative_samples = 16
+
+[bench]
+warmup = 5
+runs = 50
+"""
+
+
+@pytest.fixture(scope="module")
+def built(shapes_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    config = root / "edgetl.toml"
+    config.write_text(TINY_TOML)
+    args = ["build", "--target", "tflite-int8", "--data", str(shapes_dir), "--model", "mobilenet_v2", "--config", str(config), "--out", str(root / "build")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output + result.stderr
+    return root, args, result
+
+
+def test_build_writes_one_complete_folder(built):
+    root, _, result = built
+    target = root / "build" / "shapes" / "tflite-int8"
+    assert sorted(p.name for p in target.iterdir()) == ["edgetl.json", "labels.txt", "model.tflite", "report.md"]
+    meta = json.loads((target / "edgetl.json").read_text())
+    assert meta["inputs"][0]["dtype"] == "int8" and meta["inputs"][0]["shape"][1:] == [32, 32, 3]
+    assert meta["outputs"][0]["dtype"] == "int8" and meta["outputs"][0]["scale"] > 0
+    assert meta["preprocessing"]["mean"] == [127.5] * 3 and meta["preprocessing"]["channel_order"] == "RGB"
+    assert meta["class_names"] == ["circle", "square", "star", "triangle"]
+    accuracy = meta["accuracy"]
+    for key in ("float_top1", "artifact_top1", "top1_drop", "source_keras_top1", "per_class"):
+        assert key in accuracy
+    assert accuracy["images"] == 16
+    assert meta["size_bytes"] == (target / "model.tflite").stat().st_size
+    threads = sorted(entry["threads"] for entry in meta["latency"])
+    assert threads[0] == 1 and all(entry["stats"]["runs"] >= 50 for entry in meta["latency"])
+    for entry in meta["latency"]:
+        s = entry["stats"]
+        assert 0 < s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"]
+    assert {"tensorflow", "tensorflow-model-optimization", "ai-edge-litert"} <= set(meta["versions"])
+    assert meta["config"]["model"]["alpha"] == 0.35 and meta["config"]["qat"]["epochs"] == 1
+    report = (target / "report.md").read_text()
+    assert "## Accuracy" in report and "p99" in report and "tflite-int8 (LiteRT)" in report
+    assert (root / "build" / "shapes" / "float" / "model.keras").is_file()
+    assert (root / "build" / "shapes" / "qat" / "qat_model.h5").is_file()
+    assert not list((root / "build").rglob(".*tmp*")), "temporary files left behind"
+    assert "tflite-int8 (LiteRT)" in result.stdout
+
+
+def test_rebuild_reuses_stages_and_other_config_is_refused(built, shapes_dir):
+    root, args, _ = built
+    start = time.perf_counter()
+    again = runner.invoke(app, args + ["--target", "tflite-fp32"])
+    assert again.exit_code == 0, again.output + again.stderr
+    assert (root / "build" / "shapes" / "tflite-fp32" / "model.tflite").is_file()
+    meta = json.loads((root / "build" / "shapes" / "tflite-fp32" / "edgetl.json").read_text())
+    assert meta["verification"]["max_abs_diff"] < 1e-4
+    assert time.perf_counter() - start < 120
+
+    different = runner.invoke(app, args + ["--qat-epochs", "2"])
+    assert different.exit_code != 0
+    assert "already holds a different build" in different.stderr and "--force" in different.stderr
+
+
+def test_output_holds_other_files_without_force(shapes_dir, tmp_path):
+    busy = tmp_path / "build" / "shapes" / "tflite-int8"
+    busy.mkdir(parents=True)
+    (busy / "notes.txt").write_text("mine")
+    result = runner.invoke(app, ["build", "--data", str(shapes_dir), "--weights", "none", "--input-size", "32", "--alpha", "0.35", "--out", str(tmp_path / "build")])
+    assert result.exit_code != 0 and "--force" in result.stderr
+    assert (busy / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_demo_meets_its_promise(tmp_path):
+    """`edgetl demo`: under 5 minutes here, int8 validation top-1 >= 90%."""
+    start = time.perf_counter()
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo")])
+    elapsed = time.perf_counter() - start
+    assert result.exit_code == 0, result.output + result.stderr
+    meta = json.loads((tmp_path / "demo" / "build" / "shapes" / "tflite-int8" / "edgetl.json").read_text())
+    assert meta["accuracy"]["artifact_top1"] >= 0.9, meta["accuracy"]
+    assert elapsed < 300, elapsed

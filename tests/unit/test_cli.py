@@ -1,0 +1,164 @@
+"""The CLI: instant help, one-line errors with non-zero exits, and the commands on tiny data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from edgetl.cli import app
+
+runner = CliRunner()
+COMMANDS = ["train", "qat", "export", "eval", "build", "demo", "backbones", "data", "data check"]
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code != 0, result.output
+    err = result.stderr.strip()
+    assert err.startswith("error:"), err
+    assert "\n" not in err, f"error is not one line:\n{err}"
+    assert "Traceback" not in result.output + result.stderr
+    for fragment in fragments:
+        assert fragment in err, f"{fragment!r} not in {err!r}"
+
+
+def test_help_does_not_import_tensorflow():
+    code = "import sys; import edgetl.cli; assert 'tensorflow' not in sys.modules and 'tf_keras' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    result = run(*command.split(), "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_option_help_explains_shared_options():
+    out = run("build", "--help").output
+    for option in ("--data", "--model", "--input-size", "--weights", "--out", "--target", "--config", "--dry-run", "--force"):
+        assert option in out
+
+
+def _image(path: Path, mode="RGB", size=(20, 20)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).convert(mode).save(path)
+
+
+@pytest.fixture()
+def two_classes(tmp_path):
+    for cls in ("a", "b"):
+        for i in range(3):
+            _image(tmp_path / "two" / cls / f"{i}.png")
+    return tmp_path / "two"
+
+
+def test_data_check_reports_everything(two_classes):
+    (two_classes / "a" / "broken.png").write_text("not a png")
+    _image(two_classes / "b" / "gray.png", mode="L", size=(31, 17))
+    result = run("data", "check", two_classes, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["classes"] == ["a", "b"] and report["counts"] == {"a": 3, "b": 4}
+    assert report["modes"]["L"] == 1 and "31x17" in report["sizes"]
+    assert [Path(u["path"]).name for u in report["unreadable"]] == ["broken.png"]
+    text = run("data", "check", two_classes)
+    assert text.exit_code == 0 and "broken.png" in text.output and "imbalance" in text.output
+
+
+@pytest.mark.parametrize(
+    "setup, fragments",
+    [
+        ("missing", ["does not exist"]),
+        ("flat", ["subfolder"]),
+        ("empty_class", ["b"]),
+        ("single", ["at least 2"]),
+    ],
+)
+def test_bad_data_folders(tmp_path, setup, fragments):
+    root = tmp_path / "d"
+    if setup == "flat":
+        _image(root / "x.png")
+    elif setup == "empty_class":
+        _image(root / "a" / "1.png")
+        _image(root / "a" / "2.png")
+        (root / "b").mkdir()
+    elif setup == "single":
+        _image(root / "a" / "1.png")
+    result = run("train", "--data", root, "--model", "mobilenet_v2", "--weights", "none", "--input-size", "32", "--out", tmp_path / "run")
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_strict_fails_on_corrupt_file(two_classes, tmp_path):
+    (two_classes / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    result = run("train", "--data", two_classes, "--weights", "none", "--input-size", "32", "--strict", "--out", tmp_path / "run")
+    assert_one_line_error(result, "broken.jpg")
+
+
+def test_unknown_backbone_and_target(two_classes, tmp_path):
+    assert_one_line_error(run("train", "--data", two_classes, "--model", "resnet9000"), "resnet9000", "mobilenet_v2")
+    assert_one_line_error(run("build", "--data", two_classes, "--target", "coreml", "--weights", "none"), "coreml", "tflite-int8")
+    assert_one_line_error(run("build", "--data", two_classes, "--input-size", "16", "--weights", "none"), "16", "at least 32")
+    assert_one_line_error(run("build", "--data", two_classes, "--alpha", "0.9", "--weights", "none"), "0.9", "0.35")
+
+
+def test_bad_toml(two_classes, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\n")
+    assert_one_line_error(run("build", "--data", two_classes, "--config", bad), "not valid TOML")
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("[train]\nlearning_rate = 1\n")
+    assert_one_line_error(run("build", "--data", two_classes, "--config", unknown), "train.learning_rate: unknown key")
+
+
+def test_dry_run_prints_resolved_config(two_classes, tmp_path):
+    toml = tmp_path / "edgetl.toml"
+    toml.write_text('target = "tflite-fp16"\n[model]\nalpha = 0.5\n[qat]\nepochs = 5\n')
+    result = run("build", "--data", two_classes, "--config", toml, "--alpha", "0.35", "--weights", "none", "--dry-run")
+    assert result.exit_code == 0, result.output
+    resolved = json.loads(result.stdout)
+    assert resolved["target"] == "tflite-fp16" and resolved["model"]["alpha"] == 0.35
+    assert resolved["qat"]["epochs"] == 5 and resolved["model"]["input_size"] == 224
+    assert not (tmp_path / "build").exists()
+
+
+def test_train_refuses_folder_with_other_files(two_classes, tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "thesis.docx").write_text("precious")
+    result = run("train", "--data", two_classes, "--weights", "none", "--input-size", "32", "--out", out, "--head-epochs", "0", "--fine-tune-epochs", "0")
+    assert_one_line_error(result, "--force")
+    assert (out / "thesis.docx").read_text() == "precious"
+
+
+def test_eval_cli_json(int8_export, shapes_dir):
+    result = run("eval", int8_export[0], "--data", shapes_dir, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert {"top1", "top5", "per_class", "confusion"} <= set(data)
+    table = run("eval", int8_export[0].parent, "--data", shapes_dir)
+    assert table.exit_code == 0 and "top-1" in table.output and "confusion" in table.output
+
+
+def test_eval_cli_errors(tmp_path, shapes_dir):
+    assert_one_line_error(run("eval", tmp_path / "nope.tflite", "--data", shapes_dir), "does not exist")
+    junk = tmp_path / "junk.tflite"
+    junk.write_text("hello")
+    (tmp_path / "edgetl.json").write_text("{}")
+    assert_one_line_error(run("eval", junk, "--data", shapes_dir), "junk.tflite")
+
+
+def test_backbones_lists_registry():
+    result = run("backbones")
+    assert result.exit_code == 0 and "mobilenet_v2" in result.output
