@@ -60,6 +60,12 @@ def _setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err_console, show_path=False)], force=True)
     for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
+    if verbose == 0:  # TensorFlow's deprecation chatter is not the user's business
+        import warnings
+
+        warnings.filterwarnings("ignore", category=UserWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 @contextmanager
@@ -436,7 +442,7 @@ def _print_build_summary(result, elapsed_s: float | None = None) -> None:
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the generated images and the build.")] = Path("edgetl-demo"),
-    images_per_class: Annotated[int, typer.Option("--images-per-class", help="Generated images per shape class.")] = 100,
+    images_per_class: Annotated[int, typer.Option("--images-per-class", help="Generated images per shape class.")] = 250,
     force: ForceOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:

@@ -22,14 +22,14 @@ DEMO_SETTINGS: dict[str, Any] = {
     "target": "tflite-int8",
     "model": {"name": "mobilenet_v2", "alpha": 0.35, "input_size": 48, "weights": "none", "dropout": 0.1},
     "data": {"val_split": 0.2, "seed": 0, "batch_size": 32},
-    "train": {"head_epochs": 2, "head_lr": 2e-3, "fine_tune_epochs": 25, "augment": False, "patience": 6},
+    "train": {"head_epochs": 2, "head_lr": 2e-3, "fine_tune_epochs": 35, "augment": True, "patience": 8},
     "qat": {"epochs": 3, "lr": 2e-4},
     "export": {"representative_samples": 100},
     "bench": {"warmup": 10, "runs": 100},
 }
 
 
-def run_demo(out: Path, *, images_per_class: int = 100, force: bool = False, progress: Progress = log_progress, overrides: dict[str, Any] | None = None):
+def run_demo(out: Path, *, images_per_class: int = 250, force: bool = False, progress: Progress = log_progress, overrides: dict[str, Any] | None = None):
     """Generate ``out/data`` (if absent) and build ``out/build/shapes/tflite-int8``."""
     from edgetl.pipeline import build
     from edgetl.synthetic import make_shapes_dataset
@@ -38,7 +38,10 @@ def run_demo(out: Path, *, images_per_class: int = 100, force: bool = False, pro
     data_dir = out / "data"
     if not data_dir.is_dir() or force:
         progress("generate images", 0, 1, str(data_dir))
-        make_shapes_dataset(data_dir, images_per_class=images_per_class, image_size=64, seed=0, overwrite=True)
+        make_shapes_dataset(
+            data_dir, images_per_class=images_per_class, image_size=64, seed=0, noise=0.05,
+            min_scale=0.5, palette="light-on-dark", overwrite=True,
+        )
         progress("generate images", 1, 1, str(data_dir))
     settings = deep_merge(DEMO_SETTINGS, {"data": {"path": str(data_dir)}, "out": str(out / "build")})
     config = validate(deep_merge(settings, overrides or {}), "demo settings")

@@ -71,7 +71,12 @@ def quantize_model(model, recipe: str = "default"):
 def _first_unsupported_layer(model):
     from edgetl._keras import tfmot
 
-    registry = tfmot().quantization.keras.default_8bit.default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+    tfmot()  # imported with Keras 2 selected
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_registry import (
+        Default8BitQuantizeRegistry,
+    )
+
+    registry = Default8BitQuantizeRegistry()
     for layer in model.layers:
         if layer.__class__.__name__ == "InputLayer":
             continue

@@ -63,7 +63,7 @@ def build_report(meta: dict[str, Any]) -> str:
         table(["runtime", "threads", "p50", "p90", "p99", "mean", "runs", "warm-up"], latency_rows(meta.get("latency", []))),
         "",
         f"Measured on {meta.get('machine', {}).get('cpu', 'this machine')} ({meta.get('machine', {}).get('cores', '?')} cores). "
-        "A quick check: `edgetl bench` gives the full measurement.",
+        "A quick check (warm-up, then timed runs of `interpreter.invoke()` on synthetic input).",
         "",
         "## The artifact",
         "",

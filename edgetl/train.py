@@ -170,7 +170,9 @@ def set_batchnorm_momentum(model, momentum: float) -> None:
             layer.momentum = momentum
 
 
-def reestimate_batchnorm(model, pixels: np.ndarray, contract: PreprocessContract, batch_size: int = 64, max_images: int = 1024) -> None:
+def reestimate_batchnorm(
+    model, pixels: np.ndarray, contract: PreprocessContract, batch_size: int = 64, max_images: int = 1024, seed: int = 0
+) -> None:
     """Recompute BatchNorm moving statistics from training images; weights stay untouched.
 
     Each batch runs once in training mode with momentum ``k/(k+1)``, so after ``n`` batches the
@@ -182,8 +184,10 @@ def reestimate_batchnorm(model, pixels: np.ndarray, contract: PreprocessContract
     saved = [(layer.trainable, layer.momentum) for layer in bns]
     for layer in bns:
         layer.trainable = True  # tf_keras runs a frozen BatchNorm in inference mode
-    count = min(len(pixels), max_images)
-    batches = [pixels[i : i + batch_size] for i in range(0, count, batch_size)]
+    # Shuffled: batches of one class would average away the between-class variance.
+    order = np.random.default_rng(seed).permutation(len(pixels))[:max_images]
+    count = len(order)
+    batches = [pixels[order[i : i + batch_size]] for i in range(0, count, batch_size)]
     for k, batch in enumerate(batches):
         for layer in bns:
             layer.momentum = k / (k + 1)
@@ -404,13 +408,15 @@ def train(
             callbacks=[
                 best,
                 k.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience),
+                # Smaller steps once validation loss stalls, before early stopping gives up.
+                k.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=max(1, config.train.patience // 2), min_lr=1e-6),
                 k.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), write_graph=False, profile_batch=0),
                 keras_callback(progress, "phase 2 (fine-tune)", config.train.fine_tune_epochs),
             ],
         )
         _merge_history(history, "fine_tune", fitted.history)
     if scratch:
-        reestimate_batchnorm(model, split.train.x, contract)
+        reestimate_batchnorm(model, split.train.x, contract, seed=config.data.seed)
     timings["phase2_s"] = time.perf_counter() - start
 
     val_acc = accuracy(model, split.val, contract)

@@ -63,7 +63,7 @@ def test_build_writes_one_complete_folder(built):
     accuracy = meta["accuracy"]
     for key in ("float_top1", "artifact_top1", "top1_drop", "source_keras_top1", "per_class"):
         assert key in accuracy
-    assert accuracy["images"] == 16
+    assert accuracy["images"] == 60
     assert meta["size_bytes"] == (target / "model.tflite").stat().st_size
     threads = sorted(entry["threads"] for entry in meta["latency"])
     assert threads[0] == 1 and all(entry["stats"]["runs"] >= 50 for entry in meta["latency"])

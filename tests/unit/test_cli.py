@@ -151,12 +151,17 @@ def test_eval_cli_json(int8_export, shapes_dir):
     assert table.exit_code == 0 and "top-1" in table.output and "confusion" in table.output
 
 
-def test_eval_cli_errors(tmp_path, shapes_dir):
+def test_eval_cli_errors(tmp_path, shapes_dir, int8_export):
     assert_one_line_error(run("eval", tmp_path / "nope.tflite", "--data", shapes_dir), "does not exist")
+    (tmp_path / "edgetl.json").write_text("{}")
     junk = tmp_path / "junk.tflite"
     junk.write_text("hello")
-    (tmp_path / "edgetl.json").write_text("{}")
+    assert_one_line_error(run("eval", junk, "--data", shapes_dir), "edgetl.json", "not valid edgetl metadata")
+    (tmp_path / "edgetl.json").write_bytes((int8_export[0].parent / "edgetl.json").read_bytes())
     assert_one_line_error(run("eval", junk, "--data", shapes_dir), "junk.tflite")
+    truncated = tmp_path / "truncated.tflite"
+    truncated.write_bytes(int8_export[0].read_bytes()[:5000])
+    assert_one_line_error(run("eval", truncated, "--data", shapes_dir), "truncated.tflite")
 
 
 def test_backbones_lists_registry():

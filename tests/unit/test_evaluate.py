@@ -29,9 +29,9 @@ def test_eval_tflite_and_against_keras(int8_export, trained_run, shapes_dir):
     path, _ = int8_export
     report = evaluate(path, shapes_dir, against=trained_run.out_dir)
     data = report.to_dict()
-    assert data["num_images"] == 64 and data["kind"] == "tflite"
+    assert data["num_images"] == 240 and data["kind"] == "tflite"
     assert set(data["per_class"]) == {"circle", "square", "star", "triangle"}
-    assert sum(map(sum, data["confusion"])) == 64
+    assert sum(map(sum, data["confusion"])) == 240
     assert 0.0 <= data["top1"] <= data["top5"] <= 1.0
     against = data["against"]
     assert against["kind"] == "keras"
