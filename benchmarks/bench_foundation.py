@@ -147,7 +147,7 @@ def main() -> None:
     latency = latency_ratio(args, args.out)
     report = {"machine": machine_info(), "versions": package_versions(), "phase1_epoch": epochs, "tflite_latency": latency}
     (args.out / "foundation.json").write_text(json.dumps(report, indent=2))
-    print(f"| measurement | baseline | edgetl | ratio | target |\n|---|---|---|---|---|")
+    print("| measurement | baseline | edgetl | ratio | target |\n|---|---|---|---|---|")
     print(f"| phase-1 epoch, MobileNetV2 1.0 @ {epochs['input_size']} px, {epochs['images']} images | plain fit {epochs['plain_fit_epoch_s']:.2f} s | cached features {epochs['cached_features_epoch_s'] * 1000:.1f} ms | {epochs['speedup_per_epoch']:.0f}x faster | >= 10x |")
     print(f"| whole phase 1 ({epochs['epochs']} epochs, feature extraction included) | {epochs['plain_total_s']:.1f} s | {epochs['cached_total_s_including_feature_extraction']:.1f} s | {epochs['speedup_whole_phase']:.1f}x | - |")
     print(f"| LiteRT p50, MobileNetV2 1.0 @ 224 px, 1 thread | fp32 {latency['tflite-fp32']['p50_ms']:.2f} ms | int8 {latency['tflite-int8']['p50_ms']:.2f} ms | {latency['int8_over_fp32_p50']:.2f}x | <= 0.5x |")

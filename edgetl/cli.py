@@ -421,7 +421,7 @@ def _print_build_summary(result, elapsed_s: float | None = None) -> None:
     t.add_column("model")
     t.add_column("top-1 (validation)", justify="right")
     t.add_row("float (Keras)", _pct(s["float_top1"]))
-    if s["source_keras_top1"] is not None and result.target == "tflite-int8":
+    if s["source"] == "qat":
         t.add_row("QAT (Keras)", _pct(s["source_keras_top1"]))
     t.add_row(f"{result.target} (LiteRT)", _pct(s["artifact_top1"]))
     console.print(t)

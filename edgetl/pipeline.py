@@ -329,6 +329,7 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
         "latency": latency,
         "target": target.name,
         "source_keras_top1": accuracy_block["source_keras_top1"],
+        "source": accuracy_block["source"],
     }
     return BuildResult(target_dir, final, target.name, summary, timings)
 

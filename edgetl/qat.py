@@ -22,8 +22,8 @@ from edgetl.contract import PreprocessContract
 from edgetl.data import SplitData, load_split
 from edgetl.errors import ConfigError, ExportError
 from edgetl.metadata import SCHEMA_VERSION, package_versions, read_model_info, write_labels
-from edgetl.progress import Progress, keras_callback, log_progress
-from edgetl.train import BestWeights, _compile, accuracy, is_batchnorm, load_float_model, make_dataset
+from edgetl.progress import Progress, log_progress
+from edgetl.train import accuracy, fit_on_images, is_batchnorm, load_float_model
 
 log = logging.getLogger(__name__)
 
@@ -130,16 +130,9 @@ def qat(
     q_model = quantize_model(float_model, spec.qat_recipe if spec else "default")
     history: dict[str, list[float]] = {}
     if config.qat.epochs > 0:
-        _compile(q_model, config.qat.lr)
-        best = BestWeights()
-        fitted = q_model.fit(
-            make_dataset(split.train, contract, config.data.batch_size, shuffle=True, augment=False, seed=config.data.seed),
-            validation_data=make_dataset(split.val, contract, config.data.batch_size, shuffle=False, augment=False, seed=0),
-            epochs=config.qat.epochs,
-            verbose=0,
-            callbacks=[best, keras_callback(progress, "QAT", config.qat.epochs)],
+        history = fit_on_images(
+            q_model, split, contract, config, lr=config.qat.lr, epochs=config.qat.epochs, augment=False, task="QAT", progress=progress
         )
-        history = {k: [float(v) for v in vals] for k, vals in fitted.history.items()}
     else:
         # Quantizers need to have seen data before conversion: one pass in training mode.
         q_model(contract.normalize(split.train.x[:64]), training=True)

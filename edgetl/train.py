@@ -289,6 +289,23 @@ class BestWeights:
         return _Best()
 
 
+def fit_on_images(
+    model, split: SplitData, contract: PreprocessContract, config: BuildConfig, *, lr: float, epochs: int,
+    augment: bool, task: str, progress: Progress, callbacks: list | None = None,
+) -> dict[str, list[float]]:
+    """Compile and fit on the split's images, validating on its held-out part; keep the best epoch."""
+    _compile(model, lr)
+    batch, seed = config.data.batch_size, config.data.seed
+    fitted = model.fit(
+        make_dataset(split.train, contract, batch, shuffle=True, augment=augment, seed=seed),
+        validation_data=make_dataset(split.val, contract, batch, shuffle=False, augment=False, seed=0),
+        epochs=epochs,
+        verbose=0,
+        callbacks=[BestWeights(), *(callbacks or []), keras_callback(progress, task, epochs)],
+    )
+    return {k: [float(v) for v in values] for k, values in fitted.history.items()}
+
+
 def train_head_on_features(model, split: SplitData, contract: PreprocessContract, config: BuildConfig, progress: Progress) -> dict[str, list[float]]:
     """Phase 1 without augmentation: backbone features computed once, head trained on them."""
     from edgetl._keras import keras
@@ -375,16 +392,11 @@ def train(
     start = time.perf_counter()
     if config.train.head_epochs > 0:
         if config.train.head_augment:
-            _compile(model, config.train.head_lr)
-            best = BestWeights()
-            fitted = model.fit(
-                make_dataset(split.train, contract, config.data.batch_size, shuffle=True, augment=True, seed=config.data.seed),
-                validation_data=make_dataset(split.val, contract, config.data.batch_size, shuffle=False, augment=False, seed=0),
-                epochs=config.train.head_epochs,
-                verbose=0,
-                callbacks=[best, keras_callback(progress, "phase 1 (head)", config.train.head_epochs)],
+            fitted = fit_on_images(
+                model, split, contract, config, lr=config.train.head_lr, epochs=config.train.head_epochs,
+                augment=True, task="phase 1 (head)", progress=progress,
             )
-            _merge_history(history, "head", fitted.history)
+            _merge_history(history, "head", fitted)
         else:
             _merge_history(history, "head", train_head_on_features(model, split, contract, config, progress))
     timings["phase1_s"] = time.perf_counter() - start
@@ -398,23 +410,17 @@ def train(
         from edgetl._keras import keras
 
         k = keras()
-        _compile(model, fine_tune_lr(config))
-        best = BestWeights()
-        fitted = model.fit(
-            make_dataset(split.train, contract, config.data.batch_size, shuffle=True, augment=config.train.augment, seed=config.data.seed),
-            validation_data=make_dataset(split.val, contract, config.data.batch_size, shuffle=False, augment=False, seed=0),
-            epochs=config.train.fine_tune_epochs,
-            verbose=0,
+        fitted = fit_on_images(
+            model, split, contract, config, lr=fine_tune_lr(config), epochs=config.train.fine_tune_epochs,
+            augment=config.train.augment, task="phase 2 (fine-tune)", progress=progress,
             callbacks=[
-                best,
                 k.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience),
                 # Smaller steps once validation loss stalls, before early stopping gives up.
                 k.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=max(1, config.train.patience // 2), min_lr=1e-6),
                 k.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), write_graph=False, profile_batch=0),
-                keras_callback(progress, "phase 2 (fine-tune)", config.train.fine_tune_epochs),
             ],
         )
-        _merge_history(history, "fine_tune", fitted.history)
+        _merge_history(history, "fine_tune", fitted)
     if scratch:
         reestimate_batchnorm(model, split.train.x, contract, seed=config.data.seed)
     timings["phase2_s"] = time.perf_counter() - start
