@@ -253,7 +253,7 @@ def qat(
     data: DataOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Folder for the QAT model (default: <model>-qat).")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="QAT epochs (default 3).")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="QAT learning rate (default 1e-4).")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="QAT learning rate (default: the backbone recipe's, 1e-5 for mobilenet_v2).")] = None,
     config: ConfigOpt = None,
     strict: StrictOpt = None,
     force: ForceOpt = False,

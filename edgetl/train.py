@@ -381,6 +381,12 @@ def train(
     scratch = from_scratch(config)
     if scratch:
         set_batchnorm_momentum(model, SCRATCH_BN_MOMENTUM)
+        if config.train.patience < 6 or config.train.fine_tune_epochs < 20:
+            log.warning(
+                "training from scratch usually needs 10+ epochs before validation loss moves: with patience %d "
+                "and %d fine-tune epochs it may stop early; the demo uses patience 8 and 35 epochs",
+                config.train.patience, config.train.fine_tune_epochs,
+            )
     history: dict[str, list[float]] = {}
     log.info(
         "training %s (%s weights, %d px) on %d images, validating on %d, %d classes",
