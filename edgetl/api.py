@@ -83,12 +83,10 @@ def export_model(
             keras_model, target, staging, class_names=info.class_names, contract=info.contract,
             representative=representative_images(split, samples, config.data.seed), config=config, write_marker=False,
         )
-        verification = verify_artifact(artifact, spec, keras_model, split.val.x, info.contract)
-        from edgetl.evaluate import evaluate_predictor
-        from edgetl.runtimes.litert import LiteRTModel
+        verification, artifact_probs = verify_artifact(artifact, spec, keras_model, split.val.x, info.contract)
+        from edgetl.evaluate import compute_metrics
 
-        lite = LiteRTModel(artifact)
-        metrics, _ = evaluate_predictor(lambda px: lite.predict(info.contract.normalize(px)), split.val.x, split.val.y, info.class_names)
+        metrics = compute_metrics(artifact_probs, split.val.y, info.class_names)
         meta.update(
             {
                 "fingerprint": export_fp,

@@ -121,11 +121,14 @@ def tflite_io_details(path: Path) -> dict[str, Any]:
 
 def verify_artifact(
     artifact: Path, target: TargetSpec, reference, pixels: np.ndarray, contract: PreprocessContract
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], np.ndarray]:
     """Run the reference Keras model and the artifact on the same images; compare.
 
     fp32 must match to ``FP32_TOLERANCE`` (else :class:`VerificationError`, listing every
     mismatch at once); quantized artifacts report their top-1 agreement and max difference.
+
+    Returns:
+        The comparison, and the artifact's probabilities (for its accuracy, without a second run).
     """
     from edgetl.runtimes.litert import LiteRTModel
     from edgetl.train import predict_pixels
@@ -146,7 +149,7 @@ def verify_artifact(
         )
     if target.dtype != "fp32" and result["top1_agreement"] < INT8_AGREEMENT_WARN:
         log.warning("%s agrees with its source model on only %.1f%% of validation images", artifact, 100 * result["top1_agreement"])
-    return result
+    return result, out
 
 
 def export_artifact(
@@ -211,6 +214,7 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
     Raises:
         ConfigError, DataError, OutputExistsError, ExportError, VerificationError.
     """
+    from edgetl.bench import machine_info
     from edgetl.qat import QAT_MODEL_FILE, load_keras_artifact, qat, representative_images
     from edgetl.train import MODEL_FILE, train
 
@@ -274,13 +278,12 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
 
         start = time.perf_counter()
         progress("verify", 0, 1, "")
-        verification = verify_artifact(artifact, target, source, split.val.x, contract)
-        from edgetl.evaluate import compute_metrics, evaluate_predictor
-        from edgetl.runtimes.litert import LiteRTModel
+        verification, artifact_probs = verify_artifact(artifact, target, source, split.val.x, contract)
+        from edgetl.evaluate import compute_metrics
+        from edgetl.train import predict_pixels
 
-        lite = LiteRTModel(artifact)
-        artifact_metrics, _ = evaluate_predictor(lambda px: lite.predict(contract.normalize(px)), split.val.x, split.val.y, class_names)
-        float_metrics = compute_metrics(_predict(float_model, split.val.x, contract), split.val.y, class_names)
+        artifact_metrics = compute_metrics(artifact_probs, split.val.y, class_names)
+        float_metrics = compute_metrics(predict_pixels(float_model, split.val.x, contract), split.val.y, class_names)
         progress("verify", 1, 1, "")
         timings["verify_s"] = time.perf_counter() - start
 
@@ -312,7 +315,7 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
                 "accuracy": accuracy_block,
                 "verification": verification,
                 "latency": latency,
-                "machine": _machine(),
+                "machine": machine_info(),
                 "timings_s": timings,
             }
         )
@@ -334,12 +337,6 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
     return BuildResult(target_dir, final, target.name, summary, timings)
 
 
-def _predict(model, pixels: np.ndarray, contract: PreprocessContract) -> np.ndarray:
-    from edgetl.train import predict_pixels
-
-    return predict_pixels(model, pixels, contract)
-
-
 def _clone(model):
     """A copy with the same weights, so QAT never alters the float model still in use."""
     from edgetl._keras import keras
@@ -347,9 +344,3 @@ def _clone(model):
     copy = keras().models.clone_model(model)
     copy.set_weights(model.get_weights())
     return copy
-
-
-def _machine() -> dict[str, Any]:
-    from edgetl.bench import machine_info
-
-    return machine_info()
