@@ -191,3 +191,45 @@ def build_classifier(
 
 
 HEAD_LAYERS = ("edgetl_pool", "edgetl_dropout", "edgetl_logits")
+
+
+def count_macs(model) -> int:
+    """Multiply-accumulates of one forward pass at batch 1, from the layers' shapes.
+
+    Counts convolutions (grouped and depthwise too) and dense layers, which hold nearly all of a
+    MobileNet/EfficientNet's arithmetic; element-wise ops, pooling and BatchNorm are not counted.
+    """
+    from edgetl._keras import keras
+
+    k = keras()
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, k.layers.DepthwiseConv2D):
+            _, h, w, c_out = layer.output_shape
+            kh, kw = layer.kernel_size
+            total += h * w * kh * kw * c_out
+        elif isinstance(layer, k.layers.Conv2D):
+            _, h, w, c_out = layer.output_shape
+            kh, kw = layer.kernel_size
+            c_in = layer.input_shape[-1]
+            total += h * w * kh * kw * (c_in // layer.groups) * c_out
+        elif isinstance(layer, k.layers.Dense):
+            total += int(layer.input_shape[-1]) * layer.units
+    return int(total)
+
+
+def describe_backbone(spec: BackboneSpec, num_classes: int = 1000) -> dict[str, Any]:
+    """Parameters and MACs of the backbone with a ``num_classes`` head, at its default size."""
+    model = build_classifier(spec, num_classes, spec.default_input_size, spec.default_alpha, "none")
+    return {
+        "name": spec.name,
+        "default_input_size": spec.default_input_size,
+        "min_input_size": spec.min_input_size,
+        "pretrained_sizes": list(spec.pretrained_sizes),
+        "alphas": list(spec.alphas),
+        "default_alpha": spec.default_alpha,
+        "params": int(model.count_params()),
+        "macs": count_macs(model),
+        "targets": list(spec.targets),
+        "description": spec.description,
+    }

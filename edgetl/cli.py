@@ -421,6 +421,8 @@ def _print_build_summary(result, elapsed_s: float | None = None) -> None:
     t.add_column("model")
     t.add_column("top-1 (validation)", justify="right")
     t.add_row("float (Keras)", _pct(s["float_top1"]))
+    if s.get("ptq_top1") is not None:
+        t.add_row("PTQ int8 (LiteRT)", _pct(s["ptq_top1"]))
     if s["source"] == "qat":
         t.add_row("QAT (Keras)", _pct(s["source_keras_top1"]))
     t.add_row(f"{result.target} (LiteRT)", _pct(s["artifact_top1"]))
@@ -459,20 +461,27 @@ def demo(
 
 # ----------------------------------------------------------------------------- backbones
 @app.command()
-def backbones() -> None:
-    """List the registered backbones with their input sizes and supported targets."""
-    from edgetl.backbones import BACKBONES
+def backbones(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+) -> None:
+    """List the registered backbones: input sizes, parameters and MACs (1000-class head, default size), targets."""
+    with _errors_as_exit():
+        from edgetl.backbones import BACKBONES, describe_backbone
 
-    t = Table(title="registered backbones")
-    t.add_column("name", no_wrap=True)
-    for col in ("default size", "min size", "pretrained sizes", "alphas", "targets", "description"):
-        t.add_column(col)
-    for name, spec in BACKBONES.items():
-        t.add_row(
-            name, str(spec.default_input_size), str(spec.min_input_size), ", ".join(map(str, spec.pretrained_sizes)),
-            ", ".join(map(str, spec.alphas)) or "-", ", ".join(spec.targets), spec.description,
-        )
-    console.print(t)
+        rows = [describe_backbone(spec) for _, spec in BACKBONES.items()]
+        if as_json:
+            console.print_json(json.dumps(rows))
+            return
+        t = Table(title="registered backbones (parameters and MACs with a 1000-class head, at the default size)")
+        t.add_column("name", no_wrap=True)
+        for col in ("default size", "min size", "pretrained sizes", "alphas", "params", "MACs", "targets"):
+            t.add_column(col)
+        for r in rows:
+            t.add_row(
+                r["name"], str(r["default_input_size"]), str(r["min_input_size"]), ", ".join(map(str, r["pretrained_sizes"])),
+                ", ".join(map(str, r["alphas"])) or "-", f"{r['params'] / 1e6:.2f} M", f"{r['macs'] / 1e6:.0f} M", ", ".join(r["targets"]),
+            )
+        console.print(t)
 
 
 def main(argv: list[str] | None = None) -> None:

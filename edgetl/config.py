@@ -74,6 +74,7 @@ class QATConfig(_Section):
 class ExportConfig(_Section):
     io_dtype: IODType = Field(IODType.int8, description="int8 models' input/output dtype")
     representative_samples: int = Field(200, ge=1, description="training images used to calibrate")
+    compare_ptq: bool = Field(True, description="QAT int8 builds also export PTQ int8 from the float model, for the report")
 
 
 class BenchConfig(_Section):

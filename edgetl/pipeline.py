@@ -293,6 +293,11 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
         progress("benchmark", 1, 1, "")
         timings["bench_s"] = time.perf_counter() - start
 
+        ptq = None
+        if mode is QuantMode.qat and config.export.compare_ptq:
+            progress("PTQ comparison", 0, 1, "int8 from the float model, calibrated")
+            ptq = compare_ptq(float_model, target, root / "ptq-int8", class_names, contract, representative, split, config, float_metrics)
+            progress("PTQ comparison", 1, 1, "")
         accuracy_block = {
             "split": "validation",
             "images": int(len(split.val.y)),
@@ -307,6 +312,8 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
             "per_class": artifact_metrics.per_class,
             "confusion": artifact_metrics.confusion,
         }
+        if ptq is not None:
+            accuracy_block["ptq_comparison"] = ptq
         meta.update(
             {
                 "fingerprint": fps["export"],
@@ -333,6 +340,7 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
         "target": target.name,
         "source_keras_top1": accuracy_block["source_keras_top1"],
         "source": accuracy_block["source"],
+        "ptq_top1": ptq["artifact_top1"] if ptq else None,
     }
     return BuildResult(target_dir, final, target.name, summary, timings)
 
@@ -344,3 +352,31 @@ def _clone(model):
     copy = keras().models.clone_model(model)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def compare_ptq(
+    float_model, target: TargetSpec, out_dir: Path, class_names: list[str], contract: PreprocessContract,
+    representative: np.ndarray, split, config: BuildConfig, float_metrics,
+) -> dict[str, Any]:
+    """Post-training int8 of the float model, beside the QAT artifact, so the report can show
+    what QAT bought. Written to ``<name>/ptq-int8/`` with its own metadata."""
+    from edgetl.evaluate import compute_metrics
+
+    with _fs.atomic_dir(out_dir) as staging:
+        artifact, meta = export_artifact(
+            float_model, target.name, staging, class_names=class_names, contract=contract,
+            representative=representative, config=config, write_marker=False,
+        )
+        verification, probs = verify_artifact(artifact, target, float_model, split.val.x, contract)
+        metrics = compute_metrics(probs, split.val.y, class_names)
+        result = {
+            "artifact": str(out_dir / target.filename),
+            "artifact_top1": metrics.top1,
+            "artifact_top5": metrics.top5,
+            "top1_drop": float_metrics.top1 - metrics.top1,
+            "top1_agreement_with_float": verification["top1_agreement"],
+            "size_bytes": meta["size_bytes"],
+        }
+        meta.update({"quantization_mode": "ptq", "accuracy": result, "verification": verification})
+        _fs.write_json(staging / _fs.MARKER, meta)
+    return result

@@ -27,6 +27,20 @@ def latency_rows(latency: list[dict[str, Any]]) -> list[list[Any]]:
     return rows
 
 
+def accuracy_rows(meta: dict[str, Any]) -> list[list[str]]:
+    """Float, (PTQ int8,) quantized Keras and shipped artifact, on the same images."""
+    acc = meta["accuracy"]
+    rows = [["float (Keras)", _pct(acc["float_top1"]), _pct(acc["float_top5"]), ""]]
+    ptq = acc.get("ptq_comparison")
+    if ptq:
+        rows.append(["PTQ int8 (LiteRT)", _pct(ptq["artifact_top1"]), _pct(ptq["artifact_top5"]), f"{100 * ptq['top1_drop']:+.1f} pts"])
+    if acc["source"] == "qat":
+        rows.append(["QAT (Keras)", _pct(acc["source_keras_top1"]), "", ""])
+    label = "QAT int8" if acc["source"] == "qat" else meta["target"]
+    rows.append([f"{label} (LiteRT, shipped)", _pct(acc["artifact_top1"]), _pct(acc["artifact_top5"]), f"{100 * acc['top1_drop']:+.1f} pts"])
+    return rows
+
+
 def build_report(meta: dict[str, Any]) -> str:
     """The ``report.md`` of a build: what was made, how accurate, how fast, from what."""
     acc = meta["accuracy"]
@@ -42,17 +56,16 @@ def build_report(meta: dict[str, Any]) -> str:
         "",
         "## Accuracy (validation split, the same images for every model)",
         "",
-        table(
-            ["model", "top-1", "top-5"],
-            [
-                ["float (Keras)", _pct(acc["float_top1"]), _pct(acc["float_top5"])],
-                [f"{acc['source']} (Keras)", _pct(acc["source_keras_top1"]), ""],
-                [f"{meta['target']} (LiteRT)", _pct(acc["artifact_top1"]), _pct(acc["artifact_top5"])],
-            ],
-        ),
+        table(["model", "top-1", "top-5", "top-1 drop vs float"], accuracy_rows(meta)),
         "",
-        f"{acc['images']} validation images. Top-1 drop vs float: {100 * acc['top1_drop']:+.1f} points; "
-        f"top-1 agreement of the artifact with the Keras model it was converted from: {_pct(acc['top1_agreement_with_source'])}.",
+        f"{acc['images']} validation images. Top-1 agreement of the artifact with the Keras model it was converted from: "
+        f"{_pct(acc['top1_agreement_with_source'])}."
+        + (
+            f" PTQ int8 (calibrated on {meta.get('config', {}).get('export', {}).get('representative_samples', '?')} training images, "
+            f"no QAT) agrees with the float model on {_pct(acc['ptq_comparison']['top1_agreement_with_float'])}; "
+            "it is kept in `../ptq-int8/` for comparison."
+            if acc.get("ptq_comparison") else ""
+        ),
         "",
         "Per class (artifact):",
         "",

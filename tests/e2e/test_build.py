@@ -73,11 +73,17 @@ def test_build_writes_one_complete_folder(built):
     assert {"tensorflow", "tensorflow-model-optimization", "ai-edge-litert"} <= set(meta["versions"])
     assert meta["config"]["model"]["alpha"] == 0.35 and meta["config"]["qat"]["epochs"] == 1
     report = (target / "report.md").read_text()
-    assert "## Accuracy" in report and "p99" in report and "tflite-int8 (LiteRT)" in report
+    assert "## Accuracy" in report and "p99" in report and "QAT int8 (LiteRT, shipped)" in report
+    # PTQ int8 of the float model, kept beside it for the side-by-side comparison.
+    ptq = accuracy["ptq_comparison"]
+    assert "PTQ int8 (LiteRT)" in report and 0.0 <= ptq["artifact_top1"] <= 1.0
+    ptq_meta = json.loads((root / "build" / "shapes" / "ptq-int8" / "edgetl.json").read_text())
+    assert ptq_meta["quantization_mode"] == "ptq" and ptq_meta["inputs"][0]["dtype"] == "int8"
+    assert ptq["size_bytes"] == (root / "build" / "shapes" / "ptq-int8" / "model.tflite").stat().st_size
     assert (root / "build" / "shapes" / "float" / "model.keras").is_file()
     assert (root / "build" / "shapes" / "qat" / "qat_model.h5").is_file()
     assert not list((root / "build").rglob(".*tmp*")), "temporary files left behind"
-    assert "tflite-int8 (LiteRT)" in result.stdout
+    assert "tflite-int8 (LiteRT)" in result.stdout and "PTQ int8 (LiteRT)" in result.stdout
 
 
 def test_rebuild_reuses_stages_and_other_config_is_refused(built, shapes_dir):

@@ -164,6 +164,11 @@ def test_eval_cli_errors(tmp_path, shapes_dir, int8_export):
     assert_one_line_error(run("eval", truncated, "--data", shapes_dir), "truncated.tflite")
 
 
-def test_backbones_lists_registry():
+def test_backbones_lists_registry_with_params_and_macs():
     result = run("backbones")
     assert result.exit_code == 0 and "mobilenet_v2" in result.output
+    rows = {r["name"]: r for r in json.loads(run("backbones", "--json").stdout)}
+    mnv2 = rows["mobilenet_v2"]
+    assert mnv2["params"] == 3_538_984  # keras.applications' published count, with the 1000-class top
+    assert abs(mnv2["macs"] - 300e6) / 300e6 < 0.02  # 300M multiply-adds at 224 px (Sandler et al. 2018)
+    assert mnv2["default_input_size"] == 224 and "tflite-int8" in mnv2["targets"]
