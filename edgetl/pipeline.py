@@ -234,13 +234,9 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
         float_model, info = load_keras_artifact(float_dir)
         class_names, contract = info.class_names, info.contract
         split = load_split(config.data, contract.input_size)
-        from edgetl.train import accuracy
-
-        float_acc = accuracy(float_model, split.val, contract)
     else:
         trained = train(config, float_dir, force=True, progress=progress, run_fingerprint=fps["train"])
         float_model, class_names, contract, split = trained.model, trained.class_names, trained.contract, trained.split
-        float_acc = trained.val_accuracy
     timings["train_s"] = time.perf_counter() - start
 
     quant_model, quant_acc, mode = None, None, None
@@ -308,7 +304,7 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
             "top1_drop": float_metrics.top1 - artifact_metrics.top1,
             "top1_agreement_with_source": verification["top1_agreement"],
             "source": "qat" if mode is QuantMode.qat else ("ptq-calibrated float" if mode is QuantMode.ptq else "float"),
-            "source_keras_top1": quant_acc if quant_acc is not None else float_acc,
+            "source_keras_top1": quant_acc if quant_acc is not None else float_metrics.top1,
             "per_class": artifact_metrics.per_class,
             "confusion": artifact_metrics.confusion,
         }
