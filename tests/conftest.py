@@ -54,10 +54,11 @@ def trained_run(shapes_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def qat_run(trained_run, shapes_dir, tmp_path_factory):
+    from edgetl.pipeline import _clone
     from edgetl.qat import qat
 
     out = tmp_path_factory.mktemp("runs") / "qat"
-    float_copy = __import__("edgetl.pipeline", fromlist=["_clone"])._clone(trained_run.model)
+    float_copy = _clone(trained_run.model)  # QAT must not alter the float model other tests read
     return qat(
         tiny_config(shapes_dir), float_copy, class_names=trained_run.class_names, contract=trained_run.contract,
         split=trained_run.split, out_dir=out,
