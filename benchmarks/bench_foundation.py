@@ -59,7 +59,7 @@ def epoch_times(args) -> dict:
 
     spec = BACKBONES.get("mobilenet_v2")
     # Baseline: plain Keras fit on images, backbone frozen (it still runs forward every epoch).
-    model = build_classifier(spec, classes, size, 1.0, "none")
+    model = build_classifier(spec, classes, size, 1.0, "none").model
     freeze_backbone(model)
     _compile(model, 1e-3)
     timer = EpochTimer()
@@ -71,7 +71,7 @@ def epoch_times(args) -> dict:
     plain = timer.times
 
     # edgetl: features once, then the head alone. Patch the head's fit to time its epochs.
-    model = build_classifier(spec, classes, size, 1.0, "none")
+    model = build_classifier(spec, classes, size, 1.0, "none").model
     freeze_backbone(model)
     timer = EpochTimer()
     original_fit = k.Model.fit
@@ -111,7 +111,7 @@ def latency_ratio(args, out: Path) -> dict:
     from edgetl.exporters.tflite import export_tflite
 
     spec = BACKBONES.get("mobilenet_v2")
-    model = build_classifier(spec, 10, 224, 1.0, "none")
+    model = build_classifier(spec, 10, 224, 1.0, "none").model
     contract = PreprocessContract(input_size=224)
     rng = np.random.default_rng(0)
     representative = rng.integers(0, 256, (16, 224, 224, 3), dtype=np.uint8)

@@ -191,13 +191,15 @@ def _training_flags(
     data: Path | None, backbone: str | None, input_size: int | None, alpha: float | None, weights: str | None,
     val: Path | None, val_split: float | None, seed: int | None, batch_size: int | None, head_epochs: int | None,
     fine_tune_epochs: int | None, unfreeze: int | None, unfreeze_from: str | None, augment: bool | None, strict: bool | None,
+    unfreeze_blocks: int | None = None,
 ) -> dict[str, Any]:
     return {
         "data.path": str(data) if data else None, "model.name": backbone, "model.input_size": input_size,
         "model.alpha": alpha, "model.weights": weights, "data.val_path": str(val) if val else None,
         "data.val_split": val_split, "data.seed": seed, "data.batch_size": batch_size,
         "train.head_epochs": head_epochs, "train.fine_tune_epochs": fine_tune_epochs,
-        "train.unfreeze": unfreeze, "train.unfreeze_from": unfreeze_from, "train.augment": augment,
+        "train.unfreeze": unfreeze, "train.unfreeze_from": unfreeze_from, "train.unfreeze_blocks": unfreeze_blocks,
+        "train.augment": augment,
         "data.strict": strict,
     }
 
@@ -210,6 +212,7 @@ HeadEpochsOpt = Annotated[int | None, typer.Option("--head-epochs", help="Phase 
 FineEpochsOpt = Annotated[int | None, typer.Option("--fine-tune-epochs", help="Phase 2 epochs (early stopping on validation loss).")]
 UnfreezeOpt = Annotated[int | None, typer.Option("--unfreeze", help="Phase 2 trains the top N backbone layers (default: from the backbone's recipe block).")]
 UnfreezeFromOpt = Annotated[str | None, typer.Option("--unfreeze-from", help="Phase 2 trains from this layer name to the top, e.g. block_13_expand.")]
+UnfreezeBlocksOpt = Annotated[int | None, typer.Option("--unfreeze-blocks", help="Phase 2 trains the top N blocks of the backbone (blocks as `edgetl backbones` names them).")]
 AugmentOpt = Annotated[bool | None, typer.Option("--augment/--no-augment", help="Light augmentation (flip, rotation, zoom, contrast) in phase 2; on by default.")]
 
 
@@ -230,6 +233,7 @@ def train(
     fine_tune_epochs: FineEpochsOpt = None,
     unfreeze: UnfreezeOpt = None,
     unfreeze_from: UnfreezeFromOpt = None,
+    unfreeze_blocks: UnfreezeBlocksOpt = None,
     augment: AugmentOpt = None,
     strict: StrictOpt = None,
     force: ForceOpt = False,
@@ -238,7 +242,7 @@ def train(
     """Freeze-then-unfreeze transfer learning: a new head on the frozen backbone, then its top layers."""
     _setup_logging(verbose)
     with _errors_as_exit():
-        cfg = _resolve(config, _training_flags(data, backbone, input_size, alpha, weights, val, val_split, seed, batch_size, head_epochs, fine_tune_epochs, unfreeze, unfreeze_from, augment, strict))
+        cfg = _resolve(config, _training_flags(data, backbone, input_size, alpha, weights, val, val_split, seed, batch_size, head_epochs, fine_tune_epochs, unfreeze, unfreeze_from, augment, strict, unfreeze_blocks))
         from edgetl.train import train as run_train
 
         with RichProgress() as progress:
@@ -251,15 +255,17 @@ def train(
 def qat(
     model: Annotated[Path, typer.Option("--model", help="Trained float model: a `edgetl train` run folder.")],
     data: DataOpt = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Folder for the QAT model (default: <model>-qat).")] = None,
+    mode: Annotated[QuantMode, typer.Option("--mode", help="qat: quantization-aware fine-tuning (writes a QAT Keras model); ptq: post-training int8 of the float model (writes a calibrated int8 .tflite).")] = QuantMode.qat,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: <model>-qat or <model>-ptq).")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="QAT epochs (default 3).")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="QAT learning rate (default: the backbone recipe's, 1e-5 for mobilenet_v2).")] = None,
+    samples: Annotated[int, typer.Option("--samples", help="PTQ: training images used to calibrate int8 ranges.")] = 200,
     config: ConfigOpt = None,
     strict: StrictOpt = None,
     force: ForceOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Quantization-aware fine-tuning (tfmot) of a trained float model, on the same data split."""
+    """Quantize a trained float model: QAT (tfmot, same data split) or PTQ, to compare the two."""
     _setup_logging(verbose)
     with _errors_as_exit():
         from edgetl.metadata import read_model_info
@@ -267,6 +273,17 @@ def qat(
         info = read_model_info(model)
         if info.extra.get("kind") != "keras-float":
             raise EdgetlError(f"{model} is not a float training run (kind {info.extra.get('kind')!r}); pass the folder `edgetl train` wrote")
+        float_top1 = info.extra.get("val_accuracy")
+        if mode is QuantMode.ptq:
+            from edgetl.api import export_model
+
+            target = out or model.with_name(model.name + "-ptq")
+            artifact, meta = export_model(model, "tflite-int8", data=data, out=target, samples=samples, force=force)
+            console.print(
+                f"PTQ int8 (LiteRT): validation top-1 [bold]{_pct(meta['accuracy']['artifact_top1'])}[/] (float {_pct(float_top1)}), "
+                f"{meta['size_bytes'] / 1024:.1f} KiB -> {artifact}"
+            )
+            return
         run_cfg = info.extra.get("config", {})
         flags = {
             "model.name": info.backbone, "model.weights": run_cfg.get("model", {}).get("weights"),
@@ -284,7 +301,10 @@ def qat(
         target = out or model.with_name(model.name + "-qat")
         with RichProgress() as progress:
             result = run_qat(cfg, float_model, class_names=info.class_names, contract=info.contract, out_dir=target, force=force, progress=progress)
-        console.print(f"QAT model: validation top-1 [bold]{_pct(result.val_accuracy)}[/] (float {_pct(info.extra.get('val_accuracy'))}) -> {target}")
+        console.print(
+            f"QAT model (Keras, fake-quantized): validation top-1 [bold]{_pct(result.val_accuracy)}[/] (float {_pct(float_top1)}) -> {target}; "
+            f"`edgetl export --model {target}` makes the int8 .tflite"
+        )
 
 
 # ----------------------------------------------------------------------------- export
@@ -382,6 +402,7 @@ def build(
     fine_tune_epochs: FineEpochsOpt = None,
     unfreeze: UnfreezeOpt = None,
     unfreeze_from: UnfreezeFromOpt = None,
+    unfreeze_blocks: UnfreezeBlocksOpt = None,
     augment: AugmentOpt = None,
     strict: StrictOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved configuration and exit.")] = False,
@@ -391,7 +412,7 @@ def build(
     """The whole pipeline: train -> QAT -> export -> verify -> benchmark, into one output folder."""
     _setup_logging(verbose)
     with _errors_as_exit():
-        flags = _training_flags(data, backbone, input_size, alpha, weights, val, val_split, seed, batch_size, head_epochs, fine_tune_epochs, unfreeze, unfreeze_from, augment, strict)
+        flags = _training_flags(data, backbone, input_size, alpha, weights, val, val_split, seed, batch_size, head_epochs, fine_tune_epochs, unfreeze, unfreeze_from, augment, strict, unfreeze_blocks)
         flags.update({
             "target": target, "out": str(out) if out else None, "name": name,
             "qat.mode": mode.value if mode else None, "qat.epochs": qat_epochs,
@@ -474,12 +495,12 @@ def backbones(
             return
         t = Table(title="registered backbones (parameters and MACs with a 1000-class head, at the default size)")
         t.add_column("name", no_wrap=True)
-        for col in ("default size", "min size", "pretrained sizes", "alphas", "params", "MACs", "targets"):
+        for col in ("default size", "min size", "ImageNet sizes", "alphas", "params", "MACs", "QAT recipe", "targets"):
             t.add_column(col)
         for r in rows:
             t.add_row(
-                r["name"], str(r["default_input_size"]), str(r["min_input_size"]), ", ".join(map(str, r["pretrained_sizes"])),
-                ", ".join(map(str, r["alphas"])) or "-", f"{r['params'] / 1e6:.2f} M", f"{r['macs'] / 1e6:.0f} M", ", ".join(r["targets"]),
+                r["name"], str(r["default_input_size"]), str(r["min_input_size"]), ", ".join(map(str, r["pretrained_sizes"])) or "none (--weights none|PATH)",
+                ", ".join(map(str, r["alphas"])) or "-", f"{r['params'] / 1e6:.2f} M", f"{r['macs'] / 1e6:.0f} M", r["qat_recipe"], ", ".join(r["targets"]),
             )
         console.print(t)
 

@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgetl.errors import ConfigError
 
@@ -61,8 +61,16 @@ class TrainConfig(_Section):
     fine_tune_lr: float | None = Field(None, gt=0, description="None: head_lr / 10 (pretrained) or head_lr (from scratch)")
     unfreeze: int | None = Field(None, ge=0, description="number of top backbone layers to unfreeze")
     unfreeze_from: str | None = Field(None, description="unfreeze from this layer name to the top")
+    unfreeze_blocks: int | None = Field(None, ge=1, description="number of top backbone blocks to unfreeze")
     augment: bool = Field(True, description="light augmentation in phase 2")
     patience: int = Field(3, ge=1, description="early stopping patience on validation loss")
+
+    @model_validator(mode="after")
+    def _one_depth_option(self) -> TrainConfig:
+        given = [f"--{n.replace('_', '-')}" for n in ("unfreeze", "unfreeze_from", "unfreeze_blocks") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give only one of --unfreeze, --unfreeze-from and --unfreeze-blocks (received {' and '.join(given)})")
+        return self
 
 
 class QATConfig(_Section):

@@ -113,10 +113,15 @@ def _reusable(folder: Path, stage_fp: str, model_file: str) -> bool:
 
 def tflite_io_details(path: Path) -> dict[str, Any]:
     """Input/output tensor facts of a .tflite file for the metadata (LiteRT, no TF)."""
-    from edgetl.runtimes.litert import LiteRTModel
+    from edgetl.runtimes.litert import LiteRTModel, op_report
 
     model = LiteRTModel(path)
-    return {"inputs": [vars(t) | {"shape": list(t.shape)} for t in model.inputs], "outputs": [vars(t) | {"shape": list(t.shape)} for t in model.outputs]}
+    graph = op_report(path)
+    return {
+        "inputs": [vars(t) | {"shape": list(t.shape)} for t in model.inputs],
+        "outputs": [vars(t) | {"shape": list(t.shape)} for t in model.outputs],
+        "graph": graph,
+    }
 
 
 def verify_artifact(
@@ -196,6 +201,10 @@ def export_artifact(
         "config": config.to_toml_dict(),
         **(extra_metadata or {}),
     }
+    if target.dtype == "int8" and not meta["graph"]["full_integer"]:
+        names = sorted({op["op"] for op in meta["graph"]["float_ops"]})
+        meta["graph"]["float_ops_reason"] = "the converter found no int8 kernel for these ops and kept them in float"
+        log.warning("%s is not full-integer: float ops %s", artifact, ", ".join(names))
     if write_marker:
         _fs.write_json(out_dir / _fs.MARKER, meta)
     return artifact, meta
@@ -279,7 +288,8 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
         from edgetl.train import predict_pixels
 
         artifact_metrics = compute_metrics(artifact_probs, split.val.y, class_names)
-        float_metrics = compute_metrics(predict_pixels(float_model, split.val.x, contract), split.val.y, class_names)
+        float_probs = predict_pixels(float_model, split.val.x, contract)
+        float_metrics = compute_metrics(float_probs, split.val.y, class_names)
         progress("verify", 1, 1, "")
         timings["verify_s"] = time.perf_counter() - start
 
@@ -303,6 +313,7 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
             "artifact_top5": artifact_metrics.top5,
             "top1_drop": float_metrics.top1 - artifact_metrics.top1,
             "top1_agreement_with_source": verification["top1_agreement"],
+            "top1_agreement_with_float": float(np.mean(np.argmax(float_probs, 1) == np.argmax(artifact_probs, 1))) if len(float_probs) else float("nan"),
             "source": "qat" if mode is QuantMode.qat else ("ptq-calibrated float" if mode is QuantMode.ptq else "float"),
             "source_keras_top1": quant_acc if quant_acc is not None else float_metrics.top1,
             "per_class": artifact_metrics.per_class,

@@ -20,9 +20,10 @@ from edgetl.backbones import BACKBONES
 from edgetl.config import BuildConfig, QuantMode
 from edgetl.contract import PreprocessContract
 from edgetl.data import SplitData, load_split
-from edgetl.errors import ConfigError, ExportError
+from edgetl.errors import ConfigError
 from edgetl.metadata import SCHEMA_VERSION, package_versions, read_model_info, write_labels
 from edgetl.progress import Progress, log_progress
+from edgetl.quantize import quantize_model
 from edgetl.train import accuracy, fit_on_images, is_batchnorm, load_float_model
 
 log = logging.getLogger(__name__)
@@ -44,47 +45,6 @@ class QATResult:
     split: SplitData
 
 
-def quantize_model(model, recipe: str = "default"):
-    """Wrap a flat float Keras model for QAT with the backbone's recipe.
-
-    Raises:
-        ExportError: the model has a layer tfmot cannot quantize (named, with what to do).
-    """
-    from edgetl._keras import tfmot
-
-    if recipe != "default":
-        raise ConfigError(f"QAT recipe {recipe!r} is not implemented; use --mode ptq")
-    nested = [layer.name for layer in model.layers if hasattr(layer, "layers") and layer.__class__.__name__ in ("Functional", "Model", "Sequential")]
-    if nested:
-        raise ExportError(f"QAT needs a flat model, but layer(s) {', '.join(nested)} are nested models; rebuild it as one functional graph or use --mode ptq")
-    try:
-        return tfmot().quantization.keras.quantize_model(model)
-    except (RuntimeError, ValueError, TypeError, AttributeError) as exc:
-        bad = _first_unsupported_layer(model)
-        where = f" at layer {bad.name!r} ({type(bad).__name__})" if bad is not None else ""
-        raise ExportError(
-            f"tfmot cannot quantize this model{where}: {str(exc).splitlines()[0][:200]}; "
-            "use --mode ptq, or annotate that layer with a QuantizeConfig in the Python API"
-        ) from None
-
-
-def _first_unsupported_layer(model):
-    from edgetl._keras import tfmot
-
-    tfmot()  # imported with Keras 2 selected
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_registry import (
-        Default8BitQuantizeRegistry,
-    )
-
-    registry = Default8BitQuantizeRegistry()
-    for layer in model.layers:
-        if layer.__class__.__name__ == "InputLayer":
-            continue
-        if not registry.supports(layer):
-            return layer
-    return None
-
-
 def qat(
     config: BuildConfig,
     float_model,
@@ -96,6 +56,7 @@ def qat(
     force: bool = False,
     progress: Progress = log_progress,
     run_fingerprint: str | None = None,
+    quantize_configs: dict[str, Any] | None = None,
 ) -> QATResult:
     """Quantization-aware fine-tuning of ``float_model`` (or PTQ pass-through).
 
@@ -105,6 +66,8 @@ def qat(
         class_names, contract: the float model's labels and preprocessing.
         split: the same train/validation split the float model used (loaded if None).
         out_dir: where to write ``qat_model.h5`` and its metadata (None: keep in memory).
+        quantize_configs: ``{layer or class name: tfmot QuantizeConfig}`` for layers the
+            backbone's recipe does not cover (a user-supplied model's custom layers).
 
     Returns:
         The QAT model (or the float model for PTQ) and its validation accuracy.
@@ -123,11 +86,12 @@ def qat(
         return QATResult(None, float_model, mode, class_names, contract, acc, {}, split)
 
     spec = BACKBONES.get(config.model.name) if config.model.name in BACKBONES else None
-    scratch = config.model.weights.lower() == "none"
     for layer in float_model.layers:
-        # Pretrained BatchNorm keeps its statistics (inference mode); everything else adapts.
-        layer.trainable = scratch or not is_batchnorm(layer)
-    q_model = quantize_model(float_model, spec.qat_recipe if spec else "default")
+        # BatchNorm stays in inference mode, from scratch too: training ended with re-estimated
+        # statistics, and tfmot folds BN into the convolution with them. Letting batch statistics
+        # drive the folded weights made QAT wander off the float model (seen: -5 points, then back).
+        layer.trainable = not is_batchnorm(layer)
+    q_model = quantize_model(float_model, spec.qat_recipe if spec else "plain", quantize_configs)
     history: dict[str, list[float]] = {}
     if config.qat.epochs > 0:
         history = fit_on_images(
@@ -192,8 +156,10 @@ def load_keras_artifact(path: Path):
         raise ArtifactError(f"model file {model_file} does not exist; pass an edgetl run folder or model file")
     if info.extra.get("kind") == "keras-float" and model_file.suffix == ".keras":
         return load_float_model(model_file.parent), info
+    from edgetl.quantize import custom_objects
+
     try:
-        with tfmot().quantization.keras.quantize_scope():
+        with tfmot().quantization.keras.quantize_scope(custom_objects()):
             return keras().models.load_model(model_file, compile=False), info
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"cannot load Keras model {model_file}: {str(exc).splitlines()[0][:200]}") from None

@@ -41,6 +41,25 @@ def accuracy_rows(meta: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def graph_lines(meta: dict[str, Any]) -> list[str]:
+    """Operators of the graph, and for an int8 model whether it is full-integer (and if not, which ops and why)."""
+    graph = meta.get("graph")
+    if not graph:
+        return []
+    ops = ", ".join(f"{name} x{count}" for name, count in graph["ops"].items())
+    lines = [f"- operators: {ops}"]
+    if meta.get("dtype") == "int8":
+        if graph["full_integer"]:
+            lines.append("- full-integer: yes, every operator between input and output reads and writes int8/int32 tensors")
+        else:
+            names = sorted({op["op"] for op in graph["float_ops"]})
+            lines.append(
+                f"- full-integer: **no**: {len(graph['float_ops'])} operator(s) run in float ({', '.join(names)}): "
+                f"{graph.get('float_ops_reason', '')}"
+            )
+    return lines
+
+
 def build_report(meta: dict[str, Any]) -> str:
     """The ``report.md`` of a build: what was made, how accurate, how fast, from what."""
     acc = meta["accuracy"]
@@ -87,6 +106,7 @@ def build_report(meta: dict[str, Any]) -> str:
         f"{contract['channel_order']}, `(pixel - {contract['mean']}) / {contract['std']}`"
         + (", then quantize with the input scale and zero point" if io.get("dtype") in ("int8", "uint8") else ""),
         f"- note: {meta.get('note', '')}",
+        *graph_lines(meta),
         "",
         "## Versions",
         "",

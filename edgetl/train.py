@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgetl import _fs
-from edgetl.backbones import BACKBONES, HEAD_LAYERS, BackboneSpec, build_classifier, resolve_weights
+from edgetl.backbones import BACKBONES, HEAD_LAYERS, BackboneSpec, block_starts, build_classifier, resolve_weights
 from edgetl.config import BuildConfig
 from edgetl.contract import PreprocessContract
 from edgetl.data import ImageData, SplitData, load_split
@@ -120,21 +120,27 @@ def unfreeze_index(model, spec: BackboneSpec, config: BuildConfig) -> int:
     """Index into the backbone's layers from which phase 2 trains.
 
     ``--unfreeze N`` counts layers from the top; ``--unfreeze-from NAME`` names the first one;
-    otherwise the backbone's default block boundary, or everything when training from scratch.
+    ``--unfreeze-blocks N`` takes the backbone's top N blocks (its registry entry names them); otherwise the backbone's default block boundary, or everything when training from scratch.
 
     Raises:
         ConfigError: an unknown layer name, or both options given.
     """
     layers = backbone_layers(model)
+    names = [layer.name for layer in layers]
     train_cfg = config.train
-    if train_cfg.unfreeze is not None and train_cfg.unfreeze_from is not None:
-        raise ConfigError("give either --unfreeze N or --unfreeze-from LAYER, not both")
     if train_cfg.unfreeze is not None:
         return max(0, len(layers) - train_cfg.unfreeze)
+    if train_cfg.unfreeze_blocks is not None:
+        blocks = block_starts(spec, names)
+        if not blocks:
+            raise ConfigError(f"{spec.name} has no named blocks; use --unfreeze N or --unfreeze-from LAYER")
+        count = min(train_cfg.unfreeze_blocks, len(blocks))
+        if train_cfg.unfreeze_blocks > len(blocks):
+            log.warning("%s has %d blocks; unfreezing all of them", spec.name, len(blocks))
+        return names.index(blocks[-count][1])
     if train_cfg.unfreeze_from is None and from_scratch(config):
         return 0
     name = train_cfg.unfreeze_from or spec.unfreeze_from
-    names = [layer.name for layer in layers]
     if name not in names:
         close = [n for n in names if n.split("_")[:2] == name.split("_")[:2]][:5] or names[-5:]
         raise ConfigError(f"layer {name!r} is not in {spec.name}; layers look like: {', '.join(close)}")
@@ -372,11 +378,10 @@ def train(
         run_fingerprint = stage_fingerprints(config)["train"]
     resolve_weights(spec, config.model.weights, alpha, input_size)
     split = load_split(config.data, input_size)
-    contract = spec.contract(input_size)
     set_seed(config.data.seed)
     timings: dict[str, float] = {}
     with distribution_strategy().scope():  # may fetch ImageNet weights: fail before writing anything
-        model = build_classifier(spec, len(split.class_names), input_size, alpha, config.model.weights, config.model.dropout)
+        model, contract = build_classifier(spec, len(split.class_names), input_size, alpha, config.model.weights, config.model.dropout)
     out_dir = _fs.prepare_output_dir(Path(out_dir), run_fingerprint, force=force, what="training run")
     scratch = from_scratch(config)
     if scratch:
@@ -502,5 +507,6 @@ def plot_history(history: dict[str, list], path: Path) -> Path:
 def load_float_model(run_dir: Path):
     """Load a run folder's float Keras model."""
     from edgetl._keras import keras
+    from edgetl.backbones.layers import custom_objects
 
-    return keras().models.load_model(Path(run_dir) / MODEL_FILE, compile=False)
+    return keras().models.load_model(Path(run_dir) / MODEL_FILE, compile=False, custom_objects=custom_objects())

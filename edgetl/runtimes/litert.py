@@ -506,3 +506,41 @@ class LiteRTModel:
             "inputs": [info.to_dict() for info in self.inputs],
             "outputs": [info.to_dict() for info in self.outputs],
         }
+
+
+_FLOAT_DTYPES = (np.float32, np.float16, np.float64)
+
+
+def op_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Which operators a ``.tflite`` graph holds, and which of them touch float tensors.
+
+    Read with the builtin kernels only (no delegate), so the graph's own operators are listed
+    rather than the delegate's partitions.
+
+    Returns:
+        ``{"ops": {op name: count}, "float_ops": [{"op", "index", "float_tensors"}], "full_integer": bool}``;
+        ``full_integer`` is True when no operator reads or writes a float tensor.
+
+    Raises:
+        ArtifactError: the file is not a valid model.
+    """
+    from collections import Counter
+
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    verify_tflite_file(path)
+    try:
+        interpreter = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interpreter.allocate_tensors()
+        tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
+        ops = interpreter._get_ops_details()  # noqa: SLF001 - the only op listing LiteRT's Python API offers
+    except (ValueError, RuntimeError, AttributeError) as exc:
+        raise ArtifactError(f"LiteRT cannot list the operators of {path}: {_one_line(exc)}") from None
+    float_ops = []
+    for op in ops:
+        indices = [int(i) for i in list(op["inputs"]) + list(op["outputs"]) if int(i) >= 0 and int(i) in tensors]
+        floats = [tensors[i]["name"] for i in indices if np.dtype(tensors[i]["dtype"]) in _FLOAT_DTYPES]
+        if floats:
+            float_ops.append({"op": op["op_name"], "index": int(op["index"]), "float_tensors": floats[:4]})
+    counts = Counter(op["op_name"] for op in ops)
+    return {"ops": dict(sorted(counts.items())), "float_ops": float_ops, "full_integer": not float_ops}

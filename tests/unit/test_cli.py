@@ -172,3 +172,54 @@ def test_backbones_lists_registry_with_params_and_macs():
     assert mnv2["params"] == 3_538_984  # keras.applications' published count, with the 1000-class top
     assert abs(mnv2["macs"] - 300e6) / 300e6 < 0.02  # 300M multiply-adds at 224 px (Sandler et al. 2018)
     assert mnv2["default_input_size"] == 224 and "tflite-int8" in mnv2["targets"]
+    # Figures keras.applications and the papers publish (same GAP + dense 1000-class top).
+    assert rows["efficientnet_b0"]["params"] == 5_330_564 and abs(rows["efficientnet_b0"]["macs"] - 390e6) / 390e6 < 0.02
+    assert rows["efficientnet_v2_b0"]["params"] == 7_200_312 and abs(rows["efficientnet_v2_b0"]["macs"] - 720e6) / 720e6 < 0.02
+    from edgetl.backbones import BACKBONES
+
+    assert sorted(rows) == BACKBONES.names()
+    assert rows["efficientnet_lite0"]["imagenet_weights"] is False and rows["mobilenet_v3_small"]["qat_recipe"] == "mobilenet_v3"
+    for name in BACKBONES.names():
+        assert name in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--model", "mobilenet_v3_small", "--input-size", "16"], ["input size 16", "mobilenet_v3_small", "at least 32"]),
+        (["--model", "efficientnet_lite0", "--weights", "imagenet", "--input-size", "32"], ["no ImageNet weights", "--weights none"]),
+        (["--model", "efficientnet_b7"], ["unknown backbone 'efficientnet_b7'", "efficientnet_lite0", "mobilenet_v3_large"]),
+        (["--unfreeze-blocks", "2", "--unfreeze", "5", "--weights", "none"], ["give only one of", "--unfreeze-blocks"]),
+    ],
+)
+def test_bad_backbone_options(two_classes, tmp_path, args, fragments):
+    result = run("build", "--data", two_classes, "--out", tmp_path / "b", *args)
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "b").exists()
+
+
+def test_qat_mode_ptq_writes_calibrated_int8(trained_run, shapes_dir, tmp_path):
+    result = run("qat", "--model", trained_run.out_dir, "--mode", "ptq", "--data", shapes_dir, "--out", tmp_path / "ptq", "--samples", "16")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "PTQ int8" in result.stdout and "float" in result.stdout
+    meta = json.loads((tmp_path / "ptq" / "edgetl.json").read_text())
+    assert meta["quantization_mode"] == "ptq" and meta["graph"]["full_integer"]
+    assert (tmp_path / "ptq" / "model.tflite").is_file()
+
+
+def test_qat_refuses_a_model_no_recipe_covers(trained_run, shapes_dir, tmp_path):
+    """A user's run folder whose model has an op no QAT recipe knows: one line naming it, nothing written."""
+    from edgetl._keras import keras, tf
+
+    k = keras()
+    inputs = k.Input((32, 32, 3))
+    x = tf().math.multiply(k.layers.Conv2D(8, 3, name="conv")(inputs), 2.0)
+    model = k.Model(inputs, k.layers.Dense(len(trained_run.class_names), activation="softmax")(k.layers.GlobalAveragePooling2D()(x)))
+    run_dir = tmp_path / "custom"
+    run_dir.mkdir()
+    model.save(run_dir / "model.keras")
+    (run_dir / "edgetl.json").write_text((trained_run.out_dir / "edgetl.json").read_text())
+    bad = next(layer.name for layer in model.layers if type(layer).__name__ == "TFOpLambda")
+    result = run("qat", "--model", run_dir, "--data", shapes_dir, "--out", tmp_path / "q")
+    assert_one_line_error(result, f"layer {bad!r} (TFOpLambda tf.math.multiply)", "--mode ptq", "quantize_configs")
+    assert not (tmp_path / "q").exists()

@@ -35,7 +35,7 @@ def pretrained_weights(tmp_path_factory, keras):
 
 
 def _classifier():
-    return build_classifier(BACKBONES.get("mobilenet_v2"), 4, 32, 0.35, "none")
+    return build_classifier(BACKBONES.get("mobilenet_v2"), 4, 32, 0.35, "none").model
 
 
 def test_classifier_is_one_flat_graph_with_named_head(keras):

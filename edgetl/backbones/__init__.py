@@ -1,30 +1,45 @@
 """Backbone registry: each entry declares, as data, what edgetl needs to know before training.
 
 An entry names its builder, the input sizes and width multipliers it accepts, the preprocessing
-contract (pixel scaling lives outside the graph), where fine-tuning starts by default, the
-ImageNet weights file Keras caches, the QAT recipe and the targets it supports. Importing this
-module does not import TensorFlow; builders import it when called.
+contract (pixel scaling lives outside the graph), where fine-tuning starts by default (a block
+boundary), how its blocks are named, the ImageNet weights file Keras caches, the QAT recipe and
+the targets it supports. Importing this package does not import TensorFlow; builders import it
+when called.
+
+Every builder returns the backbone in *edgetl form*: one flat functional graph of real Keras
+layers, with the input scaling the stock Keras application keeps inside the graph (``Rescaling``,
+``Normalization``) folded into the :class:`PreprocessContract` instead, and MobileNetV3's
+hard-swish written as layers rather than ``TFOpLambda`` arithmetic. That is the form tfmot can
+quantize and TFLite can turn into full-integer kernels.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
 from edgetl.contract import PreprocessContract
 from edgetl.errors import ConfigError
 from edgetl.registry import Registry
 
-if TYPE_CHECKING:  # pragma: no cover
-    import tf_keras
-
 log = logging.getLogger(__name__)
 
 #: Where tf_keras caches downloaded weights (it ignores KERAS_HOME for application weights).
 KERAS_CACHE = Path("~/.keras/models")
+
+#: Names of the classifier head edgetl puts on every backbone.
+HEAD_LAYERS = ("edgetl_pool", "edgetl_dropout", "edgetl_logits")
+
+
+class BuiltBackbone(NamedTuple):
+    """A model in edgetl form and the preprocessing contract its input expects."""
+
+    model: Any
+    contract: PreprocessContract
 
 
 @dataclass(frozen=True)
@@ -33,21 +48,26 @@ class BackboneSpec:
 
     Attributes:
         name: registry name (``mobilenet_v2``).
-        builder: ``builder(input_size, alpha, weights) -> tf_keras.Model`` without top.
+        builder: ``builder(input_size, alpha, weights) -> BuiltBackbone`` without top, in edgetl form.
         default_input_size: size used when none is given.
         min_input_size: smallest size the architecture accepts.
         pretrained_sizes: sizes with ImageNet weights; others load the closest file Keras offers.
         alphas: accepted width multipliers (empty: the backbone has none).
         default_alpha: multiplier used when none is given.
-        mean, std: preprocessing contract constants on 0..255 pixels.
+        mean, std: the preprocessing contract for random weights (0..255 pixels); ImageNet or
+            file weights may carry their own input statistics, which the builder folds in.
         unfreeze_from: first layer of the default fine-tuning depth (a block boundary).
-        weights_file: ``weights_file(alpha, input_size) -> file name`` in ``~/.keras/models``.
-        qat_recipe: name of the QAT recipe (``qat.py``).
+        block_pattern: regex whose group 1 is the block a layer belongs to (``--unfreeze-blocks``).
+        weights_file: ``weights_file(alpha, input_size) -> file name`` in ``~/.keras/models``,
+            or None when Keras publishes no ImageNet weights for it.
+        stock_builder: ``stock_builder(input_size, alpha, weights)`` -> the unmodified Keras
+            application, for equivalence checks (None: edgetl builds it from the paper).
+        qat_recipe: name of the QAT recipe (:mod:`edgetl.quantize`).
         targets: export targets known to work.
     """
 
     name: str
-    builder: Callable[..., Any]
+    builder: Callable[..., BuiltBackbone]
     default_input_size: int
     min_input_size: int
     pretrained_sizes: tuple[int, ...]
@@ -56,20 +76,24 @@ class BackboneSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     unfreeze_from: str
-    weights_file: Callable[[float | None, int], str]
-    qat_recipe: str = "default"
+    block_pattern: str
+    weights_file: Callable[[float | None, int], str] | None
+    stock_builder: Callable[..., Any] | None = None
+    qat_recipe: str = "plain"
     targets: tuple[str, ...] = ("tflite-int8", "tflite-fp16", "tflite-fp32")
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def contract(self, input_size: int) -> PreprocessContract:
+        """The contract for random initial weights (builders return the one that applies)."""
         return PreprocessContract(input_size=input_size, mean=self.mean, std=self.std)
 
     def check_input_size(self, input_size: int) -> None:
         if input_size < self.min_input_size:
+            pretrained = f"; ImageNet weights exist for {', '.join(map(str, self.pretrained_sizes))}" if self.pretrained_sizes else ""
             raise ConfigError(
-                f"input size {input_size} is too small for {self.name}: it needs at least "
-                f"{self.min_input_size} px (pretrained sizes: {', '.join(map(str, self.pretrained_sizes))})"
+                f"input size {input_size} is not supported by {self.name}: it needs at least {self.min_input_size} px "
+                f"(square; default {self.default_input_size}{pretrained}); pass e.g. --input-size {self.default_input_size}"
             )
 
     def check_alpha(self, alpha: float | None) -> None:
@@ -81,22 +105,31 @@ class BackboneSpec:
             allowed = ", ".join(str(a) for a in self.alphas)
             raise ConfigError(f"alpha {alpha} is not available for {self.name}; choose one of {allowed}")
 
+    def block_of(self, layer_name: str) -> str | None:
+        match = re.match(self.block_pattern, layer_name)
+        return match.group(1) if match else None
+
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone")
 
 
 def resolve_weights(spec: BackboneSpec, weights: str, alpha: float | None, input_size: int) -> str | None:
-    """Turn the user's ``--weights`` into what the Keras builder takes, checking files first.
+    """Turn the user's ``--weights`` into what the builder takes, checking files first.
 
     Returns:
         ``"imagenet"``, ``None`` (random init) or an existing file path.
 
     Raises:
-        ConfigError: a path that does not exist, or ImageNet weights missing offline.
+        ConfigError: a path that does not exist, or ImageNet weights the backbone does not have.
     """
     if weights.lower() == "none":
         return None
     if weights.lower() == "imagenet":
+        if spec.weights_file is None:
+            raise ConfigError(
+                f"{spec.name} has no ImageNet weights in keras.applications; pass --weights none "
+                "(train from scratch) or --weights PATH (an .h5 file saved from an edgetl model of this backbone)"
+            )
         cached = KERAS_CACHE.expanduser() / spec.weights_file(alpha, input_size)
         if not cached.is_file():
             log.info("ImageNet weights not cached at %s; Keras will try to download them", cached)
@@ -109,62 +142,27 @@ def resolve_weights(spec: BackboneSpec, weights: str, alpha: float | None, input
     return str(path)
 
 
-def build_backbone(spec: BackboneSpec, input_size: int, alpha: float | None, weights: str) -> tf_keras.Model:
-    """Build the headless backbone, turning download and file failures into one-line errors."""
+def build_backbone(spec: BackboneSpec, input_size: int, alpha: float | None, weights: str) -> BuiltBackbone:
+    """Build the headless backbone in edgetl form, turning download and file failures into one-line errors."""
     spec.check_input_size(input_size)
     spec.check_alpha(alpha)
     resolved = resolve_weights(spec, weights, alpha, input_size)
     try:
         return spec.builder(input_size=input_size, alpha=alpha, weights=resolved)
+    except ConfigError:
+        raise
     except Exception as exc:  # Keras raises bare Exception/OSError/ValueError on fetch or load
         if resolved == "imagenet":
-            cached = KERAS_CACHE / spec.weights_file(alpha, input_size)
+            cached = KERAS_CACHE / spec.weights_file(alpha, input_size)  # type: ignore[misc]
             raise ConfigError(
                 f"cannot load ImageNet weights for {spec.name}: {cached} is missing and could not be "
                 f"downloaded ({type(exc).__name__}); copy that file into ~/.keras/models, or pass "
                 "--weights none or --weights PATH"
             ) from None
         if resolved is not None:
-            raise ConfigError(f"cannot load weights from {resolved} into {spec.name}: {exc}") from None
+            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise ConfigError(f"cannot load weights from {resolved} into {spec.name}: {first}") from None
         raise
-
-
-def _mobilenet_v2(input_size: int, alpha: float | None, weights: str | None) -> Any:
-    from edgetl._keras import keras
-
-    return keras().applications.MobileNetV2(
-        input_shape=(input_size, input_size, 3),
-        alpha=1.0 if alpha is None else alpha,
-        include_top=False,
-        weights=weights,
-    )
-
-
-def _mobilenet_v2_weights_file(alpha: float | None, input_size: int) -> str:
-    alpha = 1.0 if alpha is None else alpha
-    size = input_size if input_size in (96, 128, 160, 192, 224) else 224
-    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{size}_no_top.h5"
-
-
-BACKBONES.register(
-    "mobilenet_v2",
-    BackboneSpec(
-        name="mobilenet_v2",
-        builder=_mobilenet_v2,
-        default_input_size=224,
-        min_input_size=32,
-        pretrained_sizes=(96, 128, 160, 192, 224),
-        alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
-        default_alpha=1.0,
-        mean=(127.5, 127.5, 127.5),
-        std=(127.5, 127.5, 127.5),
-        # Blocks 13-16 and the last 1x1 conv: the top quarter of the network, the Keras guide's depth.
-        unfreeze_from="block_13_expand",
-        weights_file=_mobilenet_v2_weights_file,
-        qat_recipe="default",
-        description="MobileNetV2 (Sandler et al. 2018), inverted residuals, ReLU6",
-    ),
-)
 
 
 def build_classifier(
@@ -174,7 +172,7 @@ def build_classifier(
     alpha: float | None,
     weights: str,
     dropout: float = 0.2,
-) -> tf_keras.Model:
+) -> BuiltBackbone:
     """Backbone plus a new head as ONE flat functional graph (tfmot cannot quantize nested models).
 
     The head is global average pooling, dropout and a dense softmax, named ``edgetl_pool``,
@@ -183,14 +181,23 @@ def build_classifier(
     from edgetl._keras import keras
 
     k = keras()
-    base = build_backbone(spec, input_size, alpha, weights)
+    base, contract = build_backbone(spec, input_size, alpha, weights)
     x = k.layers.GlobalAveragePooling2D(name="edgetl_pool")(base.output)
     x = k.layers.Dropout(dropout, name="edgetl_dropout")(x)
     outputs = k.layers.Dense(num_classes, activation="softmax", name="edgetl_logits")(x)
-    return k.Model(base.input, outputs, name=f"edgetl_{spec.name}")
+    return BuiltBackbone(k.Model(base.input, outputs, name=f"edgetl_{spec.name}"), contract)
 
 
-HEAD_LAYERS = ("edgetl_pool", "edgetl_dropout", "edgetl_logits")
+def block_starts(spec: BackboneSpec, layer_names: list[str]) -> list[tuple[str, str]]:
+    """``(block, first layer)`` for every block of the backbone, in graph order."""
+    starts: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for name in layer_names:
+        block = spec.block_of(name)
+        if block is not None and block not in seen:
+            seen.add(block)
+            starts.append((block, name))
+    return starts
 
 
 def count_macs(model) -> int:
@@ -220,7 +227,7 @@ def count_macs(model) -> int:
 
 def describe_backbone(spec: BackboneSpec, num_classes: int = 1000) -> dict[str, Any]:
     """Parameters and MACs of the backbone with a ``num_classes`` head, at its default size."""
-    model = build_classifier(spec, num_classes, spec.default_input_size, spec.default_alpha, "none")
+    model, _ = build_classifier(spec, num_classes, spec.default_input_size, spec.default_alpha, "none")
     return {
         "name": spec.name,
         "default_input_size": spec.default_input_size,
@@ -230,6 +237,12 @@ def describe_backbone(spec: BackboneSpec, num_classes: int = 1000) -> dict[str, 
         "default_alpha": spec.default_alpha,
         "params": int(model.count_params()),
         "macs": count_macs(model),
+        "qat_recipe": spec.qat_recipe,
+        "imagenet_weights": spec.weights_file is not None,
         "targets": list(spec.targets),
         "description": spec.description,
     }
+
+
+# Registration happens on import of the family modules (they import TensorFlow only when building).
+from edgetl.backbones import efficientnet, efficientnet_lite, mobilenet  # noqa: E402,F401

@@ -1,0 +1,94 @@
+"""Every registered backbone through QAT -> full-integer int8 TFLite -> LiteRT, at its smallest size.
+
+Real tfmot, real converter, real LiteRT. Each backbone is trained from scratch (``weights=None``)
+for a few seconds on a task any network learns fast (which colour channel dominates the image),
+so its predictions are decided and int8 agreement with the QAT Keras model means something.
+TFLite conversion takes 35-85 s per backbone on 2 cores: the small ones run by default, the big
+ones are marked ``slow``. A guard test fails when a backbone is registered but not listed here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgetl.backbones import BACKBONES
+
+#: The matrix: every registered backbone, and whether it is slow to convert here.
+MATRIX = {
+    "mobilenet_v2": False,
+    "mobilenet_v3_small": False,
+    "efficientnet_lite0": False,
+    "mobilenet_v3_large": True,
+    "efficientnet_b0": True,
+    "efficientnet_v2_b0": True,
+}
+
+
+def test_every_registered_backbone_is_in_the_matrix():
+    assert sorted(MATRIX) == BACKBONES.names()
+
+
+def colour_task(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose class is the dominant colour channel (3 classes), with pixel noise."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    base = rng.uniform(0, 90, (n, 1, 1, 3))
+    base[np.arange(n), 0, 0, y] = rng.uniform(160, 255, n)
+    x = base + rng.normal(0, 20, (n, size, size, 3))
+    return np.clip(x, 0, 255).astype(np.uint8), y
+
+
+def _case(name: str):
+    return pytest.param(name, marks=[pytest.mark.slow] if MATRIX[name] else [], id=name)
+
+
+@pytest.mark.parametrize("name", [_case(n) for n in MATRIX])
+def test_qat_int8_litert(name, tmp_path):
+    from edgetl._keras import keras
+    from edgetl.backbones import build_classifier
+    from edgetl.config import IODType
+    from edgetl.exporters.tflite import export_tflite
+    from edgetl.quantize import plan_quantization, quantize_model
+    from edgetl.runtimes.litert import LiteRTModel, op_report
+    from edgetl.train import reestimate_batchnorm, set_batchnorm_momentum
+
+    k = keras()
+    spec = BACKBONES.get(name)
+    size = spec.min_input_size
+    x, y = colour_task(144, size, seed=0)
+    x_train, y_train, x_test = x[:96], y[:96], x[96:]
+
+    model, contract = build_classifier(spec, 3, size, spec.default_alpha, "none")
+    set_batchnorm_momentum(model, 0.9)
+    model.compile(optimizer=k.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.fit(contract.normalize(x_train), y_train, epochs=3, batch_size=16, verbose=0)
+    reestimate_batchnorm(model, x_train, contract)
+
+    plans = plan_quantization(model, spec.qat_recipe)
+    assert {p.how for p in plans} <= {"input", "registry", "output", "batchnorm"}
+    q_model = quantize_model(model, spec.qat_recipe)
+    wrapped = sum(type(layer).__name__.startswith("QuantizeWrapper") for layer in q_model.layers)
+    assert wrapped >= len([p for p in plans if p.how in ("registry", "output")]) - 1
+    q_model.compile(optimizer=k.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy")
+    q_model.fit(contract.normalize(x_train), y_train, epochs=2, batch_size=16, verbose=0)
+
+    artifact = export_tflite(q_model, "tflite-int8", tmp_path / "model.tflite", representative=x_train[:32], contract=contract, io_dtype=IODType.int8)
+    runtime = LiteRTModel(artifact)
+    assert runtime.inputs[0].dtype == "int8" and runtime.outputs[0].dtype == "int8"
+    graph = op_report(artifact)
+    assert graph["full_integer"], f"float ops in {name}: {graph['float_ops'][:3]}"
+    if spec.qat_recipe == "mobilenet_v3":
+        assert graph["ops"].get("HARD_SWISH", 0) > 0  # the HardSwish layer became TFLite's fused kernel
+
+    keras_probs = q_model.predict(contract.normalize(x_test), verbose=0)
+    int8_probs = runtime.predict(contract.normalize(x_test))
+    keras_top1, int8_top1 = keras_probs.argmax(1), int8_probs.argmax(1)
+    assert len(np.unique(keras_top1)) >= 2, "the QAT model predicts one class only: the agreement below would mean nothing"
+    agreement = float(np.mean(keras_top1 == int8_top1))
+    top2 = np.sort(keras_probs, axis=1)[:, -2:]
+    # QAT for seconds leaves near-ties that int8 rounding may flip; where the Keras model is clear, it must agree.
+    decided = (top2[:, 1] - top2[:, 0]) >= 0.3
+    assert agreement >= 0.85, f"{name}: int8 agrees with QAT Keras on {agreement:.2f}"
+    if decided.sum() >= 10:
+        assert np.mean(keras_top1[decided] == int8_top1[decided]) >= 0.9
