@@ -38,8 +38,8 @@ def make_data(root: Path, images_per_class: int) -> Path:
     data = root / "data"
     if not data.is_dir():
         make_shapes_dataset(
-            data, images_per_class=images_per_class, image_size=64, seed=3, shapes=SHAPES, noise=0.08,
-            min_scale=0.4, max_scale=0.8, palette="light-on-dark",
+            data, images_per_class=images_per_class, image_size=64, seed=3, shapes=SHAPES, noise=0.1,
+            min_scale=0.35, max_scale=0.75, palette="light-on-dark",
         )
     return data
 

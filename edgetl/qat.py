@@ -23,7 +23,7 @@ from edgetl.data import SplitData, load_split
 from edgetl.errors import ConfigError
 from edgetl.metadata import SCHEMA_VERSION, package_versions, read_model_info, write_labels
 from edgetl.progress import Progress, log_progress
-from edgetl.quantize import quantize_model
+from edgetl.quantize import calibrate_ranges, quantize_model
 from edgetl.train import accuracy, fit_on_images, is_batchnorm, load_float_model
 
 log = logging.getLogger(__name__)
@@ -92,14 +92,14 @@ def qat(
         # drive the folded weights made QAT wander off the float model (seen: -5 points, then back).
         layer.trainable = not is_batchnorm(layer)
     q_model = quantize_model(float_model, spec.qat_recipe if spec else "plain", quantize_configs)
+    # Ranges from the data (as PTQ calibrates them) before QAT refines them, not tfmot's [-6, 6].
+    calibration = representative_images(split, config.export.representative_samples, config.data.seed)
+    calibrate_ranges(q_model, [contract.normalize(calibration[i : i + 32]) for i in range(0, len(calibration), 32)])
     history: dict[str, list[float]] = {}
     if config.qat.epochs > 0:
         history = fit_on_images(
             q_model, split, contract, config, lr=config.qat.lr, epochs=config.qat.epochs, augment=False, task="QAT", progress=progress
         )
-    else:
-        # Quantizers need to have seen data before conversion: one pass in training mode.
-        q_model(contract.normalize(split.train.x[:64]), training=True)
     acc = accuracy(q_model, split.val, contract)
     log.info("QAT validation top-1: %.4f", acc)
     result = QATResult(out_dir, q_model, mode, class_names, contract, acc, history, split)

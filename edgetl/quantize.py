@@ -195,6 +195,42 @@ def plan_quantization(model, recipe: str | QATRecipe = "plain", quantize_configs
     return plans
 
 
+def calibrate_ranges(q_model, batches) -> None:
+    """Start every activation quantizer's range at the average observed min/max, not at [-6, 6].
+
+    tfmot's moving-average quantizers start at [-6, 6] and move with a decay of 0.999, so a few
+    epochs of QAT end with ranges still mostly the initial guess: too wide for a [0, 0.5] gate,
+    clipping a logit that reaches 20. The int8 model then keeps those ranges and loses to plain
+    post-training calibration. This runs the batches through the QAT model in training mode (the
+    only mode in which quantizers update; weights are not touched, no gradient is taken) with the
+    decay set so the ranges become the running average of the batches' min/max.
+
+    Args:
+        q_model: the model :func:`quantize_model` returned.
+        batches: normalized float input batches (training images).
+    """
+    from edgetl._keras import tfmot
+
+    tfmot()
+    from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
+
+    original = quant_ops.MovingAvgQuantize
+    decay = {"value": 0.0}
+
+    def with_decay(*args, **kwargs):
+        kwargs["ema_decay"] = decay["value"]
+        return original(*args, **kwargs)
+
+    quant_ops.MovingAvgQuantize = with_decay
+    try:
+        for index, batch in enumerate(batches):
+            decay["value"] = index / (index + 1)
+            q_model(batch, training=True)
+    finally:
+        quant_ops.MovingAvgQuantize = original
+    log.info("calibrated QAT activation ranges on %d batches", len(batches))
+
+
 def quantize_model(model, recipe: str | QATRecipe = "plain", quantize_configs: Mapping[str, Any] | None = None):
     """Wrap a flat float Keras model for QAT with a recipe (and optional per-layer configs).
 

@@ -74,6 +74,8 @@ def test_build_writes_one_complete_folder(built):
     assert meta["config"]["model"]["alpha"] == 0.35 and meta["config"]["qat"]["epochs"] == 1
     report = (target / "report.md").read_text()
     assert "## Accuracy" in report and "p99" in report and "QAT int8 (LiteRT, shipped)" in report
+    assert "- full-integer: yes" in report and "CONV_2D" in report
+    assert meta["graph"]["full_integer"] and meta["accuracy"]["top1_agreement_with_float"] >= 0.0
     # PTQ int8 of the float model, kept beside it for the side-by-side comparison.
     ptq = accuracy["ptq_comparison"]
     assert "PTQ int8 (LiteRT)" in report and 0.0 <= ptq["artifact_top1"] <= 1.0

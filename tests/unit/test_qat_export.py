@@ -133,3 +133,13 @@ def test_unsupported_layer_is_named():
     model = k.Model(inputs, k.layers.Dense(2)(x))
     with pytest.raises(ExportError, match="my_rescaling.*Rescaling.*--mode ptq"):
         quantize_model(model)
+
+
+def test_op_report_tells_full_integer_from_float(int8_export, fp32_export):
+    from edgetl.runtimes.litert import op_report
+
+    int8 = op_report(int8_export[0])
+    assert int8["full_integer"] and not int8["float_ops"] and int8["ops"].get("CONV_2D", 0) > 0
+    assert int8_export[1]["graph"]["full_integer"]
+    fp32 = op_report(fp32_export[0])
+    assert not fp32["full_integer"] and {op["op"] for op in fp32["float_ops"]} >= {"CONV_2D", "SOFTMAX"}
