@@ -35,10 +35,12 @@ def efficientnet_lite0(input_size: int, alpha: float | None = None, weights: str
 
     k = keras()
     layers = k.layers
-    conv_init = k.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="truncated_normal")
+    def conv_init():
+        # A new instance per layer: one unseeded instance gives every same-shaped kernel the same values.
+        return k.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="truncated_normal")
 
     def conv(x, filters, kernel, stride, name):
-        return layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, kernel_initializer=conv_init, name=name)(x)
+        return layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, kernel_initializer=conv_init(), name=name)(x)
 
     def bn_relu6(x, name, activation=True):
         x = layers.BatchNormalization(momentum=0.99, epsilon=1e-3, name=f"{name}_bn")(x)
@@ -59,7 +61,7 @@ def efficientnet_lite0(input_size: int, alpha: float | None = None, weights: str
                 x = conv(x, f_in * expand, 1, 1, f"{name}_expand_conv")
                 x = layers.BatchNormalization(momentum=0.99, epsilon=1e-3, name=f"{name}_expand_bn")(x)
                 x = layers.ReLU(6.0, name=f"{name}_expand_activation")(x)
-            x = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, depthwise_initializer=conv_init, name=f"{name}_dwconv")(x)
+            x = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, depthwise_initializer=conv_init(), name=f"{name}_dwconv")(x)
             x = bn_relu6(x, name)
             x = conv(x, filters_out, 1, 1, f"{name}_project_conv")
             x = layers.BatchNormalization(momentum=0.99, epsilon=1e-3, name=f"{name}_project_bn")(x)

@@ -244,3 +244,10 @@ def test_qat_hook_covers_a_custom_layer():
     with tfmot().quantization.keras.quantize_scope({"Doubler": Doubler}):
         q_model = quantize_model(model, "plain", quantize_configs=hook)
     assert isinstance(q_model.get_layer("quant_doubler"), tfmot().quantization.keras.QuantizeWrapperV2)
+
+
+def test_efficientnet_lite0_layers_start_from_different_weights():
+    spec = BACKBONES.get("efficientnet_lite0")
+    model, _ = build_backbone(spec, 32, None, "none")
+    a, b = model.get_layer("block4b_expand_conv").get_weights()[0], model.get_layer("block4c_expand_conv").get_weights()[0]
+    assert a.shape == b.shape and not np.array_equal(a, b)
