@@ -51,7 +51,7 @@ def settings(backbone: str, data: Path, out: Path, args, target: str) -> dict:
         "out": str(out / "build"),
         "model": {"name": backbone, "input_size": args.size, "weights": "none", "dropout": 0.1},
         "data": {"path": str(data), "val_split": 0.25, "seed": 0, "batch_size": 32},
-        "train": {"head_epochs": 2, "head_lr": 2e-3, "fine_tune_epochs": args.epochs, "augment": True, "patience": args.patience},
+        "train": {"head_epochs": 2, "head_lr": args.lr, "fine_tune_epochs": args.epochs, "augment": True, "patience": args.patience},
         "qat": {"epochs": args.qat_epochs, "lr": args.qat_lr},
         "export": {"representative_samples": 200},
         "bench": {"warmup": 5, "runs": 20, "threads": [1]},
@@ -170,6 +170,7 @@ def main() -> None:
     parser.add_argument("--images-per-class", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--patience", type=int, default=12)
+    parser.add_argument("--lr", type=float, default=2e-3, help="learning rate (from scratch: the whole network trains at it)")
     parser.add_argument("--qat-epochs", type=int, default=3)
     parser.add_argument("--qat-lr", type=float, default=5e-5)
     parser.add_argument("--runs", type=int, default=200)
