@@ -35,43 +35,30 @@ def _builder(stock_builder, name: str):
     return build
 
 
-_COMMON = dict(
-    default_input_size=224,
-    min_input_size=32,
-    alphas=(),
-    default_alpha=None,
-    mean=(0.0, 0.0, 0.0),
-    std=(255.0, 255.0, 255.0),
-    block_pattern=r"^(block\d+[a-z])_",
-    qat_recipe="efficientnet",
-)
-
-BACKBONES.register(
-    "efficientnet_b0",
-    BackboneSpec(
-        name="efficientnet_b0",
-        builder=_builder(_stock_b0, "efficientnet_b0"),
-        stock_builder=_stock_b0,
-        pretrained_sizes=(224,),
-        # Stages 6 and 7 (blocks 6a-6d, 7a) and the top conv: 5 of 16 blocks.
-        unfreeze_from="block6a_expand_conv",
-        weights_file=lambda alpha, size: "efficientnetb0_notop.h5",
-        description="EfficientNet-B0 (Tan & Le 2019): MBConv, swish, squeeze-excitation",
-        **_COMMON,  # type: ignore[arg-type]
-    ),
-)
-
-BACKBONES.register(
-    "efficientnet_v2_b0",
-    BackboneSpec(
-        name="efficientnet_v2_b0",
-        builder=_builder(_stock_v2b0, "efficientnet_v2_b0"),
-        stock_builder=_stock_v2b0,
-        pretrained_sizes=(224,),
-        # The last stage (blocks 6a-6h) and the top conv.
-        unfreeze_from="block6a_expand_conv",
-        weights_file=lambda alpha, size: "efficientnetv2-b0_notop.h5",
-        description="EfficientNetV2-B0 (Tan & Le 2021): fused-MBConv stem blocks, swish, squeeze-excitation",
-        **_COMMON,  # type: ignore[arg-type]
-    ),
-)
+for _name, _stock, _weights, _desc in (
+    ("efficientnet_b0", _stock_b0, "efficientnetb0_notop.h5", "EfficientNet-B0 (Tan & Le 2019): MBConv, swish, squeeze-excitation"),
+    ("efficientnet_v2_b0", _stock_v2b0, "efficientnetv2-b0_notop.h5",
+     "EfficientNetV2-B0 (Tan & Le 2021): fused-MBConv stem blocks, swish, squeeze-excitation"),
+):
+    BACKBONES.register(
+        _name,
+        BackboneSpec(
+            name=_name,
+            builder=_builder(_stock, _name),
+            stock_builder=_stock,
+            default_input_size=224,
+            min_input_size=32,
+            pretrained_sizes=(224,),
+            alphas=(),
+            default_alpha=None,
+            # Random weights: the stock Normalization is un-adapted, so the folded contract is x/255.
+            mean=(0.0, 0.0, 0.0),
+            std=(255.0, 255.0, 255.0),
+            # The last stage (B0: blocks 6a-6d, then 7a; V2-B0: 6a-6h) and the top conv.
+            unfreeze_from="block6a_expand_conv",
+            block_pattern=r"^(block\d+[a-z])_",
+            weights_file=lambda alpha, size, _file=_weights: _file,
+            qat_recipe="efficientnet",
+            description=_desc,
+        ),
+    )

@@ -30,6 +30,20 @@ def _settle_batchnorm(model, size: int) -> None:
     model(x, training=True)
 
 
+def _stock_and_rebuilt(name: str):
+    """``(spec, stock model with settled BatchNorm, its edgetl form, the folded contract)`` at 32 px."""
+    from edgetl._keras import keras
+    from edgetl.backbones.graph import to_edgetl_form
+    from edgetl.contract import PreprocessContract
+
+    keras().utils.set_random_seed(0)
+    spec = BACKBONES.get(name)
+    stock = spec.stock_builder(32, spec.default_alpha, None)
+    _settle_batchnorm(stock, 32)
+    model, mean, std = to_edgetl_form(stock, name=name, hard_swish_layers=spec.qat_recipe == "mobilenet_v3")
+    return spec, stock, model, PreprocessContract(32, mean, std)
+
+
 def test_registry_entries_are_complete():
     from edgetl.exporters import TARGETS
     from edgetl.quantize import QAT_RECIPES
@@ -51,17 +65,7 @@ def test_rebuilt_graph_equals_stock(name):
     from edgetl.backbones.graph import input_scaling_prefix
 
     k = keras()
-    from edgetl._keras import keras
-
-    keras().utils.set_random_seed(0)
-    spec = BACKBONES.get(name)
-    stock = spec.stock_builder(32, spec.default_alpha, None)
-    _settle_batchnorm(stock, 32)
-    from edgetl.backbones.graph import to_edgetl_form
-    from edgetl.contract import PreprocessContract
-
-    model, mean, std = to_edgetl_form(stock, name=name, hard_swish_layers=spec.qat_recipe == "mobilenet_v3")
-    contract = PreprocessContract(32, mean, std)
+    spec, stock, model, contract = _stock_and_rebuilt(name)
     # Weights arrive by name from the stock model; scaling layers and TFOpLambda arithmetic are gone.
     kinds = {type(layer).__name__ for layer in model.layers}
     assert not kinds & {"Rescaling", "Normalization", "TFOpLambda"}
@@ -90,16 +94,7 @@ def test_rebuilt_graph_equals_stock(name):
 def test_rebuilt_backbone_matches_stock_from_pixels(name):
     """Pixels in, the contract applied outside the graph. The graph rewrite itself is exact (above);
     what remains is float32 rounding of the input scaling done in numpy instead of in the graph."""
-    from edgetl._keras import keras
-    from edgetl.backbones.graph import to_edgetl_form
-    from edgetl.contract import PreprocessContract
-
-    keras().utils.set_random_seed(0)
-    spec = BACKBONES.get(name)
-    stock = spec.stock_builder(32, spec.default_alpha, None)
-    _settle_batchnorm(stock, 32)
-    model, mean, std = to_edgetl_form(stock, name=name, hard_swish_layers=spec.qat_recipe == "mobilenet_v3")
-    contract = PreprocessContract(32, mean, std)
+    _, stock, model, contract = _stock_and_rebuilt(name)
     pixels = np.random.default_rng(2).integers(0, 256, (16, 32, 32, 3)).astype(np.uint8)
     expected = stock.predict_on_batch(pixels.astype(np.float32))
     got = model.predict_on_batch(contract.normalize(pixels))
