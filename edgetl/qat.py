@@ -1,9 +1,11 @@
 """Quantization-aware training with tensorflow-model-optimization, and the PTQ alternative.
 
-QAT starts from the trained float model, inserts fake-quantization (tfmot's default 8-bit
-scheme: per-channel weights, per-tensor activations, Conv+BatchNorm folded) and fine-tunes for
-a few epochs at a low learning rate so the weights adapt to int8 rounding. ``mode="ptq"`` skips
-training: the exporter then calibrates ranges on a representative set of training images.
+QAT starts from the trained float model, inserts fake-quantization with the backbone's recipe
+(:mod:`edgetl.quantize`: tfmot's 8-bit scheme, per-channel weights, per-tensor activations,
+Conv+BatchNorm folded, plus output quantizers for the layers tfmot does not know), starts the
+activation ranges from calibration images, and fine-tunes for a few epochs at a low learning
+rate with BatchNorm in inference mode so the weights adapt to int8 rounding. ``mode="ptq"``
+skips training: the exporter then calibrates ranges on a representative set of training images.
 """
 
 from __future__ import annotations
