@@ -54,6 +54,7 @@ def test_qat_int8_litert(name, tmp_path):
     from edgetl.train import reestimate_batchnorm, set_batchnorm_momentum
 
     k = keras()
+    k.utils.set_random_seed(0)  # same initial weights and batch order on every run
     spec = BACKBONES.get(name)
     size = spec.min_input_size
     x, y = colour_task(144, size, seed=0)
@@ -62,7 +63,8 @@ def test_qat_int8_litert(name, tmp_path):
     model, contract = build_classifier(spec, 3, size, spec.default_alpha, "none")
     set_batchnorm_momentum(model, 0.9)
     model.compile(optimizer=k.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
-    model.fit(contract.normalize(x_train), y_train, epochs=3, batch_size=16, verbose=0)
+    # 10 epochs: with 3, EfficientNet-Lite0 was still near chance (60% on this task) and int8 flipped its near-ties
+    model.fit(contract.normalize(x_train), y_train, epochs=10, batch_size=16, verbose=0)
     reestimate_batchnorm(model, x_train, contract)
 
     plans = plan_quantization(model, spec.qat_recipe)
