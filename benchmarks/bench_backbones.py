@@ -32,14 +32,15 @@ import numpy as np
 SHAPES = ("circle", "square", "triangle", "star", "pentagon", "hexagon")
 
 
-def make_data(root: Path, images_per_class: int) -> Path:
-    from edgetl.synthetic import make_shapes_dataset
+def make_data(root: Path, args) -> Path:
+    from edgetl.synthetic import SUPPORTED_SHAPES, make_shapes_dataset
 
     data = root / "data"
     if not data.is_dir():
         make_shapes_dataset(
-            data, images_per_class=images_per_class, image_size=64, seed=3, shapes=SHAPES, noise=0.1,
-            min_scale=0.35, max_scale=0.75, palette="light-on-dark",
+            data, images_per_class=args.images_per_class, image_size=64, seed=3,
+            shapes=SUPPORTED_SHAPES if args.all_shapes else SHAPES, noise=args.noise,
+            min_scale=args.min_scale, max_scale=args.max_scale, palette="light-on-dark",
         )
     return data
 
@@ -50,7 +51,7 @@ def settings(backbone: str, data: Path, out: Path, args, target: str) -> dict:
         "target": target,
         "out": str(out / "build"),
         "model": {"name": backbone, "input_size": args.size, "weights": "none", "dropout": 0.1},
-        "data": {"path": str(data), "val_split": 0.25, "seed": 0, "batch_size": 32},
+        "data": {"path": str(data), "val_split": args.val_split, "seed": 0, "batch_size": 32},
         "train": {"head_epochs": 2, "head_lr": args.lr, "fine_tune_epochs": args.epochs, "augment": True, "patience": args.patience},
         "qat": {"epochs": args.qat_epochs, "lr": args.qat_lr},
         "export": {"representative_samples": 200},
@@ -168,6 +169,11 @@ def main() -> None:
     parser.add_argument("--backbones", nargs="*", default=None)
     parser.add_argument("--size", type=int, default=48)
     parser.add_argument("--images-per-class", type=int, default=200)
+    parser.add_argument("--all-shapes", action="store_true", help="all eight shapes (adds cross and ring) instead of six")
+    parser.add_argument("--noise", type=float, default=0.1, help="pixel noise std (fraction of 255)")
+    parser.add_argument("--min-scale", type=float, default=0.35)
+    parser.add_argument("--max-scale", type=float, default=0.75)
+    parser.add_argument("--val-split", type=float, default=0.25)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--patience", type=int, default=12)
     parser.add_argument("--lr", type=float, default=2e-3, help="learning rate (from scratch: the whole network trains at it)")
@@ -191,7 +197,7 @@ def main() -> None:
         print(latency_table(rows))  # noqa: T201 - a script's output
         return
     if not args.table:
-        data = make_data(args.out, args.images_per_class)
+        data = make_data(args.out, args)
         for name in names:
             result = run_one(name, data, args.out, args)
             (args.out / f"{name}.json").write_text(json.dumps(result, indent=2))
