@@ -28,6 +28,7 @@ def export_model(
     io_dtype: IODType = IODType.int8,
     samples: int = 200,
     force: bool = False,
+    opset: int = 17,
 ) -> tuple[Path, dict[str, Any]]:
     """Export a float or QAT run folder to ``target``, verified on the run's validation split.
 
@@ -36,7 +37,8 @@ def export_model(
 
     Args:
         model: an ``edgetl train`` or ``edgetl qat`` output folder.
-        target: ``tflite-int8``, ``tflite-fp16`` or ``tflite-fp32``.
+        target: ``tflite-int8``, ``tflite-fp16``, ``tflite-fp32``, ``onnx-int8`` or ``onnx-fp32``.
+        opset: ONNX opset for ``onnx-*`` targets.
         data: the training images (default: the folder recorded in the run).
         out: output folder (default: ``<model>-<target>`` beside the run).
 
@@ -51,18 +53,22 @@ def export_model(
     from edgetl.qat import load_keras_artifact, representative_images
 
     spec = TARGETS.get(target)
+    if spec.format == "onnx":
+        from edgetl.exporters.onnx import check_opset
+
+        check_opset(opset)
     model = Path(model)
     info = read_model_info(model)
     kind = info.extra.get("kind")
     if kind not in ("keras-float", "keras-qat"):
         raise ConfigError(f"{model} is a {kind!r} artifact; export takes a `edgetl train` or `edgetl qat` run folder")
     if kind == "keras-qat" and spec.dtype != "int8":
-        raise ConfigError(f"{model} is a QAT model, which exports to tflite-int8 only; export the float run for {target}")
+        raise ConfigError(f"{model} is a QAT model, which exports to int8 targets only (tflite-int8, onnx-int8); export the float run for {target}")
     run_config = dict(info.extra.get("config", {}))
     if data is not None:
         run_config.setdefault("data", {})["path"] = str(data)
     run_config.setdefault("export", {})
-    run_config["export"].update({"io_dtype": IODType(io_dtype).value, "representative_samples": samples})
+    run_config["export"].update({"io_dtype": IODType(io_dtype).value, "representative_samples": samples, "opset": opset})
     run_config["target"] = target
     config = BuildConfig.model_validate(run_config)
     if config.data.path is None:

@@ -311,7 +311,8 @@ def qat(
 @app.command()
 def export(
     model: Annotated[Path, typer.Option("--model", help="Float or QAT run folder (or .keras/.h5 file with edgetl.json beside it).")],
-    fmt: Annotated[str, typer.Option("--format", help="tflite-int8, tflite-fp16 or tflite-fp32.")] = "tflite-int8",
+    fmt: Annotated[str, typer.Option("--format", help="tflite-int8, tflite-fp16, tflite-fp32, onnx-int8 or onnx-fp32.")] = "tflite-int8",
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset of onnx-* formats (13-18).")] = 17,
     data: DataOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: <model>-<format>).")] = None,
     io_dtype: Annotated[IODType, typer.Option("--io-dtype", help="Input/output dtype of int8 models.")] = IODType.int8,
@@ -319,7 +320,7 @@ def export(
     force: ForceOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Convert a trained model to TFLite. A float model exported to int8 is post-training quantized."""
+    """Convert a trained model to TFLite or ONNX. A float model exported to int8 is post-training quantized."""
     _setup_logging(verbose)
     with _errors_as_exit():
         from edgetl.exporters import TARGETS
@@ -327,7 +328,7 @@ def export(
         target = TARGETS.get(fmt)
         from edgetl.api import export_model
 
-        artifact, meta = export_model(model, target.name, data=data, out=out, io_dtype=io_dtype, samples=samples, force=force)
+        artifact, meta = export_model(model, target.name, data=data, out=out, io_dtype=io_dtype, samples=samples, force=force, opset=opset)
         console.print(f"wrote {artifact} ({meta['size_bytes'] / 1024:.1f} KiB, {target.name}{', ' + meta['quantization_mode'] if meta.get('quantization_mode') else ''})")
 
 
@@ -373,7 +374,15 @@ def eval_cmd(
 def _model_file(path: Path) -> Path:
     """A build/target folder stands for the model file it holds."""
     if path.is_dir():
-        for name in ("model.tflite",):
+        marker = path / "edgetl.json"
+        if marker.is_file():
+            try:
+                named = json.loads(marker.read_text()).get("model_file")
+            except (OSError, ValueError):
+                named = None
+            if isinstance(named, str) and (path / named).is_file():
+                return path / named
+        for name in ("model.tflite", "model.onnx"):
             if (path / name).is_file():
                 return path / name
     return path
@@ -382,7 +391,8 @@ def _model_file(path: Path) -> Path:
 # ----------------------------------------------------------------------------- build
 @app.command()
 def build(
-    target: Annotated[str | None, typer.Option("--target", help="tflite-int8 (QAT, full-integer), tflite-fp16 or tflite-fp32.")] = None,
+    target: Annotated[str | None, typer.Option("--target", help="tflite-int8 (QAT, full-integer), tflite-fp16, tflite-fp32, onnx-int8 (QAT scales, int8 in ONNX Runtime) or onnx-fp32.")] = None,
+    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset of onnx-* targets (13-18, default 17).")] = None,
     data: DataOpt = None,
     backbone: BackboneOpt = None,
     input_size: InputSizeOpt = None,
@@ -416,7 +426,7 @@ def build(
         flags.update({
             "target": target, "out": str(out) if out else None, "name": name,
             "qat.mode": mode.value if mode else None, "qat.epochs": qat_epochs,
-            "export.io_dtype": io_dtype.value if io_dtype else None,
+            "export.io_dtype": io_dtype.value if io_dtype else None, "export.opset": opset,
         })
         cfg = _resolve(config, flags)
         from edgetl.pipeline import check_build
@@ -437,18 +447,27 @@ def _run_build(cfg, force: bool):
 
 
 def _print_build_summary(result, elapsed_s: float | None = None) -> None:
+    names = {"litert": "LiteRT", "onnxruntime": "ONNX Runtime"}
     s = result.summary
+    runtime = names.get(s.get("runtime", "litert"), s.get("runtime"))
+    other = s.get("companion")
     t = Table(title=f"edgetl build -> {result.out_dir}")
-    t.add_column("model")
-    t.add_column("top-1 (validation)", justify="right")
-    t.add_row("float (Keras)", _pct(s["float_top1"]))
+    for col, justify in (("model", "left"), ("runtime", "left"), ("top-1", "right"), ("p50 ms, 1 thread", "right")):
+        t.add_column(col, justify=justify)
+    t.add_row("float", "Keras", _pct(s["float_top1"]), "")
     if s.get("ptq_top1") is not None:
-        t.add_row("PTQ int8 (LiteRT)", _pct(s["ptq_top1"]))
+        t.add_row("PTQ int8", "LiteRT", _pct(s["ptq_top1"]), "")
     if s["source"] == "qat":
-        t.add_row("QAT (Keras)", _pct(s["source_keras_top1"]))
-    t.add_row(f"{result.target} (LiteRT)", _pct(s["artifact_top1"]))
+        t.add_row("QAT", "Keras", _pct(s["source_keras_top1"]), "")
+
+    def p50(latency):
+        return next((f"{e['stats']['p50_ms']:.3f}" for e in latency if e["threads"] == 1), "")
+
+    t.add_row(result.target, runtime, _pct(s["artifact_top1"]), p50(s["latency"]))
+    if other:
+        t.add_row(f"{other['target']} (same scales)", names.get(other["runtime"], other["runtime"]), _pct(other["artifact_top1"]), p50(other["latency"]))
     console.print(t)
-    lat = Table(title=f"{Path(s['artifact']).name}: {s['size_bytes'] / 1024:.1f} KiB, LiteRT latency (ms, batch 1)")
+    lat = Table(title=f"{Path(s['artifact']).name}: {s['size_bytes'] / 1024:.1f} KiB, {runtime} latency (ms, batch 1)")
     for col in ("threads", "p50", "p90", "p99"):
         lat.add_column(col, justify="right")
     for entry in s["latency"]:
@@ -503,6 +522,94 @@ def backbones(
                 ", ".join(map(str, r["alphas"])) or "-", f"{r['params'] / 1e6:.2f} M", f"{r['macs'] / 1e6:.0f} M", r["qat_recipe"], ", ".join(r["targets"]),
             )
         console.print(t)
+
+
+# ----------------------------------------------------------------------------- bench
+@app.command("bench")
+def bench_cmd(
+    artifacts: Annotated[list[Path], typer.Argument(help=".onnx or .tflite files, edgetl's or anyone's (no edgetl.json needed).", show_default=False)],
+    runtime: Annotated[str | None, typer.Option("--runtime", help="onnxruntime or litert (default by suffix: .onnx -> onnxruntime, .tflite -> litert).")] = None,
+    threads: Annotated[str, typer.Option("--threads", help="Thread counts, comma-separated, e.g. 1,2,4; each is measured in a fresh process.")] = "1",
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs after the first (cold-start) run.")] = 20,
+    runs: Annotated[int | None, typer.Option("--runs", help="Timed runs (default 200). Not with --duration.", show_default=False)] = None,
+    duration: Annotated[str | None, typer.Option("--duration", help="Time runs for this long instead of --runs: 10s, 500ms, 2m.", show_default=False)] = None,
+    batch: Annotated[int | None, typer.Option("--batch", help="Size of dynamic batch dimensions (default 1).", show_default=False)] = None,
+    shape: Annotated[list[str] | None, typer.Option("--shape", help="Size of an input with dynamic dimensions: NAME=1x224x224x3 (repeat per input).", show_default=False)] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for bench.json, report.md and report.html.")] = Path("bench-results"),
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Latency (p50-p99), throughput, cold start, peak memory and top ops of .onnx/.tflite files, per thread count."""
+    _setup_logging(verbose)
+    with _errors_as_exit():
+        from edgetl import bench as harness
+        from edgetl.errors import ConfigError
+
+        if runs is not None and duration is not None:
+            raise ConfigError("Received both --runs and --duration; pass one of them")
+        shapes: dict[str, tuple[int, ...]] = {}
+        for text in shape or []:
+            name, dims = harness.parse_shape(text)
+            if name in shapes:
+                raise ConfigError(f"Received --shape twice for input {name!r}; pass it once")
+            shapes[name] = dims
+        options = harness.BenchOptions(
+            threads=harness.parse_threads(threads), warmup=warmup, runs=runs,
+            duration_s=harness.parse_duration(duration) if duration is not None else None,
+            batch=batch, shapes=shapes, runtime=runtime,
+        )
+        harness.check_output_dir(out)
+        plans = harness.plan_bench(artifacts, options)  # bad files and shapes fail before the progress display starts
+        with RichProgress() as progress:
+            doc = harness.run_bench(plans, options, progress=progress)
+        written = harness.write_bench(doc, out)
+        t = Table(title="latency per call (ms); cold start in ms, peak RSS in MiB")
+        t.add_column("artifact", no_wrap=True)
+        for col in ("threads", "p50", "p90", "p99", "mean", "per s", "cold", "RSS"):
+            t.add_column(col, justify="right")
+        for entry in doc["artifacts"]:
+            for r in entry["results"]:
+                s = r["stats"]
+                rss = "n/a" if r["peak_rss_mib"] is None else f"{r['peak_rss_mib']:.0f}"
+                t.add_row(
+                    entry["label"], str(r["threads"]), f"{s['p50_ms']:.3f}", f"{s['p90_ms']:.3f}",
+                    f"{s['p99_ms']:.3f}", f"{s['mean_ms']:.3f}", f"{s['throughput_ips']:.0f}", f"{r['cold_start_ms']:.1f}", rss,
+                )
+        console.print(t)
+        console.print(f"wrote {written['json']}, {written['markdown'].name}, {written['html'].name}", highlight=False)
+
+
+# ----------------------------------------------------------------------------- compare
+@app.command()
+def compare(
+    a: Annotated[Path, typer.Argument(help="The baseline: a bench.json from `edgetl bench` (A).", show_default=False)],
+    b: Annotated[Path, typer.Argument(help="The bench.json to compare with it (B).", show_default=False)],
+    threads: Annotated[int | None, typer.Option("--threads", help="Compare this thread count only.", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """p50 latency of B relative to A per artifact and thread count, with a bootstrap 95% confidence interval."""
+    _setup_logging(verbose)
+    with _errors_as_exit():
+        from edgetl.bench import compare_benches, load_bench
+
+        doc_a, doc_b = load_bench(a), load_bench(b)
+        comparisons = compare_benches(doc_a, doc_b, threads=threads)
+        if as_json:
+            console.print_json(json.dumps({"a": str(a), "b": str(b), "comparisons": [c.to_dict() for c in comparisons]}))
+            return
+        console.print(f"A = {a}\nB = {b}", highlight=False)
+        t = Table(title="p50 latency of B / A, bootstrap 95% confidence interval")
+        t.add_column("artifact", no_wrap=True)
+        for col in ("threads", "A p50 ms", "B p50 ms", "B/A [95% CI]"):
+            t.add_column(col, justify="right", no_wrap=col == "B/A [95% CI]")
+        t.add_column("verdict", no_wrap=True)
+        for c in comparisons:
+            name = c.artifact_a if c.artifact_a == c.artifact_b else f"{c.artifact_a} -> {c.artifact_b}"
+            t.add_row(name, str(c.threads), f"{c.p50_a_ms:.3f}", f"{c.p50_b_ms:.3f}", f"{c.ratio:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]", c.verdict)
+        console.print(t)
+        cpu_a, cpu_b = doc_a.get("machine", {}).get("cpu"), doc_b.get("machine", {}).get("cpu")
+        if cpu_a != cpu_b:
+            console.print(f"[yellow]note:[/] A ran on {cpu_a}, B on {cpu_b}: the ratio compares the machines too", highlight=False)
 
 
 def main(argv: list[str] | None = None) -> None:

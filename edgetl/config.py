@@ -83,6 +83,8 @@ class ExportConfig(_Section):
     io_dtype: IODType = Field(IODType.int8, description="int8 models' input/output dtype")
     representative_samples: int = Field(200, ge=1, description="training images used to calibrate")
     compare_ptq: bool = Field(True, description="QAT int8 builds also export PTQ int8 from the float model, for the report")
+    companion: bool = Field(True, description="int8 builds write both model.tflite and model.onnx (same int8 scales) and report both")
+    opset: int = Field(17, ge=13, le=18, description="ONNX opset of onnx-* targets")
 
 
 class BenchConfig(_Section):

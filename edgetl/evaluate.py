@@ -1,8 +1,9 @@
 """Accuracy of any edgetl artifact on an image folder, and its parity with the float model.
 
 Every artifact is fed exactly what training fed the float model: the preprocessing contract is
-read from the artifact's ``edgetl.json``, never re-guessed. ``.tflite`` files run in LiteRT and
-need no TensorFlow; Keras models import it when asked.
+read from the artifact's ``edgetl.json`` (or, for an ``.onnx`` file on its own, from its
+``metadata_props``), never re-guessed. ``.tflite`` files run in LiteRT and ``.onnx`` files in ONNX
+Runtime, with no TensorFlow; Keras models import it when asked.
 """
 
 from __future__ import annotations
@@ -94,9 +95,48 @@ def artifact_kind(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix == ".tflite":
         return "tflite"
+    if suffix == ".onnx":
+        return "onnx"
     if suffix in KERAS_SUFFIXES:
         return "keras"
-    raise ArtifactError(f"cannot evaluate {path}: expected a .tflite, .keras or .h5 file or an edgetl run folder")
+    raise ArtifactError(f"cannot evaluate {path}: expected a .tflite, .onnx, .keras or .h5 file or an edgetl run folder")
+
+
+def open_model(artifact: Path, *, num_threads: int | None = None):
+    """A runtime model (``LiteRTModel`` or ``ORTModel``) for a ``.tflite`` or ``.onnx`` file."""
+    kind = artifact_kind(Path(artifact))
+    if kind == "tflite":
+        from edgetl.runtimes.litert import LiteRTModel
+
+        return LiteRTModel(artifact, num_threads=num_threads)
+    if kind == "onnx":
+        from edgetl.runtimes.onnxruntime import ORTModel
+
+        return ORTModel(artifact, num_threads=num_threads)
+    raise ArtifactError(f"{artifact} is not a .tflite or .onnx file")
+
+
+def model_info_for(artifact: Path) -> ModelInfo:
+    """Labels and contract: ``edgetl.json`` beside the model, else an ONNX file's own ``metadata_props``."""
+    artifact = Path(artifact)
+    try:
+        return read_model_info(artifact)
+    except ArtifactError:
+        if artifact_kind(artifact) != "onnx":
+            raise
+    from edgetl.contract import PreprocessContract
+    from edgetl.runtimes.onnxruntime import ORTModel
+
+    props = ORTModel(artifact).metadata
+    try:
+        import json
+
+        return ModelInfo(class_names=list(json.loads(props["labels"])), contract=PreprocessContract.from_dict(json.loads(props["preprocessing"])), extra={"kind": "onnx", "metadata_props": props})
+    except (KeyError, ValueError, TypeError):
+        raise ArtifactError(
+            f"{artifact} has no edgetl.json beside it and no `labels`/`preprocessing` in its metadata_props; "
+            "evaluate an ONNX model exported by edgetl, or put its edgetl.json beside it"
+        ) from None
 
 
 def load_predictor(artifact: Path, *, num_threads: int | None = None) -> tuple[Predictor, ModelInfo, str]:
@@ -109,12 +149,10 @@ def load_predictor(artifact: Path, *, num_threads: int | None = None) -> tuple[P
     if not artifact.exists():
         raise ArtifactError(f"artifact {artifact} does not exist")
     kind = artifact_kind(artifact)
-    info = read_model_info(artifact)
+    info = model_info_for(artifact)
     contract = info.contract
-    if kind == "tflite":
-        from edgetl.runtimes.litert import LiteRTModel
-
-        model = LiteRTModel(artifact, num_threads=num_threads)
+    if kind in ("tflite", "onnx"):
+        model = open_model(artifact, num_threads=num_threads)
 
         def predict(pixels: np.ndarray) -> np.ndarray:
             return model.predict(contract.normalize(pixels))
@@ -138,7 +176,7 @@ def evaluate(artifact: Path, data_dir: Path, *, against: Path | None = None, str
     """Evaluate ``artifact`` on every image of ``data_dir`` (class subfolders).
 
     Args:
-        artifact: ``.tflite``, ``.keras``/``.h5`` or an edgetl run folder.
+        artifact: ``.tflite``, ``.onnx``, ``.keras``/``.h5`` or an edgetl run folder.
         data_dir: labelled image folder; its classes must be among the model's.
         against: a float reference model; adds top-1 agreement and the accuracy drop.
 

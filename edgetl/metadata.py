@@ -20,7 +20,7 @@ from edgetl.errors import ArtifactError
 
 SCHEMA_VERSION = 1
 
-_VERSIONED = ("edgetl", "tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "onnxruntime", "numpy")
+_VERSIONED = ("edgetl", "tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "onnx", "onnxruntime", "tf2onnx", "numpy")
 
 
 def package_versions() -> dict[str, str]:

@@ -124,6 +124,17 @@ def tflite_io_details(path: Path) -> dict[str, Any]:
     }
 
 
+def onnx_io_details(path: Path) -> dict[str, Any]:
+    """Input/output tensor facts of a .onnx file (ONNX Runtime, no TF)."""
+    from edgetl.runtimes.onnxruntime import ORTModel
+
+    model = ORTModel(path)
+    return {
+        "inputs": [vars(t) | {"shape": list(t.shape)} for t in model.inputs],
+        "outputs": [vars(t) | {"shape": list(t.shape)} for t in model.outputs],
+    }
+
+
 def verify_artifact(
     artifact: Path, target: TargetSpec, reference, pixels: np.ndarray, contract: PreprocessContract
 ) -> tuple[dict[str, Any], np.ndarray]:
@@ -135,11 +146,11 @@ def verify_artifact(
     Returns:
         The comparison, and the artifact's probabilities (for its accuracy, without a second run).
     """
-    from edgetl.runtimes.litert import LiteRTModel
+    from edgetl.evaluate import open_model
     from edgetl.train import predict_pixels
 
     ref = predict_pixels(reference, pixels, contract)
-    out = LiteRTModel(artifact).predict(contract.normalize(pixels))
+    out = open_model(artifact).predict(contract.normalize(pixels))
     diff = np.abs(ref - out)
     result = {
         "images": int(len(pixels)),
@@ -174,15 +185,34 @@ def export_artifact(
     Returns:
         The artifact path and the metadata written to ``edgetl.json``.
     """
+    from edgetl.exporters.onnx import export_onnx
     from edgetl.exporters.tflite import export_tflite
 
     target = TARGETS.get(target_name)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    artifact = export_tflite(
-        model, target.name, out_dir / target.filename,
-        representative=representative, contract=contract, io_dtype=config.export.io_dtype,
-    )
+    onnx_details = None
+    if target.format == "tflite":
+        artifact = export_tflite(
+            model, target.name, out_dir / target.filename,
+            representative=representative, contract=contract, io_dtype=config.export.io_dtype,
+        )
+        io = tflite_io_details(artifact)
+    elif target.dtype == "int8":
+        # The int8 TFLite model carries the QAT ranges and int8 per-channel weights; the ONNX model
+        # is rewritten from it, so both formats share the same scales (and both ship).
+        tflite = export_tflite(
+            model, "tflite-int8", out_dir / TARGETS.get("tflite-int8").filename,
+            representative=representative, contract=contract, io_dtype=config.export.io_dtype,
+        )
+        artifact, onnx_details = export_onnx(target.name, out_dir / target.filename, tflite_int8=tflite, class_names=class_names, contract=contract, opset=config.export.opset)
+        io = onnx_io_details(artifact)
+    else:
+        artifact, onnx_details = export_onnx(target.name, out_dir / target.filename, model=model, class_names=class_names, contract=contract, opset=config.export.opset)
+        io = onnx_io_details(artifact)
+    if onnx_details is not None:
+        io["graph"] = onnx_graph_summary(onnx_details, target)
+        io["onnx"] = {k: v for k, v in onnx_details.items() if k != "graph"}
     write_labels(out_dir / "labels.txt", class_names)
     meta = {
         "schema_version": SCHEMA_VERSION,
@@ -194,7 +224,7 @@ def export_artifact(
         "backbone": config.model.name,
         "class_names": class_names,
         "preprocessing": contract.to_dict(),
-        **tflite_io_details(artifact),
+        **io,
         "size_bytes": artifact.stat().st_size,
         "note": target.note,
         "versions": package_versions(),
@@ -210,11 +240,36 @@ def export_artifact(
     return artifact, meta
 
 
-def quick_latency(artifact: Path, config: BuildConfig) -> list[dict[str, Any]]:
-    from edgetl.bench import bench_tflite
+def onnx_graph_summary(details: dict[str, Any], target: TargetSpec) -> dict[str, Any]:
+    """The ``graph`` block of an ONNX artifact: op counts, and how ONNX Runtime runs its convolutions."""
+    graph = dict(details["graph"])
+    if target.dtype == "int8":
+        graph["full_integer"] = graph["convs"] == graph["int8_convs"] and graph["float_convs_after_optimization"] == 0
+        graph["float_ops"] = [] if graph["full_integer"] else [{"op": "Conv", "count": graph["float_convs_after_optimization"]}]
+    return graph
 
-    results = bench_tflite(artifact, threads=config.bench.resolved_threads, warmup=config.bench.warmup, runs=config.bench.runs)
-    return [r.to_dict() for r in results]
+
+def quick_latency(artifact: Path, config: BuildConfig) -> list[dict[str, Any]]:
+    """A short in-process latency check of a .tflite (LiteRT) or .onnx (ONNX Runtime) file."""
+    from edgetl.bench import BenchResult, bench_tflite, summarize, synthetic_input, time_calls
+    from edgetl.evaluate import open_model
+
+    threads, warmup, runs = config.bench.resolved_threads, config.bench.warmup, config.bench.runs
+    if Path(artifact).suffix != ".onnx":
+        return [r.to_dict() for r in bench_tflite(artifact, threads=threads, warmup=warmup, runs=runs)]
+    results = []
+    for count in threads:
+        model = open_model(artifact, num_threads=count)
+        rng = np.random.default_rng(0)
+        # batch 1: the symbolic batch dimension (and any other unknown one) is set to 1
+        inputs = [synthetic_input([d if isinstance(d, int) and d > 0 else 1 for d in info.shape], info.dtype, rng) for info in model.inputs]
+        samples = time_calls(lambda m=model, x=inputs: m.invoke_raw(x), warmup=warmup, runs=runs)
+        results.append(BenchResult(
+            artifact=str(artifact), runtime=model.runtime, threads=int(count), stats=summarize(samples, warmup),
+            input_shapes=[list(x.shape) for x in inputs], model_size_bytes=Path(artifact).stat().st_size,
+            runtime_version=str(getattr(model, "version", "unknown")),
+        ).to_dict())
+    return results
 
 
 def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_progress) -> BuildResult:
@@ -299,6 +354,12 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
         progress("benchmark", 1, 1, "")
         timings["bench_s"] = time.perf_counter() - start
 
+        companion = None
+        if target.dtype == "int8" and config.export.companion:
+            progress("companion", 0, 1, "the same int8 model in the other format")
+            companion = companion_artifact(artifact, target, staging, class_names, contract, config, split.val.x, split.val.y, float_probs, artifact_probs)
+            progress("companion", 1, 1, "")
+
         ptq = None
         if mode is QuantMode.qat and config.export.compare_ptq:
             progress("PTQ comparison", 0, 1, "int8 from the float model, calibrated")
@@ -321,6 +382,8 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
         }
         if ptq is not None:
             accuracy_block["ptq_comparison"] = ptq
+        if companion is not None:
+            accuracy_block["companion"] = companion
         meta.update(
             {
                 "fingerprint": fps["export"],
@@ -348,8 +411,48 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
         "source_keras_top1": accuracy_block["source_keras_top1"],
         "source": accuracy_block["source"],
         "ptq_top1": ptq["artifact_top1"] if ptq else None,
+        "runtime": target.runtime,
+        "companion": companion,
     }
     return BuildResult(target_dir, final, target.name, summary, timings)
+
+
+def companion_artifact(
+    artifact: Path, target: TargetSpec, folder: Path, class_names: list[str], contract: PreprocessContract,
+    config: BuildConfig, pixels: np.ndarray, labels: np.ndarray, float_probs: np.ndarray, artifact_probs: np.ndarray,
+) -> dict[str, Any]:
+    """The int8 model in the other format, beside the target: ``model.onnx`` for a ``tflite-int8``
+    build (rewritten from the TFLite file), ``model.tflite`` for ``onnx-int8`` (its source).
+    Both carry the same scales; this measures how well they agree, and each one's accuracy and speed."""
+    from edgetl.evaluate import compute_metrics, open_model
+    from edgetl.exporters.onnx import export_onnx
+
+    other = TARGETS.get("onnx-int8" if target.format == "tflite" else "tflite-int8")
+    path = Path(folder) / other.filename
+    details = None
+    if other.format == "onnx":
+        path, details = export_onnx(other.name, path, tflite_int8=artifact, class_names=class_names, contract=contract, opset=config.export.opset)
+    probs = open_model(path).predict(contract.normalize(pixels))
+    hits = np.argmax(probs, 1)
+    result = {
+        "target": other.name,
+        "file": other.filename,
+        "runtime": other.runtime,
+        "size_bytes": path.stat().st_size,
+        "artifact_top1": compute_metrics(probs, labels, class_names).top1,
+        "top1_agreement_with_float": float(np.mean(hits == np.argmax(float_probs, 1))) if len(pixels) else float("nan"),
+        "top1_agreement_with_target": float(np.mean(hits == np.argmax(artifact_probs, 1))) if len(pixels) else float("nan"),
+        "max_abs_diff_with_target": float(np.abs(probs - artifact_probs).max()) if len(pixels) else 0.0,
+        "latency": quick_latency(path, config),
+    }
+    if details is not None:
+        result["graph"] = onnx_graph_summary(details, other)
+        result["onnx"] = {k: v for k, v in details.items() if k != "graph"}
+    else:
+        from edgetl.runtimes.litert import op_report
+
+        result["graph"] = op_report(path)
+    return result
 
 
 def _clone(model):

@@ -37,8 +37,58 @@ def accuracy_rows(meta: dict[str, Any]) -> list[list[str]]:
     if acc["source"] == "qat":
         rows.append(["QAT (Keras)", _pct(acc["source_keras_top1"]), "", ""])
     label = "QAT int8" if acc["source"] == "qat" else meta["target"]
-    rows.append([f"{label} (LiteRT, shipped)", _pct(acc["artifact_top1"]), _pct(acc["artifact_top5"]), f"{100 * acc['top1_drop']:+.1f} pts"])
+    runtime = _RUNTIME_NAMES.get(meta.get("runtime", "litert"), meta.get("runtime"))
+    fmt = f"{meta['target']}, " if acc["source"] == "qat" else ""
+    rows.append([f"{label} ({fmt}{runtime}, shipped)", _pct(acc["artifact_top1"]), _pct(acc["artifact_top5"]), f"{100 * acc['top1_drop']:+.1f} pts"])
+    other = acc.get("companion")
+    if other:
+        drop = acc["float_top1"] - other["artifact_top1"]
+        rows.append([f"{label} ({other['target']}, {_RUNTIME_NAMES.get(other['runtime'], other['runtime'])}, same scales)", _pct(other["artifact_top1"]), "", f"{100 * drop:+.1f} pts"])
     return rows
+
+
+_RUNTIME_NAMES = {"litert": "LiteRT", "onnxruntime": "ONNX Runtime"}
+
+
+def companion_lines(meta: dict[str, Any]) -> list[str]:
+    """The same int8 model in the other format: agreement, size, speed, and (for ONNX) how ORT runs it."""
+    other = meta["accuracy"].get("companion")
+    if not other:
+        return []
+    lines = [
+        "## The same int8 model in the other format",
+        "",
+        f"`{other['file']}` ({other['target']}, {_size(other['size_bytes'])}) holds the same int8 scales as `{meta['model_file']}`: "
+        f"the two agree on top-1 for {_pct(other['top1_agreement_with_target'])} of the validation images "
+        f"(max |probability difference| {other['max_abs_diff_with_target']:.4f}).",
+        "",
+        table(["format", "runtime", "threads", "p50 ms", "p90 ms", "p99 ms"], [
+            [m, _RUNTIME_NAMES.get(e["runtime"], e["runtime"]), e["threads"], f"{e['stats']['p50_ms']:.3f}", f"{e['stats']['p90_ms']:.3f}", f"{e['stats']['p99_ms']:.3f}"]
+            for m, entries in ((meta["target"], meta.get("latency", [])), (other["target"], other["latency"])) for e in entries
+        ]),
+        "",
+    ]
+    onnx = meta.get("onnx") if meta.get("format", meta.get("kind")) == "onnx" else other.get("onnx")
+    graph = meta.get("graph") if meta.get("kind") == "onnx" else other.get("graph")
+    if onnx and graph:
+        lines += onnx_lines(onnx, graph)
+    return lines
+
+
+def onnx_lines(onnx: dict[str, Any], graph: dict[str, Any]) -> list[str]:
+    lines = [f"ONNX route (opset {onnx.get('opset')}): {onnx.get('route', '')}."]
+    rewrite = onnx.get("rewrite")
+    if rewrite:
+        lines.append(
+            f"The rewrite gave {rewrite['activation_zero_points_to_uint8']} activation quantizers uint8 zero points and removed "
+            f"{rewrite['clips_removed']} redundant clips ({rewrite['clips_kept']} kept)."
+        )
+    if graph.get("convs"):
+        lines.append(
+            f"ONNX Runtime (all graph optimizations) runs {graph['int8_convs']} of {graph['convs']} convolutions as int8 `QLinearConv`"
+            + (f"; {graph['float_convs_after_optimization']} stay float." if graph.get("float_convs_after_optimization") else ".")
+        )
+    return ["", " ".join(lines), ""]
 
 
 def graph_lines(meta: dict[str, Any]) -> list[str]:
@@ -48,8 +98,12 @@ def graph_lines(meta: dict[str, Any]) -> list[str]:
         return []
     ops = ", ".join(f"{name} x{count}" for name, count in graph["ops"].items())
     lines = [f"- operators: {ops}"]
+    if graph.get("ort_optimized_ops"):
+        lines.append("- as ONNX Runtime runs it: " + ", ".join(f"{name} x{count}" for name, count in graph["ort_optimized_ops"].items()))
     if meta.get("dtype") == "int8":
-        if graph["full_integer"]:
+        if graph["full_integer"] and meta.get("kind") == "onnx":
+            lines.append(f"- int8 in ONNX Runtime: yes, all {graph['convs']} convolutions fuse to QLinearConv")
+        elif graph["full_integer"]:
             lines.append("- full-integer: yes, every operator between input and output reads and writes int8/int32 tensors")
         else:
             names = sorted({op["op"] for op in graph["float_ops"]})
@@ -90,13 +144,14 @@ def build_report(meta: dict[str, Any]) -> str:
         "",
         table(["class", "accuracy", "images"], [[name, _pct(v["accuracy"]), v["support"]] for name, v in acc["per_class"].items()]),
         "",
-        "## Latency (LiteRT, batch 1, ms)",
+        f"## Latency ({_RUNTIME_NAMES.get(meta.get('runtime', 'litert'), meta.get('runtime'))}, batch 1, ms)",
         "",
         table(["runtime", "threads", "p50", "p90", "p99", "mean", "runs", "warm-up"], latency_rows(meta.get("latency", []))),
         "",
         f"Measured on {meta.get('machine', {}).get('cpu', 'this machine')} ({meta.get('machine', {}).get('cores', '?')} cores). "
-        "A quick check (warm-up, then timed runs of `interpreter.invoke()` on synthetic input).",
+        "A quick check (warm-up, then timed runs on synthetic input, in this process); `edgetl bench` measures properly.",
         "",
+        *companion_lines(meta),
         "## The artifact",
         "",
         f"- file: `{meta['model_file']}`, {_size(meta['size_bytes'])}",
@@ -107,6 +162,7 @@ def build_report(meta: dict[str, Any]) -> str:
         + (", then quantize with the input scale and zero point" if io.get("dtype") in ("int8", "uint8") else ""),
         f"- note: {meta.get('note', '')}",
         *graph_lines(meta),
+        *(onnx_lines(meta["onnx"], meta.get("graph", {})) if meta.get("kind") == "onnx" and meta.get("onnx") and not meta["accuracy"].get("companion") else []),
         "",
         "## Versions",
         "",

@@ -14,9 +14,9 @@ class TargetSpec:
 
     Attributes:
         name: ``tflite-int8`` etc.
-        format: file family (``tflite``).
+        format: file family (``tflite``, ``onnx``).
         dtype: numeric type of weights/compute (``int8``, ``fp16``, ``fp32``).
-        runtime: runtime that runs and verifies it (``litert``).
+        runtime: runtime that runs and verifies it (``litert``, ``onnxruntime``).
         filename: file name inside the target's output folder.
         needs_quantized_model: True when the QAT model (or PTQ calibration) feeds it.
         note: what users should know (speed caveats, for instance).
@@ -40,5 +40,9 @@ for _spec in (
                "fp16 weights (half the size); on x86 CPUs it runs at fp32 speed"),
     TargetSpec("tflite-fp32", "tflite", "fp32", "litert", "model.tflite", False,
                "float32 reference"),
+    TargetSpec("onnx-int8", "onnx", "int8", "onnxruntime", "model.onnx", True,
+               "QDQ int8 with the int8 TFLite model's (QAT) scales, rewritten so ONNX Runtime fuses int8 kernels"),
+    TargetSpec("onnx-fp32", "onnx", "fp32", "onnxruntime", "model.onnx", False,
+               "float32 ONNX for ONNX Runtime and other ONNX tools"),
 ):
     TARGETS.register(_spec.name, _spec)

@@ -414,8 +414,34 @@ class LiteRTModel:
         logger.debug("loaded %s: inputs %s, outputs %s", self.path, self.inputs, self.outputs)
 
     def _refresh_details(self) -> None:
-        self.inputs: list[TensorInfo] = [_tensor_info(d) for d in self._interpreter.get_input_details()]
+        details = self._interpreter.get_input_details()
+        self.inputs: list[TensorInfo] = [_tensor_info(d) for d in details]
         self.outputs: list[TensorInfo] = [_tensor_info(d) for d in self._interpreter.get_output_details()]
+        # shape_signature marks dynamic dimensions with -1 (empty when the converter wrote none).
+        self.declared_shapes: list[tuple[int | str, ...]] = [
+            tuple("?" if int(s) < 0 else int(s) for s in d.get("shape_signature", ())) if len(d.get("shape_signature", ())) else tuple(int(s) for s in d["shape"])
+            for d in details
+        ]
+
+    def resize_inputs(self, shapes: list[tuple[int, ...]]) -> None:
+        """Give every input a concrete shape (one per input, in order) and re-plan the interpreter.
+
+        Raises:
+            DataError: wrong number of shapes, or LiteRT refuses a shape.
+        """
+        if len(shapes) != len(self.inputs):
+            raise DataError(f"Received {len(shapes)} input shapes; {self.path} has {len(self.inputs)} inputs")
+        if all(tuple(shape) == info.shape for shape, info in zip(shapes, self.inputs, strict=True)):
+            return
+        try:
+            for shape, info in zip(shapes, self.inputs, strict=True):
+                if tuple(shape) != info.shape:
+                    self._interpreter.resize_tensor_input(info.index, [int(d) for d in shape])
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            wanted = ", ".join(f"{info.name}={'x'.join(map(str, shape))}" for shape, info in zip(shapes, self.inputs, strict=True))
+            raise DataError(f"LiteRT cannot run {self.path} with input shapes {wanted}: {_one_line(exc)}") from None
+        self._refresh_details()
 
     def _resize_batch(self, batch: int) -> bool:
         """Set the single input's batch dimension; False when the model refuses."""

@@ -54,7 +54,7 @@ def built(shapes_dir, tmp_path_factory):
 def test_build_writes_one_complete_folder(built):
     root, _, result = built
     target = root / "build" / "shapes" / "tflite-int8"
-    assert sorted(p.name for p in target.iterdir()) == ["edgetl.json", "labels.txt", "model.tflite", "report.md"]
+    assert sorted(p.name for p in target.iterdir()) == ["edgetl.json", "labels.txt", "model.onnx", "model.tflite", "report.md"]
     meta = json.loads((target / "edgetl.json").read_text())
     assert meta["inputs"][0]["dtype"] == "int8" and meta["inputs"][0]["shape"][1:] == [32, 32, 3]
     assert meta["outputs"][0]["dtype"] == "int8" and meta["outputs"][0]["scale"] > 0
@@ -73,7 +73,7 @@ def test_build_writes_one_complete_folder(built):
     assert {"tensorflow", "tensorflow-model-optimization", "ai-edge-litert"} <= set(meta["versions"])
     assert meta["config"]["model"]["alpha"] == 0.35 and meta["config"]["qat"]["epochs"] == 1
     report = (target / "report.md").read_text()
-    assert "## Accuracy" in report and "p99" in report and "QAT int8 (LiteRT, shipped)" in report
+    assert "## Accuracy" in report and "p99" in report and "QAT int8 (tflite-int8, LiteRT, shipped)" in report
     assert "- full-integer: yes" in report and "CONV_2D" in report
     assert meta["graph"]["full_integer"] and meta["accuracy"]["top1_agreement_with_float"] >= 0.0
     # PTQ int8 of the float model, kept beside it for the side-by-side comparison.
@@ -85,7 +85,15 @@ def test_build_writes_one_complete_folder(built):
     assert (root / "build" / "shapes" / "float" / "model.keras").is_file()
     assert (root / "build" / "shapes" / "qat" / "qat_model.h5").is_file()
     assert not list((root / "build").rglob(".*tmp*")), "temporary files left behind"
-    assert "tflite-int8 (LiteRT)" in result.stdout and "PTQ int8 (LiteRT)" in result.stdout
+    assert "tflite-int8" in result.stdout and "PTQ int8" in result.stdout and "LiteRT" in result.stdout
+    # The same int8 model as ONNX (companion): same scales, int8 in ONNX Runtime, side by side in the report.
+    other = accuracy["companion"]
+    assert other["target"] == "onnx-int8" and other["file"] == "model.onnx" and other["runtime"] == "onnxruntime"
+    assert other["top1_agreement_with_target"] >= 0.99
+    assert other["graph"]["int8_convs"] == other["graph"]["convs"] > 0
+    assert other["latency"][0]["stats"]["p50_ms"] > 0
+    assert "onnx-int8, ONNX Runtime, same scales" in report and "QLinearConv" in report
+    assert "onnx-int8 (same scales)" in result.stdout and "ONNX Runtime" in result.stdout
 
 
 def test_rebuild_reuses_stages_and_other_config_is_refused(built, shapes_dir):
@@ -96,7 +104,18 @@ def test_rebuild_reuses_stages_and_other_config_is_refused(built, shapes_dir):
     assert (root / "build" / "shapes" / "tflite-fp32" / "model.tflite").is_file()
     meta = json.loads((root / "build" / "shapes" / "tflite-fp32" / "edgetl.json").read_text())
     assert meta["verification"]["max_abs_diff"] < 1e-4
-    assert time.perf_counter() - start < 120
+    assert time.perf_counter() - start < 120, "the float and QAT stages were not reused"
+
+    onnx_build = runner.invoke(app, args + ["--target", "onnx-int8", "--opset", "17"])
+    assert onnx_build.exit_code == 0, onnx_build.output + onnx_build.stderr
+    onnx_dir = root / "build" / "shapes" / "onnx-int8"
+    meta = json.loads((onnx_dir / "edgetl.json").read_text())
+    assert meta["model_file"] == "model.onnx" and meta["runtime"] == "onnxruntime" and meta["graph"]["full_integer"]
+    assert meta["latency"][0]["runtime"] == "onnxruntime"
+    other = meta["accuracy"]["companion"]
+    assert other["target"] == "tflite-int8" and other["top1_agreement_with_target"] >= 0.99
+    assert "ONNX Runtime" in onnx_build.stdout and "tflite-int8 (same scales)" in onnx_build.stdout
+    assert "## Latency (ONNX Runtime" in (onnx_dir / "report.md").read_text()
 
     different = runner.invoke(app, args + ["--qat-epochs", "2"])
     assert different.exit_code != 0

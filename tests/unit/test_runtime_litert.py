@@ -302,3 +302,17 @@ def test_runtime_imports_and_runs_without_tensorflow(models):
     result = run_python(code, str(models["int8"]))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "no tensorflow" in result.stdout
+
+
+def test_declared_shapes_and_resize_inputs(models):
+    model = LiteRTModel(models["int8"])
+    assert model.declared_shapes == [("?", *INPUT_SHAPE)]  # Keras' None batch is -1 in shape_signature
+    model.resize_inputs([(3, *INPUT_SHAPE)])
+    assert model.inputs[0].shape == (3, *INPUT_SHAPE) and model.declared_shapes == [("?", *INPUT_SHAPE)]
+    (out,) = model.invoke_raw([np.zeros((3, *INPUT_SHAPE), np.int8)])
+    assert out.shape == (3, NUM_CLASSES)
+    with pytest.raises(DataError, match="Received 2 input shapes"):
+        model.resize_inputs([(1, *INPUT_SHAPE), (1, *INPUT_SHAPE)])
+    with pytest.raises(DataError, match="LiteRT cannot run .* with input shapes") as info:
+        model.resize_inputs([(2, 16)])
+    assert "\n" not in str(info.value)

@@ -1,0 +1,146 @@
+"""edgetl.bench_report: report.md and a self-contained report.html whose plots a real browser renders."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from edgetl.bench import BenchOptions, run_bench, write_bench
+from edgetl.bench_report import plots, render_html, render_markdown
+from tests.unit.test_runtime_onnx import build_onnx_model
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+@pytest.fixture(scope="module")
+def doc(tmp_path_factory):
+    """A real two-artifact, two-thread-count benchmark of tiny ONNX models."""
+    root = tmp_path_factory.mktemp("report_models")
+    small = build_onnx_model(root / "small.onnx")
+    wide = build_onnx_model(root / "wide.onnx", filters=64, seed=1)
+    return run_bench([small, wide], BenchOptions(threads=(1, 2), warmup=2, runs=30), progress=lambda *a: None)
+
+
+@pytest.fixture(scope="module")
+def report_dir(doc, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "out"
+    write_bench(doc, out)
+    return out
+
+
+class _Elements(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def _elements(html: str) -> list[tuple[str, dict[str, str | None]]]:
+    parser = _Elements()
+    parser.feed(html)
+    return parser.tags
+
+
+def test_markdown_report(doc):
+    text = render_markdown(doc)
+    rows = [line for line in text.splitlines() if line.startswith(("| small.onnx | ONNX Runtime", "| wide.onnx | ONNX Runtime"))]
+    assert len(rows) == 4  # two artifacts x two thread counts
+    p50 = doc["artifacts"][0]["results"][0]["stats"]["p50_ms"]
+    assert f"| 1 | {p50:.4f} |" in rows[0] or f"| 1 | {p50:.3f} |" in rows[0]
+    for heading in ("## Latency", "## Speed-up vs small.onnx", "## Top ops by time", "### small.onnx (1 thread)", "## Inputs (synthetic)", "## How this was measured"):
+        assert heading in text
+    machine = doc["machine"]
+    assert machine["cpu"] in text and f"Python {machine['python']}" in text and f"edgetl {doc['edgetl_version']}" in text
+    assert "warm-up 2 runs, then 30 timed runs" in text and "| small.onnx | 1.00x | 1.00x |" in text
+
+
+def test_markdown_says_when_litert_offers_no_op_profile(doc):
+    litert = json.loads(json.dumps(doc))
+    litert["artifacts"] = litert["artifacts"][:1]
+    entry = litert["artifacts"][0]
+    entry.update(runtime="litert", runtime_label="LiteRT", provider="CPU, XNNPACK delegate")
+    for r in entry["results"]:
+        r["op_profile"] = "not offered by LiteRT's Python interpreter"
+    text = render_markdown(litert)
+    assert "op profile: not offered by LiteRT's Python interpreter" in text and "Speed-up" not in text
+    assert "op profile: not offered by LiteRT&#x27;s Python interpreter" in render_html(litert)
+
+
+def test_html_is_self_contained_with_one_plot_per_view(doc):
+    html = render_html(doc)
+    tags = _elements(html)
+    figures = [a for t, a in tags if t == "figure" and a.get("class") == "plot"]
+    assert len(figures) == 3 == len(plots(doc))  # distribution, p50 by threads, speed-up
+    assert sum(1 for t, _ in tags if t == "svg") == 3
+    check = next(a for t, a in tags if t == "p" and a.get("id") == "plot-check")
+    assert check["data-expected"] == "3"
+    for tag, attrs in tags:  # nothing to fetch: no src/href to another document, no stylesheet links
+        for name in ("src", "href", "xlink:href"):
+            value = attrs.get(name) or ""
+            assert not re.match(r"\s*(https?:|//|file:)", value), (tag, name, value)
+        assert tag not in ("link", "iframe", "object", "embed")
+    assert "@import" not in html and "url(http" not in html
+    assert "<metadata>" not in html  # matplotlib's creator/URL block is stripped
+    for entry in doc["artifacts"]:
+        for r in entry["results"]:
+            assert f"{r['stats']['p50_ms']:.4f}" in html or f"{r['stats']['p50_ms']:.3f}" in html
+
+
+def test_one_artifact_has_no_speedup_plot(doc):
+    single = dict(doc, artifacts=doc["artifacts"][:1])
+    assert [title for title, _ in plots(single)] == ["Latency distribution", "p50 by thread count"]
+    assert 'data-expected="2"' in render_html(single)
+
+
+def test_write_bench_writes_three_files_atomically(doc, report_dir, tmp_path):
+    assert sorted(p.name for p in report_dir.iterdir()) == ["bench.json", "report.html", "report.md"]
+    assert json.loads((report_dir / "bench.json").read_text()) == json.loads(json.dumps(doc))
+    broken = dict(doc)
+    del broken["machine"]  # rendering fails before anything is written
+    out = tmp_path / "out"
+    with pytest.raises(KeyError):
+        write_bench(broken, out)
+    assert not out.exists()
+
+
+def _chromium() -> str:
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    if os.environ.get("EDGETL_REQUIRE_CHROMIUM") == "1":
+        pytest.fail(f"EDGETL_REQUIRE_CHROMIUM=1 but none of {', '.join(CHROMIUM_NAMES)} is on PATH (apt-get install chromium)")
+    pytest.skip(f"no headless browser: none of {', '.join(CHROMIUM_NAMES)} is on PATH (apt-get install chromium)")
+
+
+def _headless(browser: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+         f"--user-data-dir={tmp_path / 'profile'}", *args],
+        capture_output=True, text=True, timeout=90,
+    )
+
+
+def test_chromium_renders_every_plot(report_dir, tmp_path):
+    browser = _chromium()
+    url = (report_dir / "report.html").resolve().as_uri()
+    result = _headless(browser, "--dump-dom", url, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    check = next((a for t, a in _elements(result.stdout) if t == "p" and a.get("id") == "plot-check"), None)
+    assert check is not None, "report.html did not load in Chromium: " + result.stdout[:500]
+    assert check.get("data-found") == "3", f"the inline script did not run or found other plots: {check}"
+    assert check.get("data-rendered") == check.get("data-expected") == "3", f"plots with zero size: {check}"
+
+    shot = tmp_path / "report.png"
+    result = _headless(browser, f"--screenshot={shot}", "--window-size=1200,2000", url, tmp_path=tmp_path)
+    assert result.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", result.stderr[-2000:]
+    assert shot.stat().st_size > 20_000  # tables and plots, not a blank page (a blank 1200x2000 PNG is a few KiB)
