@@ -9,6 +9,12 @@ Every result carries how it was measured (warm-up, runs, threads, runtime versio
 inputs synthesised from its declared types and shapes, each (artifact, thread count) measured
 in a fresh process (honest cold start and peak RSS), raw samples kept for
 :func:`compare_benches` (``edgetl compare``), all in one ``bench.json`` document.
+
+The measurement itself (cold start, warm-up, timed loop, peak RSS, op profile, statistics,
+synthetic inputs, machine description) lives in :mod:`edgetl.remote_runner`, a stand-alone file
+that needs only numpy and the runtime, so a board measured over SSH (``edgetl.remote``) runs the
+very same code as this machine. The runtime registry here plans the artifacts (checks and loads
+them once in this process) and describes the method in the report.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -32,9 +37,19 @@ import numpy as np
 
 import edgetl
 from edgetl import _fs, errors
+from edgetl import remote_runner as _runner
 from edgetl.errors import ArtifactError, ConfigError, OutputExistsError
 from edgetl.progress import Progress, log_progress
 from edgetl.registry import Registry
+from edgetl.remote_runner import (  # noqa: F401 - one implementation of the measurement, re-exported
+    LITERT_OP_PROFILE_NOTE,
+    MAX_SAMPLES,
+    TOP_OPS,
+    machine_info,
+    peak_rss_mib,
+    synthetic_input,
+    timed_loop,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -72,25 +87,9 @@ def summarize(samples_ms: Sequence[float], warmup: int, batch: int = 1) -> Laten
     Raises:
         ValueError: no samples, or a batch below 1.
     """
-    samples = np.asarray(samples_ms, dtype=np.float64)
-    if samples.size == 0:
+    if len(samples_ms) == 0:
         raise ValueError("summarize() needs at least one latency sample")
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
-    p50, p90, p99 = np.percentile(samples, [50, 90, 99], method="linear")
-    mean = float(samples.mean())
-    return LatencyStats(
-        runs=int(samples.size),
-        warmup=int(warmup),
-        p50_ms=float(p50),
-        p90_ms=float(p90),
-        p99_ms=float(p99),
-        mean_ms=mean,
-        std_ms=float(samples.std()),
-        min_ms=float(samples.min()),
-        max_ms=float(samples.max()),
-        throughput_ips=batch * 1000.0 / mean if mean > 0 else float("inf"),
-    )
+    return LatencyStats(**_runner.latency_stats(samples_ms, warmup, batch))  # the runner's statistics: one implementation
 
 
 def time_calls(fn: Callable[[], object], *, warmup: int, runs: int) -> list[float]:
@@ -130,17 +129,6 @@ class BenchResult:
         return data
 
 
-def synthetic_input(shape: Sequence[int], dtype: str | np.dtype, rng: np.random.Generator) -> np.ndarray:
-    """Random data of a tensor's shape and dtype: the full integer range, or standard normal floats."""
-    dtype = np.dtype(dtype)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return rng.integers(info.min, info.max, size=tuple(shape), dtype=dtype, endpoint=True)
-    if dtype == np.bool_:
-        return rng.integers(0, 1, size=tuple(shape), endpoint=True).astype(np.bool_)
-    return rng.standard_normal(size=tuple(shape)).astype(dtype)
-
-
 def bench_tflite(
     path: str | os.PathLike[str], *, threads: Sequence[int], warmup: int = 10, runs: int = 50, seed: int = 0
 ) -> list[BenchResult]:
@@ -177,28 +165,6 @@ def bench_tflite(
     return results
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def machine_info() -> dict[str, Any]:
-    """Where a benchmark ran: CPU model, logical cores, OS, Python version."""
-    return {
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "os": platform.platform(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-    }
-
-
 # ============================================================================================
 # The benchmark harness behind ``edgetl bench``: any .onnx/.tflite file, one fresh process per
 # (artifact, thread count), results and how they were measured in one JSON document.
@@ -208,12 +174,8 @@ def machine_info() -> dict[str, Any]:
 SCHEMA_VERSION = 1
 #: The ``kind`` field that marks a JSON file as an edgetl benchmark.
 BENCH_KIND = "edgetl.bench"
-LITERT_OP_PROFILE_NOTE = "not offered by LiteRT's Python interpreter"
 DEFAULT_RUNS = 200
-TOP_OPS = 10
-#: Duration mode stops collecting samples here, whatever the duration (bounds memory and JSON size).
-MAX_SAMPLES = 1_000_000
-_PROGRESS_PREFIX = "@edgetl-progress "
+_PROGRESS_PREFIX = _runner.PROGRESS_PREFIX
 
 
 @dataclass(frozen=True)
@@ -579,123 +541,48 @@ def plan_artifact(path: Path, label: str, options: BenchOptions, *, multi: bool 
 
 
 # ----------------------------------------------------------------------------- one measurement
-def peak_rss_mib() -> float | None:
-    """This process's peak resident set size in MiB (``getrusage``), None where unavailable."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024**2 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
-
-
-def timed_loop(
-    fn: Callable[[], object],
-    *,
-    runs: int | None = None,
-    duration_s: float | None = None,
-    report: Callable[[int, float], None] | None = None,
-) -> list[float]:
-    """Time ``fn`` ``runs`` times, or as often as fits in ``duration_s`` (at least once).
-
-    Only the call is inside the timed interval; ``report(done, elapsed_s)`` is called about
-    every 0.2 s between calls.
-
-    Returns:
-        latencies in milliseconds.
-    """
-    if (runs is None) == (duration_s is None):
-        raise ValueError("pass exactly one of runs and duration_s")
-    clock = time.perf_counter_ns
-    limit = runs if runs is not None else MAX_SAMPLES
-    deadline = None if duration_s is None else clock() + int(duration_s * 1e9)
-    samples: list[float] = []
-    begin = next_report = clock()
-    while len(samples) < limit:
-        start = clock()
-        fn()
-        end = clock()
-        samples.append((end - start) / 1e6)
-        if deadline is not None and end >= deadline:
-            break
-        if report is not None and end >= next_report:
-            report(len(samples), (end - begin) / 1e9)
-            next_report = end + 200_000_000
-    return samples
-
-
 def measure(spec: dict[str, Any], report: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
-    """One (artifact, threads) measurement; meant to run in a fresh process (see ``edgetl.bench_worker``).
+    """One (artifact, threads) measurement in this process; meant for a fresh one (``edgetl.bench_worker``).
 
-    Cold start is session creation plus the first run, with the runtime's Python package
-    already imported; peak RSS is read after the timed runs, before the profiled pass.
+    The measurement itself is :func:`edgetl.remote_runner.measure`, the same code that
+    ``edgetl bench --remote`` runs on a board; this wrapper only turns its errors into edgetl's.
 
     Args:
-        spec: ``path``, ``runtime``, ``threads``, ``shapes``, ``dtypes``, ``warmup``, ``runs`` or
-            ``duration_s``, ``profile_runs``, ``seed``.
+        spec: see :func:`measurement_spec`.
         report: ``report(done, total, message)``: runs done of ``runs``, or seconds of ``duration_s``.
 
     Returns:
         ``threads``, ``stats``, ``cold_start_ms``, ``session_ms``, ``first_run_ms``, ``peak_rss_mib``,
         ``runtime_version``, ``provider``, ``op_profile``, ``samples_ms``.
+
+    Raises:
+        EdgetlError: the subclass the runner names (ArtifactError, DataError, ConfigError, MissingDependencyError).
     """
-    report = report or (lambda done, total, message: None)
-    runtime = RUNTIMES.get(spec["runtime"])
-    path, threads = Path(spec["path"]), int(spec["threads"])
-    runs, duration_s, warmup = spec.get("runs"), spec.get("duration_s"), int(spec["warmup"])
-    total = int(runs) if runs else max(int(round(duration_s)), 1)
-    version = runtime.version()
+    try:
+        return _runner.measure(spec, report)
+    except _runner.RunnerError as exc:
+        raise error_class(exc.kind)(str(exc)) from None
 
-    report(0, total, "cold start")
-    start = time.perf_counter_ns()
-    model = runtime.open(path, threads, False)
-    if runtime.set_shapes is not None:
-        runtime.set_shapes(model, [tuple(s) for s in spec["shapes"]])
-    session_ns = time.perf_counter_ns() - start
-    rng = np.random.default_rng(int(spec.get("seed", 0)))
-    inputs = [synthetic_input(shape, dtype, rng) for shape, dtype in zip(spec["shapes"], spec["dtypes"], strict=True)]
-    start = time.perf_counter_ns()
-    model.invoke_raw(inputs)
-    first_run_ns = time.perf_counter_ns() - start
 
-    report(0, total, "warm-up")
-    for _ in range(warmup):
-        model.invoke_raw(inputs)
+def error_class(name: str | None) -> type[errors.EdgetlError]:
+    """The :class:`~edgetl.errors.EdgetlError` subclass a runner or worker named; EdgetlError when unknown."""
+    cls = getattr(errors, str(name), errors.EdgetlError)
+    return cls if isinstance(cls, type) and issubclass(cls, errors.EdgetlError) else errors.EdgetlError
 
-    def progress(done: int, elapsed_s: float) -> None:
-        report(done if runs else min(int(elapsed_s), total), total, "timed runs" if runs else f"timed runs ({done} so far)")
 
-    samples = timed_loop(lambda fn=model.invoke_raw, x=inputs: fn(x), runs=runs, duration_s=duration_s, report=progress)
-    rss = peak_rss_mib()
-    stats = summarize(samples, warmup, batch=max(int(spec["shapes"][0][0]), 1) if spec["shapes"] and spec["shapes"][0] else 1)
-    provider = getattr(model, "provider", "") or runtime.provider
-    del model
-
-    op_profile: list[dict[str, Any]] | str
-    if runtime.top_ops is None:
-        op_profile = runtime.no_profile_note
-    elif int(spec.get("profile_runs", 0)) < 1:
-        op_profile = "not measured (profile_runs=0)"
-    else:  # a separate profiled session, so profiling never slows the timed runs
-        report(total, total, "op profile")
-        profiled = runtime.open(path, threads, True)
-        if runtime.set_shapes is not None:
-            runtime.set_shapes(profiled, [tuple(s) for s in spec["shapes"]])
-        for _ in range(int(spec["profile_runs"])):
-            profiled.invoke_raw(inputs)
-        op_profile = runtime.top_ops(profiled, TOP_OPS)
-    report(total, total, "done")
+def measurement_spec(plan: ArtifactPlan, threads: int, options: BenchOptions) -> dict[str, Any]:
+    """The runner's spec for one (artifact, threads) measurement: shapes, dtypes and settings from the plan."""
     return {
-        "threads": threads,
-        "stats": stats.to_dict(),
-        "cold_start_ms": (session_ns + first_run_ns) / 1e6,
-        "session_ms": session_ns / 1e6,
-        "first_run_ms": first_run_ns / 1e6,
-        "peak_rss_mib": rss,
-        "runtime_version": version,
-        "provider": provider,
-        "op_profile": op_profile,
-        "samples_ms": [round(s, 5) for s in samples],
+        "path": str(plan.path.resolve()),
+        "runtime": plan.runtime.name,
+        "threads": int(threads),
+        "shapes": plan.shapes,
+        "dtypes": [i["dtype"] for i in plan.inputs],
+        "warmup": options.warmup,
+        "runs": options.timed_runs,
+        "duration_s": options.duration_s,
+        "profile_runs": options.profile_runs,
+        "seed": options.seed,
     }
 
 
@@ -716,18 +603,7 @@ def measure_in_subprocess(
         ArtifactError: the runtime crashed the worker (a signal), e.g. on a model it cannot handle.
         RuntimeError: the worker failed otherwise (a bug; its stderr is attached).
     """
-    spec = {
-        "path": str(plan.path.resolve()),
-        "runtime": plan.runtime.name,
-        "threads": int(threads),
-        "shapes": plan.shapes,
-        "dtypes": [i["dtype"] for i in plan.inputs],
-        "warmup": options.warmup,
-        "runs": options.timed_runs,
-        "duration_s": options.duration_s,
-        "profile_runs": options.profile_runs,
-        "seed": options.seed,
-    }
+    spec = measurement_spec(plan, threads, options)
     with tempfile.TemporaryDirectory(prefix="edgetl-bench-") as tmp:
         spec_path, result_path, err_path = Path(tmp, "spec.json"), Path(tmp, "result.json"), Path(tmp, "stderr.txt")
         spec["result_path"] = str(result_path)
@@ -752,10 +628,7 @@ def measure_in_subprocess(
             outcome = json.loads(result_path.read_text(encoding="utf-8"))
             if outcome.get("ok"):
                 return outcome["result"]
-            error_type = getattr(errors, str(outcome.get("error")), errors.EdgetlError)
-            if not (isinstance(error_type, type) and issubclass(error_type, errors.EdgetlError)):
-                error_type = errors.EdgetlError
-            raise error_type(outcome.get("message", "the benchmark worker failed"))
+            raise error_class(outcome.get("error"))(outcome.get("message", "the benchmark worker failed"))
         stderr_tail = err_path.read_text(encoding="utf-8", errors="replace")[-3000:]
     if code < 0:
         try:
@@ -770,8 +643,35 @@ def measure_in_subprocess(
 
 
 # ----------------------------------------------------------------------------- the whole run
+def _plan_fields(path: Path, label: str, options: BenchOptions, multi: bool) -> dict[str, Any]:
+    """:func:`plan_artifact` in a worker process, returned as plain data (the runtime by name)."""
+    plan = plan_artifact(path, label, options, multi=multi)
+    fields = {name: getattr(plan, name) for name in ("path", "label", "size_bytes", "inputs", "outputs", "metadata")}
+    return fields | {"runtime": plan.runtime.name}
+
+
+def plan_isolated(path: Path, label: str, options: BenchOptions, *, multi: bool = False) -> ArtifactPlan:
+    """:func:`plan_artifact`, run in a child process: a model that crashes the runtime (a
+    segfault in its loader or kernels) ends that child, not the CLI, and becomes a one-line error.
+    Errors edgetl raises there (bad file, shapes) come back as themselves."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            fields = pool.submit(_plan_fields, Path(path), label, options, multi).result()
+        except BrokenProcessPool:
+            raise ArtifactError(
+                f"the runtime crashed while loading or running {path} (the process died); the file is corrupt or "
+                "uses something this runtime version cannot run: check it with `edgetl inspect`, or try the other runtime"
+            ) from None
+    runtime = RUNTIMES.get(fields.pop("runtime"))
+    return ArtifactPlan(runtime=runtime, **fields)
+
+
 def plan_bench(artifacts: Sequence[str | os.PathLike[str]], options: BenchOptions) -> list[ArtifactPlan]:
-    """Check and load every artifact once in this process (see :func:`plan_artifact`).
+    """Check and load every artifact once, each in a child process (see :func:`plan_isolated`).
 
     Raises:
         ConfigError, ArtifactError, DataError: no artifacts, a bad file, or a ``--shape`` that
@@ -782,7 +682,7 @@ def plan_bench(artifacts: Sequence[str | os.PathLike[str]], options: BenchOption
     paths = [Path(a) for a in artifacts]
     labels = artifact_labels([p.resolve() if p.exists() else p for p in paths])
     multi = len(paths) > 1
-    plans = [plan_artifact(path, label, options, multi=multi) for path, label in zip(paths, labels, strict=True)]
+    plans = [plan_isolated(path, label, options, multi=multi) for path, label in zip(paths, labels, strict=True)]
     all_inputs = {i["name"] for plan in plans for i in plan.inputs}
     unused = [name for name in options.shapes if name not in all_inputs]
     if unused:
@@ -793,11 +693,31 @@ def plan_bench(artifacts: Sequence[str | os.PathLike[str]], options: BenchOption
     return plans
 
 
+class LocalMachine:
+    """Where :func:`run_bench` measures by default: this machine, one fresh ``python -m edgetl.bench_worker`` per measurement.
+
+    Another place to measure (``edgetl.remote.RemoteBoard``) offers the same three members.
+    """
+
+    isolation = "each (artifact, thread count) runs in a fresh Python process (python -m edgetl.bench_worker)"
+
+    def measure(self, plan: ArtifactPlan, threads: int, options: BenchOptions, report: Callable[[int, int, str], None]) -> dict[str, Any]:
+        return measure_in_subprocess(plan, threads, options, report)
+
+    def machine(self) -> dict[str, Any]:
+        return machine_info()
+
+    def notes(self) -> dict[str, Any]:
+        """Extra top-level fields of ``bench.json`` (a remote board says which one it was)."""
+        return {}
+
+
 def run_bench(
     artifacts: Sequence[str | os.PathLike[str] | ArtifactPlan],
     options: BenchOptions | None = None,
     *,
     progress: Progress | None = None,
+    where: LocalMachine | Any | None = None,
 ) -> dict[str, Any]:
     """Benchmark every artifact at every thread count, each in a fresh process.
 
@@ -809,6 +729,8 @@ def run_bench(
             :func:`plan_bench` made of them with the same ``options``.
         options: how to measure; None: defaults.
         progress: callback ``(task, completed, total, message)``; one task per measurement.
+        where: where to measure: :class:`LocalMachine` (default) or an ``edgetl.remote.RemoteBoard``;
+            its CPU, OS and Python are the document's ``machine``.
 
     Returns:
         The ``bench.json`` document (``schema_version`` 1): settings, machine, versions, and per
@@ -822,6 +744,7 @@ def run_bench(
 
     options = options or BenchOptions()
     progress = progress or log_progress
+    where = where or LocalMachine()
     if artifacts and all(isinstance(a, ArtifactPlan) for a in artifacts):
         plans = list(artifacts)
     else:
@@ -836,7 +759,7 @@ def run_bench(
             def report(done: int, total: int, message: str, task: str = task) -> None:
                 progress(task, done, total, message)
 
-            result = measure_in_subprocess(plan, threads, options, report)
+            result = where.measure(plan, threads, options, report)
             logger.info("%s threads=%d: p50 %.3f ms", plan.label, threads, result["stats"]["p50_ms"])
             results.append(result)
         entries.append({
@@ -861,12 +784,12 @@ def run_bench(
         "edgetl_version": edgetl.__version__,
         "settings": options.to_dict(),
         "method": {
-            "isolation": "each (artifact, thread count) runs in a fresh Python process (python -m edgetl.bench_worker)",
+            "isolation": where.isolation,
             "timer": "time.perf_counter_ns around each call of the runtime's run/invoke on pre-made inputs",
             "inputs": "synthetic, from the model's declared input types and shapes: standard normal floats, "
             "integers over the dtype's full range (seeded)",
             "cold_start": "session/interpreter creation plus the first run, runtime package already imported",
-            "peak_rss": "ru_maxrss of the benchmark process, read after the timed runs (before profiling)",
+            "peak_rss": "peak resident set of the benchmark process (Linux VmHWM, else ru_maxrss), read after the timed runs (before profiling)",
             "percentiles": "numpy.percentile, linear interpolation; std is the population standard deviation",
             "throughput": "batch / mean latency, batch = first dimension of the first input",
             "op_profile": "; ".join(
@@ -876,7 +799,8 @@ def run_bench(
                 for spec in sorted({plan.runtime for plan in plans}, key=lambda spec: spec.name)
             ),
         },
-        "machine": machine_info(),
+        "machine": where.machine(),
+        **where.notes(),
         "artifacts": entries,
     }
 

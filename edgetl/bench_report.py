@@ -94,6 +94,18 @@ def _op_profile_section(entry: dict[str, Any]) -> tuple[str, list[list[str]] | N
 OP_HEADERS = ["op type", "kernel time ms", "share", "calls"]
 
 
+def warnings(doc: dict[str, Any]) -> list[str]:
+    """What a reader must know before trusting the numbers: thread counts above the machine's cores."""
+    cores = doc.get("machine", {}).get("cores")
+    over = [t for t in doc.get("settings", {}).get("threads", []) if isinstance(cores, int) and t > cores]
+    if not over:
+        return []
+    return [
+        f"threads {', '.join(map(str, over))} exceed the {cores} logical cores of {doc['machine'].get('cpu', 'this machine')}: "
+        "those rows measure an oversubscribed CPU, not the model's scaling"
+    ]
+
+
 def _measured_lines(doc: dict[str, Any]) -> list[str]:
     settings, machine = doc["settings"], doc["machine"]
     timed = f"{settings['runs']} timed runs" if settings.get("runs") else f"timed runs for {settings['duration_s']:g} s"
@@ -129,6 +141,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f"{len(entries)} artifact(s) on {doc['machine']['cpu']}; latency per call in milliseconds, "
         f"each artifact and thread count measured in a fresh process.",
         "",
+        *[f"> **Warning:** {w}\n" for w in warnings(doc)],
         "## Latency",
         "",
         table(LATENCY_HEADERS, latency_rows(doc)),
@@ -283,6 +296,7 @@ def render_html(doc: dict[str, Any]) -> str:
         "<h1>edgetl bench</h1>",
         f"<p>{len(entries)} artifact(s) on {html.escape(str(doc['machine']['cpu']))}; latency per call in milliseconds, "
         "each artifact and thread count measured in a fresh process.</p>",
+        *[f'<p class="warning"><strong>Warning:</strong> {html.escape(w)}</p>' for w in warnings(doc)],
         "<h2>Latency</h2>",
         _html_table(LATENCY_HEADERS, latency_rows(doc)),
     ]

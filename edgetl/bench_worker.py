@@ -4,6 +4,8 @@ Started by :func:`edgetl.bench.measure_in_subprocess`, once per (artifact, threa
 cold start and peak RSS belong to that measurement alone. The spec file names where to write
 the outcome (``{"ok": true, "result": ...}`` or ``{"ok": false, "error": class name, "message": ...}``);
 stdout carries only progress lines for the parent's progress bar. No TensorFlow is imported.
+The measurement is :func:`edgetl.remote_runner.measure` (via :func:`edgetl.bench.measure`), the
+same code ``edgetl bench --remote`` runs on a board.
 """
 
 from __future__ import annotations

@@ -39,3 +39,11 @@ class OutputExistsError(EdgetlError):
 
 class ArtifactError(EdgetlError):
     """A model file is missing, unreadable or not a valid model."""
+
+
+class RemoteError(EdgetlError):
+    """A board cannot be reached over SSH, refuses the login or its host key, or fails a command."""
+
+
+class BudgetError(EdgetlError):
+    """A model does not fit a stated memory budget (RAM for the tensor arena, flash for the model)."""

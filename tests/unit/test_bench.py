@@ -403,5 +403,6 @@ def test_bench_and_compare_cli_never_import_tensorflow(models, onnx_model, tmp_p
     doc = json.loads((tmp_path / "a" / "bench.json").read_text())
     assert [e["runtime"] for e in doc["artifacts"]] == ["litert", "onnxruntime"]
     assert "tiny.onnx" in result.stdout and "B/A" in result.stdout
-    # the CLI process and its 2 x 2 + 1 benchmark workers all ran with the blocker installed
-    assert len(set(blocker_log.read_text().split())) == 6
+    # the CLI process, its 2 + 1 isolated load checks (plus multiprocessing's resource tracker) and its
+    # 2 x 2 + 1 benchmark workers all ran with the blocker installed
+    assert len(set(blocker_log.read_text().split())) >= 1 + 3 + 5

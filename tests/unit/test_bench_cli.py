@@ -213,3 +213,19 @@ def test_compare_bad_files(bench_runs, tmp_path, content, fragments):
 def test_compare_no_common_thread_count(bench_runs):
     result = run("compare", bench_runs / "first" / "bench.json", bench_runs / "second" / "bench.json", "--threads", "8")
     assert_one_line_error(result, "no measurement in common at 8 thread(s)", "thread counts in both: 1, 2")
+
+
+def test_threads_above_the_cores_are_measured_but_flagged(onnx_models, tmp_path):
+    import os
+
+    over = (os.cpu_count() or 1) + 1
+    result = run("bench", onnx_models["fixed"], "--threads", f"1,{over}", "--runs", "5", "--warmup", "1", "--out", tmp_path / "over")
+    assert result.exit_code == 0, result.output
+    assert f"threads {over} exceed the {os.cpu_count()} logical cores" in " ".join(result.stderr.split())
+    doc = json.loads((tmp_path / "over" / "bench.json").read_text())
+    assert [r["threads"] for r in doc["artifacts"][0]["results"]] == [1, over]
+    for name in ("report.md", "report.html"):
+        assert f"threads {over} exceed" in (tmp_path / "over" / name).read_text()
+    calm = run("bench", onnx_models["fixed"], "--threads", "1", "--runs", "5", "--warmup", "1", "--out", tmp_path / "calm")
+    assert calm.exit_code == 0 and "exceed" not in calm.stderr
+    assert "Warning" not in (tmp_path / "calm" / "report.md").read_text()

@@ -1,0 +1,359 @@
+"""arm64 without a board: edgetl's stand-alone runner on an emulated arm64 Debian, outputs checked against x86.
+
+What it does (issue 5; the recipe is the one shared/STACK.md found to work in this sandbox,
+which has no binfmt_misc, so ``debootstrap --arch=arm64`` cannot run its second stage):
+
+1. An arm64 Debian root, made once and cached: ``debootstrap --foreign --arch=arm64
+   --variant=minbase --include=python3.11 bookworm ROOT MIRROR``, then ``dpkg -x`` of every
+   downloaded ``.deb`` into ROOT.
+2. PyPI's aarch64 wheels of numpy and of the runtime versions that work under Debian's qemu
+   7.2 (onnxruntime 1.32.0 segfaults at import there and ai-edge-litert 2.3.0 at invoke; the
+   pins below were checked), unzipped into a folder put on ``sys.path``.
+3. edgetl's int8 models (a tiny MobileNetV2 exported by edgetl to ``tflite-int8`` and
+   ``onnx-int8``, plus ``tflite-fp32``), or the artifacts given on the command line.
+4. ``edgetl/remote_runner.py`` (the same file ``edgetl bench --remote`` copies to a board) on a
+   fixed input, once with this machine's Python and runtimes, once under
+   ``qemu-aarch64-static -L ROOT ROOT/usr/bin/python3.11``; the first run's outputs must be
+   equal (integer outputs exactly, float outputs within 1e-4).
+
+Emulated timings are not latency figures: qemu-user translates every arm64 instruction into
+x86 code. The report says so next to every number.
+
+Usage:
+    python benchmarks/arm64_qemu.py [ARTIFACT ...] [--cache ~/.cache/edgetl/arm64]
+                                    [--out benchmarks/out/arm64_qemu] [--mirror URL] [--setup-only]
+
+Exit status: 0 when every artifact's outputs agree, 1 when one does not, 2 when setup fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+RUNNER = REPO / "edgetl" / "remote_runner.py"
+DEFAULT_CACHE = Path(os.environ.get("EDGETL_ARM64_CACHE", Path.home() / ".cache" / "edgetl" / "arm64"))
+DEFAULT_MIRROR = os.environ.get("EDGETL_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+SUITE = "bookworm"
+GUEST_PYTHON = "usr/bin/python3.11"
+# The newest versions seen to work under Debian bookworm's qemu-user-static 7.2 (shared/STACK.md):
+# onnxruntime 1.32.0 segfaults at import (1.20.1, 1.22.0, 1.24.1 work), ai-edge-litert 2.3.0 at
+# invoke (1.4.0 works). The x86 side uses this venv's versions: the check is across both.
+GUEST_WHEELS = ("numpy==2.4.6", "onnxruntime==1.24.1", "ai-edge-litert==1.4.0")
+WHEEL_PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64")
+FLOAT_TOLERANCE = 1e-4
+NOT_LATENCY = (
+    "Emulated timings are NOT latency figures: qemu-user translates every arm64 instruction into x86 code, "
+    "so they say nothing about an arm64 board's speed. They only show that the model ran."
+)
+
+log = logging.getLogger("arm64_qemu")
+
+
+class SetupError(Exception):
+    """The emulated root, the wheels or the tools could not be prepared."""
+
+
+def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    log.debug("$ %s", " ".join(cmd))
+    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
+        raise SetupError(f"{' '.join(cmd[:3])} ... failed (exit {result.returncode}): {' | '.join(tail)}")
+    return result
+
+
+# ----------------------------------------------------------------------------- setup
+def ensure_tools() -> None:
+    """qemu-aarch64-static, debootstrap and dpkg; apt-get installs the first two when missing (as root)."""
+    missing = [pkg for tool, pkg in (("qemu-aarch64-static", "qemu-user-static"), ("debootstrap", "debootstrap"))
+               if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists()]
+    if missing:
+        if os.geteuid() != 0:
+            raise SetupError(f"missing {', '.join(missing)}: sudo apt-get install -y {' '.join(missing)}")
+        log.info("installing %s", " ".join(missing))
+        _run(["apt-get", "update", "-qq"])
+        _run(["apt-get", "install", "-y", "-qq", *missing], env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    if shutil.which("dpkg") is None:
+        raise SetupError("dpkg is missing: this script needs a Debian-based host")
+
+
+def qemu_version() -> str:
+    out = _run([shutil.which("qemu-aarch64-static") or "qemu-aarch64-static", "--version"]).stdout
+    return out.splitlines()[0].strip() if out else "unknown"
+
+
+def _stamp(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def prepare_root(cache: Path, mirror: str) -> tuple[Path, dict]:
+    """The arm64 Debian root (cached); returns it and how long it took to make (from its stamp when cached)."""
+    root = cache / f"debian-{SUITE}-arm64"
+    stamp_path = cache / f"debian-{SUITE}-arm64.json"
+    stamp = _stamp(stamp_path)
+    if stamp and (root / GUEST_PYTHON).exists():
+        return root, {**stamp, "cached": True}
+    if root.exists():
+        shutil.rmtree(root)  # a half-made root from an interrupted run
+    cache.mkdir(parents=True, exist_ok=True)
+    debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
+    start = time.perf_counter()
+    log.info("debootstrap --foreign arm64 %s from %s (first run only)", SUITE, mirror)
+    _run([debootstrap, "--foreign", "--arch=arm64", "--variant=minbase", "--include=python3.11", SUITE, str(root), mirror])
+    debootstrap_s = time.perf_counter() - start
+    debs = sorted((root / "var" / "cache" / "apt" / "archives").glob("*.deb"))
+    if not debs:
+        raise SetupError(f"debootstrap left no .deb files in {root}/var/cache/apt/archives")
+    start = time.perf_counter()
+    for deb in debs:  # the second stage cannot run without binfmt_misc: unpack every package by hand
+        _run(["dpkg", "-x", str(deb), str(root)])
+    unpack_s = time.perf_counter() - start
+    if not (root / GUEST_PYTHON).exists():
+        raise SetupError(f"{root / GUEST_PYTHON} is missing after unpacking {len(debs)} packages")
+    for deb in debs:
+        deb.unlink()  # 40 MB the root does not need once unpacked
+    stamp = {"debootstrap_s": round(debootstrap_s, 1), "unpack_s": round(unpack_s, 1), "packages": len(debs),
+             "mirror": mirror, "made": time.strftime("%Y-%m-%d %H:%M:%S")}
+    stamp_path.write_text(json.dumps(stamp, indent=1))
+    return root, {**stamp, "cached": False}
+
+
+def prepare_wheels(cache: Path) -> tuple[Path, dict]:
+    """aarch64 wheels of :data:`GUEST_WHEELS` unzipped into one folder (cached)."""
+    name = "site-" + "-".join(w.replace("==", "") for w in GUEST_WHEELS)
+    site = cache / name
+    stamp_path = cache / f"{name}.json"
+    stamp = _stamp(stamp_path)
+    if stamp and site.is_dir():
+        return site, {**stamp, "cached": True}
+    if site.exists():
+        shutil.rmtree(site)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgetl-wheels-") as tmp:
+        platforms = [arg for p in WHEEL_PLATFORMS for arg in ("--platform", p)]
+        _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", *platforms,
+              "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "-d", tmp, *GUEST_WHEELS])
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        if len(wheels) != len(GUEST_WHEELS):
+            raise SetupError(f"pip download gave {[w.name for w in wheels]}, expected one wheel per {GUEST_WHEELS}")
+        partial = cache / (name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        for wheel in wheels:
+            with zipfile.ZipFile(wheel) as archive:
+                archive.extractall(partial)
+        for so in partial.rglob("*.so*"):  # zipfile drops the executable bit
+            so.chmod(0o755)
+        partial.rename(site)
+        names = [w.name for w in wheels]
+    stamp = {"wheels": names, "download_and_unzip_s": round(time.perf_counter() - start, 1), "made": time.strftime("%Y-%m-%d %H:%M:%S")}
+    stamp_path.write_text(json.dumps(stamp, indent=1))
+    return site, {**stamp, "cached": False}
+
+
+def guest_command(root: Path, site: Path) -> tuple[list[str], dict[str, str]]:
+    """The command prefix and environment that run the emulated arm64 Python."""
+    qemu = shutil.which("qemu-aarch64-static") or "qemu-aarch64-static"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update({"PYTHONPATH": str(site), "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+    return [qemu, "-L", str(root), str(root / GUEST_PYTHON)], env
+
+
+# ----------------------------------------------------------------------------- models
+def make_models(out: Path) -> list[Path]:
+    """A tiny MobileNetV2 (alpha 0.35, 32 px, 3 classes, random weights, BatchNorm statistics
+    estimated on random images) exported by edgetl: tflite-int8 (int8 input and output),
+    onnx-int8 (made from it), tflite-fp32."""
+    paths = [out / "mnv2-int8.tflite", out / "mnv2-int8.onnx", out / "mnv2-fp32.tflite"]
+    if all(p.exists() for p in paths):
+        return paths
+    from edgetl.backbones import BACKBONES, build_classifier
+    from edgetl.config import IODType
+    from edgetl.exporters.onnx import export_onnx
+    from edgetl.exporters.tflite import export_tflite
+
+    out.mkdir(parents=True, exist_ok=True)
+    from edgetl.train import reestimate_batchnorm
+
+    model, contract = build_classifier(BACKBONES.get("mobilenet_v2"), 3, 32, 0.35, "none")
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    # Random weights with Keras' initial BatchNorm statistics make every activation vanish (the
+    # outputs are exactly uniform, which would make the comparison meaningless): estimate them.
+    reestimate_batchnorm(model, pixels, contract)
+    export_tflite(model, "tflite-int8", paths[0], representative=pixels, contract=contract, io_dtype=IODType.int8)
+    export_onnx("onnx-int8", paths[1], tflite_int8=paths[0], class_names=["a", "b", "c"], contract=contract)
+    export_tflite(model, "tflite-fp32", paths[2], representative=None, contract=contract)
+    return paths
+
+
+# ----------------------------------------------------------------------------- the check
+def _runner(prefix: list[str], env: dict | None, args: list[str], timeout: float) -> dict:
+    result = subprocess.run([*prefix, str(RUNNER), *args], capture_output=True, text=True, env=env, timeout=timeout)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        where = "emulated arm64" if env is not None else "x86"
+        raise SetupError(f"the runner ({where}) exited {result.returncode} with no outcome: {result.stderr.strip()[-600:]}")
+    return json.loads(lines[-1])
+
+
+def check_artifact(path: Path, out: Path, guest: tuple[list[str], dict], runs: int, warmup: int) -> dict:
+    """Run the runner on ``path`` with a fixed input, on x86 and emulated arm64; compare the first run's outputs."""
+    from edgetl.bench import BenchOptions, plan_bench
+
+    options = BenchOptions(threads=(1,), warmup=warmup, runs=runs, profile_runs=0)
+    (plan,) = plan_bench([path], options)
+    work = out / path.name.replace(".", "_")
+    work.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    input_files = []
+    for i, info in enumerate(plan.inputs):
+        from edgetl.remote_runner import synthetic_input
+
+        file = work / f"input{i}.npy"
+        np.save(file, synthetic_input(info["shape"], info["dtype"], rng))
+        input_files.append(str(file))
+    spec = {"path": str(path.resolve()), "runtime": plan.runtime.name, "threads": 1, "shapes": plan.shapes,
+            "dtypes": [i["dtype"] for i in plan.inputs], "warmup": warmup, "runs": runs, "duration_s": None,
+            "profile_runs": 0, "seed": 0, "input_files": input_files}
+    outcomes, timings = {}, {}
+    for side, (prefix, env) in {"x86": ([sys.executable], None), "arm64": guest}.items():
+        spec_path = work / f"spec-{side}.json"
+        spec_path.write_text(json.dumps({**spec, "outputs_file": str(work / f"outputs-{side}.npz")}))
+        start = time.perf_counter()
+        outcomes[side] = _runner(prefix, env, ["--spec", str(spec_path)], timeout=1800)
+        timings[side] = time.perf_counter() - start
+        if not outcomes[side].get("ok"):
+            raise SetupError(f"{path.name} on {side}: {outcomes[side].get('message')}")
+    x86 = np.load(work / "outputs-x86.npz")
+    arm = np.load(work / "outputs-arm64.npz")
+    outputs = []
+    for key in x86.files:
+        a, b = x86[key], arm[key]
+        exact = np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_
+        diff = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size and a.shape == b.shape else float("inf")
+        equal = a.dtype == b.dtype and a.shape == b.shape and (np.array_equal(a, b) if exact else diff <= FLOAT_TOLERANCE)
+        outputs.append({"name": key, "dtype": a.dtype.name, "shape": list(a.shape), "rule": "exact" if exact else f"within {FLOAT_TOLERANCE:g}",
+                        "max_abs_diff": diff, "equal": bool(equal), "distinct_values": int(np.unique(a).size),
+                        "x86_values": a.ravel()[:8].tolist()})
+    return {
+        "artifact": str(path), "runtime": plan.runtime.name, "inputs": plan.inputs,
+        "versions": {side: o["result"]["runtime_version"] for side, o in outcomes.items()},
+        # An output that is one constant (a degenerate model) would pass any comparison: say so.
+        "outputs": outputs, "equal": all(o["equal"] for o in outputs),
+        "informative": all(o["distinct_values"] > 1 for o in outputs),
+        "p50_ms": {side: o["result"]["stats"]["p50_ms"] for side, o in outcomes.items()},
+        "cold_start_ms": {side: o["result"]["cold_start_ms"] for side, o in outcomes.items()},
+        "wall_s": {side: round(t, 2) for side, t in timings.items()},
+        "machine": {side: o["machine"] for side, o in outcomes.items()},
+        "runs": runs, "warmup": warmup,
+    }
+
+
+def render_report(doc: dict) -> str:
+    setup = doc["setup"]
+    lines = [
+        "# edgetl runner on emulated arm64 (qemu-user)", "",
+        f"**{NOT_LATENCY}**", "",
+        f"Emulator: {doc['qemu']}; guest: Debian {SUITE} arm64, Python 3.11, {', '.join(GUEST_WHEELS)} (aarch64 wheels).",
+        f"Host: {doc['host']['cpu']}, Python {doc['host']['python']}.", "",
+        "## Outputs: x86 vs emulated arm64 (first run, fixed input)", "",
+        "| artifact | runtime x86 / arm64 | output | first values (x86) | rule | max abs diff | equal |", "|---|---|---|---|---|---|---|",
+    ]
+    for item in doc["artifacts"]:
+        for o in item["outputs"]:
+            lines.append(f"| {Path(item['artifact']).name} | {item['runtime']} {item['versions']['x86']} / {item['versions']['arm64']} | "
+                         f"{o['dtype']} {o['shape']} | {', '.join(format(v, '.4g') for v in o['x86_values'])} | {o['rule']} | {o['max_abs_diff']:.3g} | {'yes' if o['equal'] else '**NO**'} |")
+    lines += ["", "## Timings (emulated: NOT latency figures)", "",
+              f"{NOT_LATENCY}", "",
+              "| artifact | p50 ms x86 | p50 ms emulated arm64 (not a latency) | runner wall s x86 / emulated |", "|---|---|---|---|"]
+    for item in doc["artifacts"]:
+        lines.append(f"| {Path(item['artifact']).name} | {item['p50_ms']['x86']:.3f} | {item['p50_ms']['arm64']:.3f} | "
+                     f"{item['wall_s']['x86']} / {item['wall_s']['arm64']} |")
+    lines += ["", "## Setup", "",
+              f"- arm64 root: {'cached' if setup['root']['cached'] else 'made now'}; debootstrap --foreign "
+              f"{setup['root'].get('debootstrap_s')} s + dpkg -x of {setup['root'].get('packages')} packages {setup['root'].get('unpack_s')} s",
+              f"- wheels: {'cached' if setup['wheels']['cached'] else 'made now'}; pip download + unzip {setup['wheels'].get('download_and_unzip_s')} s",
+              f"- this run: setup {setup['this_run_s']} s, models {doc['models_s']} s, checks {doc['checks_s']} s", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("artifacts", nargs="*", type=Path, help=".tflite/.onnx files (default: edgetl's tiny int8 models)")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the arm64 root and wheels are kept")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "arm64_qemu")
+    parser.add_argument("--mirror", default=DEFAULT_MIRROR, help="Debian mirror for debootstrap")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per side (emulated runs are slow)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--setup-only", action="store_true", help="prepare the root and the wheels, then stop")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    start = time.perf_counter()
+    try:
+        ensure_tools()
+        root, root_info = prepare_root(args.cache, args.mirror)
+        site, wheel_info = prepare_wheels(args.cache)
+        guest = guest_command(root, site)
+        check = _runner(guest[0], guest[1], ["--check", "onnxruntime", "litert"], timeout=600)
+        if not check.get("ok"):
+            raise SetupError(f"the emulated Python cannot import the runtimes: {check.get('message')}")
+    except SetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    setup_s = round(time.perf_counter() - start, 1)
+    print(f"setup {setup_s} s (root {'cached' if root_info['cached'] else 'made'}, wheels {'cached' if wheel_info['cached'] else 'made'}); "
+          f"emulated: {check['machine']['machine']}, Python {check['machine']['python']}, {check['versions']}")
+    if args.setup_only:
+        return 0
+
+    start = time.perf_counter()
+    artifacts = args.artifacts or make_models(args.out / "models")
+    models_s = round(time.perf_counter() - start, 1)
+    start = time.perf_counter()
+    try:
+        results = [check_artifact(Path(a), args.out, guest, args.runs, args.warmup) for a in artifacts]
+    except SetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    checks_s = round(time.perf_counter() - start, 1)
+    from edgetl.remote_runner import machine_info
+
+    doc = {
+        "kind": "edgetl.arm64_qemu", "note": NOT_LATENCY, "qemu": qemu_version(), "host": machine_info(),
+        "guest": check["machine"], "guest_versions": check["versions"], "guest_wheels": list(GUEST_WHEELS),
+        "setup": {"root": root_info, "wheels": wheel_info, "this_run_s": setup_s}, "models_s": models_s, "checks_s": checks_s,
+        "artifacts": results, "all_equal": all(r["equal"] for r in results), "platform": platform.platform(),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "arm64_qemu.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (args.out / "report.md").write_text(render_report(doc))
+    for r in results:
+        print(f"{Path(r['artifact']).name}: {r['runtime']} x86 {r['versions']['x86']} vs arm64 {r['versions']['arm64']}: "
+              f"outputs {'equal' if r['equal'] else 'DIFFER'} ({', '.join(o['rule'] + ', max diff ' + format(o['max_abs_diff'], '.3g') for o in r['outputs'])})")
+    print(NOT_LATENCY)
+    print(f"wrote {args.out / 'report.md'} and arm64_qemu.json")
+    if not all(r["informative"] for r in results):
+        print("error: an output is one constant value: the comparison says nothing; use a model with varied outputs", file=sys.stderr)
+        return 1
+    return 0 if doc["all_equal"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
