@@ -32,6 +32,15 @@ class IODType(StrEnum):
     uint8 = "uint8"
 
 
+class PackageFor(StrEnum):
+    """What ``edgetl package`` bundles a model for."""
+
+    c = "c"
+    android = "android"
+    ios = "ios"
+    python = "python"
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -107,6 +116,39 @@ class BenchConfig(_Section):
         return [1] if cores == 1 else [1, cores]
 
 
+class PackageConfig(_Section):
+    """App bundles ``build`` writes into ``<target>/package-<for>/`` (see :mod:`edgetl.package`)."""
+
+    targets: list[PackageFor] = Field(default_factory=list, description="c, android, ios and/or python; empty: no package")
+    ram_budget: str | None = Field(None, description="c: fail when the measured tensor arena exceeds it (256KB, 1MB or bytes; 1 KB = 1024 bytes)")
+    flash_budget: str | None = Field(None, description="fail when the model file exceeds it (same units)")
+    arena_margin: str | None = Field(None, description="c: added to the measured arena: bytes (16KB) or a percentage (10%); default: the larger of 16 KiB and 10%")
+
+    @field_validator("ram_budget", "flash_budget")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        if value is not None:
+            from edgetl.package import parse_size
+
+            try:
+                parse_size(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("arena_margin")
+    @classmethod
+    def _margin(cls, value: str | None) -> str | None:
+        if value is not None:
+            from edgetl.package import parse_margin
+
+            try:
+                parse_margin(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
 class BuildConfig(_Section):
     name: str | None = Field(None, description="build name; None: the data folder's name")
     out: Path = Field(Path("build"), description="root of build output folders")
@@ -117,6 +159,7 @@ class BuildConfig(_Section):
     qat: QATConfig = Field(default_factory=QATConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
+    package: PackageConfig = Field(default_factory=PackageConfig)
 
     def to_toml_dict(self) -> dict[str, Any]:
         """The resolved config as plain JSON/TOML-friendly data (None values dropped)."""

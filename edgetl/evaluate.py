@@ -1,8 +1,9 @@
 """Accuracy of any edgetl artifact on an image folder, and its parity with the float model.
 
 Every artifact is fed exactly what training fed the float model: the preprocessing contract is
-read from the artifact's ``edgetl.json`` (or, for an ``.onnx`` file on its own, from its
-``metadata_props``), never re-guessed. ``.tflite`` files run in LiteRT and ``.onnx`` files in ONNX
+read from the artifact's ``edgetl.json`` (or, for a file on its own, from what it carries: a
+``.tflite``'s embedded ``edgetl`` metadata entry, an ``.onnx`` file's ``metadata_props``), never
+re-guessed. ``.tflite`` files run in LiteRT and ``.onnx`` files in ONNX
 Runtime, with no TensorFlow; Keras models import it when asked.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from edgetl.data import load_eval_set
 from edgetl.errors import ArtifactError, DataError
-from edgetl.metadata import ModelInfo, read_model_info
+from edgetl.metadata import ModelInfo, metadata_path_for, read_model_info
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +118,27 @@ def open_model(artifact: Path, *, num_threads: int | None = None):
 
 
 def model_info_for(artifact: Path) -> ModelInfo:
-    """Labels and contract: ``edgetl.json`` beside the model, else an ONNX file's own ``metadata_props``."""
+    """Labels and contract: ``edgetl.json`` beside the model, else what the file carries itself
+    (a ``.tflite``'s embedded ``edgetl`` metadata entry, an ``.onnx`` file's ``metadata_props``)."""
     artifact = Path(artifact)
     try:
         return read_model_info(artifact)
     except ArtifactError:
-        if artifact_kind(artifact) != "onnx":
+        kind = artifact_kind(artifact)
+        # a broken edgetl.json beside a .tflite is reported as such, not papered over
+        if kind not in ("onnx", "tflite") or (kind == "tflite" and metadata_path_for(artifact).is_file()):
             raise
+    if kind == "tflite":
+        from edgetl.metadata import EMBEDDED_METADATA_NAME, model_info_from_embedded
+        from edgetl.runtimes.litert import tflite_metadata
+
+        entries = tflite_metadata(artifact)
+        if EMBEDDED_METADATA_NAME not in entries:
+            raise ArtifactError(
+                f"{artifact} has no edgetl.json beside it and no embedded {EMBEDDED_METADATA_NAME!r} metadata (labels, preprocessing); "
+                "evaluate a .tflite exported by edgetl, or put its edgetl.json beside it"
+            )
+        return model_info_from_embedded(entries[EMBEDDED_METADATA_NAME], artifact)
     from edgetl.contract import PreprocessContract
     from edgetl.runtimes.onnxruntime import ORTModel
 
@@ -184,7 +199,7 @@ def evaluate(artifact: Path, data_dir: Path, *, against: Path | None = None, str
         ArtifactError, DataError: unusable model or folder.
     """
     predict, info, kind = load_predictor(artifact, num_threads=num_threads)
-    images, skipped = load_eval_set(Path(data_dir), info.contract.input_size, class_names=info.class_names, strict=strict)
+    images, skipped = load_eval_set(Path(data_dir), info.contract.input_size, class_names=info.class_names, strict=strict, resize=info.contract.resize)
     metrics, probs = evaluate_predictor(predict, images.x, images.y, info.class_names)
     report = EvalReport(str(artifact), kind, metrics, [str(s.path) for s in skipped])
     if against is not None:
@@ -193,7 +208,7 @@ def evaluate(artifact: Path, data_dir: Path, *, against: Path | None = None, str
             raise DataError(f"{against} has classes {ref_info.class_names}, {artifact} has {info.class_names}; compare models of the same task")
         ref_pixels = images.x
         if ref_info.contract.input_size != info.contract.input_size:
-            ref_pixels, _ = load_eval_set(Path(data_dir), ref_info.contract.input_size, class_names=ref_info.class_names, strict=strict)
+            ref_pixels, _ = load_eval_set(Path(data_dir), ref_info.contract.input_size, class_names=ref_info.class_names, strict=strict, resize=ref_info.contract.resize)
             ref_pixels = ref_pixels.x
         ref_metrics, ref_probs = evaluate_predictor(ref_predict, ref_pixels, images.y, ref_info.class_names)
         report.against = {

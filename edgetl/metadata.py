@@ -1,7 +1,10 @@
 """The metadata that travels with every model: labels, preprocessing contract, provenance.
 
 A model file ``X`` has its metadata in ``edgetl.json`` in the same folder (and, for run
-folders, the folder itself). Readers here need no TensorFlow.
+folders, the folder itself). Every ``.tflite`` edgetl writes also carries its labels and
+preprocessing contract inside itself (a ``Model.metadata`` entry named ``edgetl``, see
+:func:`embedded_metadata`), as every ``.onnx`` does in its ``metadata_props``. Readers here need
+no TensorFlow.
 """
 
 from __future__ import annotations
@@ -81,6 +84,48 @@ def read_model_info(artifact: Path) -> ModelInfo:
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ArtifactError(f"{path} is not valid edgetl metadata ({type(exc).__name__}: {exc})") from None
+
+
+#: Name of the ``Model.metadata`` entry inside a ``.tflite`` that holds edgetl's metadata (JSON).
+EMBEDDED_METADATA_NAME = "edgetl"
+EMBEDDED_FORMAT = "edgetl-embedded-metadata"
+
+
+def embedded_metadata(class_names: list[str], contract: PreprocessContract, *, target: str | None = None) -> bytes:
+    """What a model file carries inside itself so it needs no ``edgetl.json``: labels and contract.
+
+    Deterministic (no time stamps, sorted keys), so exporting the same model twice gives the same bytes.
+    """
+    from edgetl import __version__
+
+    data = {
+        "format": EMBEDDED_FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "edgetl_version": __version__,
+        "target": target,
+        "class_names": list(class_names),
+        "preprocessing": contract.to_dict(),
+    }
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def model_info_from_embedded(payload: bytes, source: Path | str) -> ModelInfo:
+    """Read back what :func:`embedded_metadata` wrote.
+
+    Raises:
+        ArtifactError: the payload is not edgetl metadata.
+    """
+    try:
+        data = json.loads(bytes(payload).decode("utf-8"))
+        if data.get("format") != EMBEDDED_FORMAT:
+            raise ValueError(f"format is {data.get('format')!r}")
+        return ModelInfo(
+            class_names=[str(name) for name in data["class_names"]],
+            contract=PreprocessContract.from_dict(data["preprocessing"]),
+            extra={"kind": "tflite", "embedded_metadata": data, "target": data.get("target")},
+        )
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ArtifactError(f"{source} carries an {EMBEDDED_METADATA_NAME!r} metadata entry that is not edgetl metadata ({exc})") from None
 
 
 def write_labels(path: Path, class_names: list[str]) -> Path:

@@ -98,6 +98,9 @@ def check_build(config: BuildConfig) -> TargetSpec:
     resolve_weights(BACKBONES.get(config.model.name), config.model.weights, alpha, input_size)
     if config.data.path is None:
         raise ConfigError("no training data: pass --data DIR (a folder with one subfolder per class)")
+    from edgetl.package import check_build_packaging  # [package]: a package the target cannot make fails here
+
+    check_build_packaging(config)
     return target
 
 
@@ -194,7 +197,7 @@ def export_artifact(
     onnx_details = None
     if target.format == "tflite":
         artifact = export_tflite(
-            model, target.name, out_dir / target.filename,
+            model, target.name, out_dir / target.filename, class_names=class_names,
             representative=representative, contract=contract, io_dtype=config.export.io_dtype,
         )
         io = tflite_io_details(artifact)
@@ -202,7 +205,7 @@ def export_artifact(
         # The int8 TFLite model carries the QAT ranges and int8 per-channel weights; the ONNX model
         # is rewritten from it, so both formats share the same scales (and both ship).
         tflite = export_tflite(
-            model, "tflite-int8", out_dir / TARGETS.get("tflite-int8").filename,
+            model, "tflite-int8", out_dir / TARGETS.get("tflite-int8").filename, class_names=class_names,
             representative=representative, contract=contract, io_dtype=config.export.io_dtype,
         )
         artifact, onnx_details = export_onnx(target.name, out_dir / target.filename, tflite_int8=tflite, class_names=class_names, contract=contract, opset=config.export.opset)
@@ -396,6 +399,12 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
                 "timings_s": timings,
             }
         )
+        # ---- packaging ([package] targets, `build --package c`): app bundles in <target>/package-<for>/ ----
+        if config.package.targets:
+            from edgetl.package import package_build
+
+            meta["packages"] = package_build(artifact, staging, config.package, metadata=meta, progress=progress)
+        # ---- end of packaging ----
         from edgetl.report import build_report
 
         _fs.write_text(staging / "report.md", build_report(meta))

@@ -15,7 +15,7 @@ import numpy as np
 from edgetl import _fs
 from edgetl.config import IODType
 from edgetl.contract import PreprocessContract
-from edgetl.errors import ConfigError, ExportError
+from edgetl.errors import ArtifactError, ConfigError, ExportError
 from edgetl.exporters import TARGETS
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,25 @@ def convert(model, target: str, *, representative: np.ndarray | None, contract: 
         raise ExportError(f"TFLite conversion to {target} failed: {first}") from None
 
 
-def export_tflite(model, target: str, path: Path, **kwargs) -> Path:
-    """Convert and write atomically to ``path`` (a temp name until the bytes are complete)."""
+def export_tflite(model, target: str, path: Path, *, class_names: list[str] | None = None, **kwargs) -> Path:
+    """Convert and write atomically to ``path`` (a temp name until the bytes are complete).
+
+    Args:
+        class_names: the labels; when given, they and the preprocessing contract are embedded
+            in the file (a ``Model.metadata`` entry named ``edgetl``), so the ``.tflite`` alone
+            is enough for ``edgetl eval``/``predict`` and for apps.
+        kwargs: passed to :func:`convert` (``representative``, ``contract``, ``io_dtype``).
+    """
     data = convert(model, target, **kwargs)
+    if class_names is not None:
+        from edgetl.metadata import EMBEDDED_METADATA_NAME, embedded_metadata
+        from edgetl.runtimes.litert import add_tflite_metadata
+
+        payload = embedded_metadata(class_names, kwargs["contract"], target=target)
+        try:
+            data = add_tflite_metadata(data, EMBEDDED_METADATA_NAME, payload)
+        except ArtifactError as exc:
+            raise ExportError(f"cannot embed the labels and preprocessing contract in the {target} model: {exc}") from None
     _fs.write_bytes(Path(path), data)
     log.info("wrote %s (%d bytes, %s)", path, len(data), target)
     return Path(path)

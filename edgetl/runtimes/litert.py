@@ -168,6 +168,15 @@ class _FlatbufferReader:
             except UnicodeDecodeError:
                 raise _CorruptModel(f"{what} string at byte {start} is not UTF-8") from None
 
+    def text(self, table: _Table, slot: int, what: str) -> str | None:
+        """A string field's value (checked as :meth:`string` does), or None when absent."""
+        self.string(table, slot, what)
+        span = self.vector(table, slot, 1, what)
+        if span is None:
+            return None
+        start, length = span
+        return self.buf[start : start + length].decode("utf-8")
+
     def ints(self, table: _Table, slot: int, fmt: str, what: str) -> np.ndarray:
         dtype = np.dtype("<" + fmt)
         span = self.vector(table, slot, dtype.itemsize, what)
@@ -337,6 +346,186 @@ def verify_tflite_file(path: str | os.PathLike[str]) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------
+# Reading (and adding) model facts without TensorFlow: operator codes, metadata entries
+# --------------------------------------------------------------------------------------------
+
+# Model table slots (schema.fbs): version, operator_codes, subgraphs, description, buffers,
+# metadata_buffer, metadata, signature_defs.
+_MODEL_SLOTS = (4, 6, 8, 10, 12, 14, 16, 18)
+_BUILTIN_CUSTOM = 32  # BuiltinOperator.CUSTOM
+
+
+def _checked_model(source: bytes | str | os.PathLike[str]) -> tuple[bytes, _FlatbufferReader, _Table]:
+    """The model's bytes, verified (as :func:`verify_tflite_file` does), with a reader on its root table."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if len(data) < _MIN_FILE_BYTES or data[4:8] != TFLITE_IDENTIFIER:
+            raise ArtifactError(f"the {len(data)} bytes given are not a TFLite model (no {TFLITE_IDENTIFIER!r} identifier)")
+        try:
+            _walk_model(data, len(data))
+        except _CorruptModel as exc:
+            raise ArtifactError(f"the TFLite model bytes are corrupt or truncated ({exc})") from None
+    else:
+        data = verify_tflite_file(source)
+    reader = _FlatbufferReader(data, min(len(data), _MAX_FLATBUFFER_BYTES))
+    return data, reader, reader.table(reader.u32(0, "root offset"), "Model")
+
+
+@functools.cache
+def _builtin_names() -> dict[int, str]:
+    try:  # ships with ai-edge-litert; needs only the flatbuffers package
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:  # pragma: no cover - other LiteRT builds
+        return {}
+    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def tflite_operator_counts(source: bytes | str | os.PathLike[str]) -> dict[str, int]:
+    """How many operators of each kind the model's subgraphs hold, read from the flatbuffer.
+
+    Names are the schema's ``BuiltinOperator`` names (``CONV_2D``), or a custom operator's
+    ``custom_code``; only operator codes some operator uses are counted.
+
+    Raises:
+        ArtifactError: not a valid TFLite model.
+    """
+    _, reader, model = _checked_model(source)
+    names = []
+    for i, opcode in enumerate(reader.tables(model, 6, "operator_codes")):
+        # Codes above 127 live in builtin_code; older files fill only the int8 deprecated field.
+        code = max(reader.scalar(opcode, 4, "b", 0, f"operator_codes[{i}]"), reader.scalar(opcode, 10, "i", 0, f"operator_codes[{i}]"))
+        if code == _BUILTIN_CUSTOM:
+            names.append(reader.text(opcode, 6, f"operator_codes[{i}].custom_code") or "CUSTOM")
+        else:
+            names.append(_builtin_names().get(code, f"BUILTIN_{code}"))
+    counts: dict[str, int] = {}
+    for g, subgraph in enumerate(reader.tables(model, 8, "subgraphs")):
+        for o, operator in enumerate(reader.tables(subgraph, 10, f"subgraphs[{g}].operators")):
+            name = names[reader.scalar(operator, 4, "I", 0, f"subgraphs[{g}].operators[{o}]")]
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _buffer_bytes(reader: _FlatbufferReader, buffer: _Table, what: str) -> bytes:
+    span = reader.vector(buffer, 4, 1, what)
+    if span is not None:
+        start, length = span
+        return bytes(reader.buf[start : start + length])
+    offset = reader.scalar(buffer, 6, "Q", 0, what)
+    size = reader.scalar(buffer, 8, "Q", 0, what)
+    return bytes(reader.buf[offset : offset + size]) if offset > 1 else b""
+
+
+def tflite_metadata(source: bytes | str | os.PathLike[str]) -> dict[str, bytes]:
+    """The model's ``Model.metadata`` entries: name -> the bytes of the buffer each points at.
+
+    Converters write a few (``min_runtime_version``, ``CONVERSION_METADATA``); edgetl adds
+    ``edgetl`` (labels and preprocessing contract as JSON, see :mod:`edgetl.metadata`).
+
+    Raises:
+        ArtifactError: not a valid TFLite model.
+    """
+    _, reader, model = _checked_model(source)
+    buffers = reader.tables(model, 12, "buffers")
+    entries = {}
+    for m, metadata in enumerate(reader.tables(model, 16, "metadata")):
+        name = reader.text(metadata, 4, f"metadata[{m}].name") or ""
+        index = reader.scalar(metadata, 6, "I", 0, f"metadata[{m}].buffer")
+        entries[name] = _buffer_bytes(reader, buffers[index], f"metadata[{m}] buffer")
+    return entries
+
+
+def add_tflite_metadata(source: bytes | str | os.PathLike[str], name: str, payload: bytes) -> bytes:
+    """A copy of the model with a ``Model.metadata`` entry ``name`` holding ``payload``.
+
+    The original flatbuffer is kept byte for byte and a new root ``Model`` table is put in
+    front of it (a multiple of 16 bytes, so every weight buffer keeps its alignment): flatbuffer
+    offsets are relative and point forward, so the new table can reuse the old operator codes,
+    subgraphs, buffers and signatures as they are, and list one more buffer (the payload) and one
+    more metadata entry. Nothing is unpacked and re-serialised, so fields this code does not know
+    cannot be dropped. An existing entry of the same name is replaced (its old bytes stay,
+    unreferenced).
+
+    Raises:
+        ArtifactError: not a valid TFLite model, or one this cannot extend (weights stored past
+            the 2 GiB flatbuffer limit, or a Model table with fields newer than the schema known here).
+    """
+    data, reader, model = _checked_model(source)
+    if model.vtable_len > 4 + 2 * len(_MODEL_SLOTS):
+        raise ArtifactError("the TFLite model has Model fields newer than this edgetl knows; cannot add metadata to it")
+    buffers = reader.tables(model, 12, "buffers")
+    if any(reader.scalar(b, 6, "Q", 0, "buffer") > 1 for b in buffers):
+        raise ArtifactError("the TFLite model keeps weights outside its flatbuffer (>2 GiB); cannot add metadata to it")
+    kept_metadata = [t.pos for m, t in enumerate(reader.tables(model, 16, "metadata")) if reader.text(t, 4, f"metadata[{m}].name") != name]
+    targets = {slot: reader.ref(model, slot, "Model") for slot in _MODEL_SLOTS[1:]}
+    version = reader.scalar(model, 4, "I", TFLITE_SCHEMA_VERSION, "Model.version")
+
+    out = bytearray(b"\0\0\0\0" + TFLITE_IDENTIFIER)  # root offset, filled in below
+
+    def align(n: int, extra: int = 0) -> None:
+        out.extend(b"\0" * ((-(len(out) + extra)) % n))
+
+    # new Model table: vtable (one u16 per slot), then soffset + one u32 per slot
+    model_vtable = len(out)
+    out.extend(struct.pack("<HH", 4 + 2 * len(_MODEL_SLOTS), 4 + 4 * len(_MODEL_SLOTS)))
+    out.extend(b"\0" * (2 * len(_MODEL_SLOTS)))
+    align(4)
+    model_table = len(out)
+    out.extend(struct.pack("<i", model_table - model_vtable) + b"\0" * (4 * len(_MODEL_SLOTS)))
+    buffers_vector = len(out)
+    out.extend(struct.pack("<I", len(buffers) + 1) + b"\0" * (4 * (len(buffers) + 1)))
+    metadata_vector = len(out)
+    out.extend(struct.pack("<I", len(kept_metadata) + 1) + b"\0" * (4 * (len(kept_metadata) + 1)))
+    # new Metadata table {name, buffer}, its name, new Buffer table {data}, the payload (16-aligned)
+    metadata_vtable = len(out)
+    out.extend(struct.pack("<HHHH", 8, 12, 4, 8))
+    metadata_table = len(out)
+    out.extend(struct.pack("<iII", metadata_table - metadata_vtable, 0, len(buffers)))
+    name_string = len(out)
+    encoded = name.encode("utf-8")
+    out.extend(struct.pack("<I", len(encoded)) + encoded + b"\0")
+    align(4)
+    buffer_vtable = len(out)
+    out.extend(struct.pack("<HHH", 6, 8, 4) + b"\0\0")
+    buffer_table = len(out)
+    out.extend(struct.pack("<iI", buffer_table - buffer_vtable, 0))
+    align(16, extra=4)
+    payload_vector = len(out)
+    out.extend(struct.pack("<I", len(payload)) + bytes(payload))
+    align(16)
+    shift = len(out)  # the original file starts here; its positions move by `shift`
+
+    def point(field: int, target: int) -> None:
+        if target <= field:  # flatbuffer offsets are unsigned: a target must lie after its field
+            raise AssertionError(f"offset at {field} would point backwards to {target}")
+        struct.pack_into("<I", out, field, target - field)
+
+    point(0, model_table)
+    values = {4: None, 12: buffers_vector, 16: metadata_vector}
+    for k, slot in enumerate(_MODEL_SLOTS):
+        field = model_table + 4 + 4 * k
+        if slot == 4:
+            struct.pack_into("<I", out, field, version)
+        else:
+            target = values.get(slot) or (targets[slot] + shift if targets[slot] is not None else None)
+            if target is None:
+                continue
+            point(field, target)
+        struct.pack_into("<H", out, model_vtable + 4 + 2 * k, 4 + 4 * k)
+    for i, buffer in enumerate(buffers):
+        point(buffers_vector + 4 + 4 * i, buffer.pos + shift)
+    point(buffers_vector + 4 + 4 * len(buffers), buffer_table)
+    for i, pos in enumerate(kept_metadata):
+        point(metadata_vector + 4 + 4 * i, pos + shift)
+    point(metadata_vector + 4 + 4 * len(kept_metadata), metadata_table)
+    point(metadata_table + 4, name_string)
+    point(buffer_table + 4, payload_vector)
+    result = bytes(out) + data
+    _checked_model(result)  # the walk every loader does, on what was just written
+    return result
+
+
+# --------------------------------------------------------------------------------------------
 # Running models
 # --------------------------------------------------------------------------------------------
 
@@ -385,6 +574,8 @@ class LiteRTModel:
         path: the ``.tflite`` file; verified before loading.
         num_threads: interpreter threads; None: LiteRT's default (1).
         use_xnnpack: apply the default XNNPACK delegate (LiteRT's default).
+        reference_kernels: run LiteRT's reference kernels (no delegate, no optimized kernels):
+            the arithmetic TFLite Micro's kernels share, for bit-exact comparisons with it.
 
     Raises:
         ArtifactError: the file is not a valid model, or the interpreter cannot load it.
@@ -393,7 +584,7 @@ class LiteRTModel:
 
     runtime = "litert"
 
-    def __init__(self, path: str | os.PathLike[str], *, num_threads: int | None = None, use_xnnpack: bool = True):
+    def __init__(self, path: str | os.PathLike[str], *, num_threads: int | None = None, use_xnnpack: bool = True, reference_kernels: bool = False):
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         self.path = Path(path)
@@ -403,6 +594,8 @@ class LiteRTModel:
         self.num_threads = num_threads
         self.use_xnnpack = use_xnnpack
         resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        if reference_kernels:
+            resolver, self.use_xnnpack = OpResolverType.BUILTIN_REF, False
         try:
             self._interpreter = Interpreter(
                 model_path=str(self.path), num_threads=num_threads, experimental_op_resolver_type=resolver

@@ -1,0 +1,333 @@
+"""Run ``.tflite`` models in TFLite Micro, through its Python interpreter (``tflite-micro`` on PyPI).
+
+What a microcontroller build needs to know before it is flashed, measured here on the host:
+
+* which operators the model uses, and the ``MicroMutableOpResolver`` call that registers each
+  (:data:`TFLM_OP_RESOLVER_METHODS`);
+* the smallest tensor arena the model allocates in (:func:`measure_arena`, a bisection over
+  real allocations in 16-byte steps, the arena's own alignment);
+* what the model computes there (:class:`TFLMModel`), to compare with LiteRT.
+
+The interpreter is TFLite Micro's own C++ (reference kernels, ``RecordingMicroAllocator``)
+built for the host. Two things differ on a device and are why a package adds a margin to the
+measured arena: a 32-bit MCU has 4-byte pointers (its bookkeeping is smaller than on this
+64-bit host), and optimized kernel libraries (CMSIS-NN, ESP-NN, Xtensa) may request scratch
+buffers the reference kernels do not.
+
+TFLite Micro reports errors by printing (C ``printf`` to stderr); they are captured here at the
+file-descriptor level and turned into one-line :class:`~edgetl.errors.EdgetlError` messages.
+No TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.metadata
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from edgetl.errors import ArtifactError, DataError, MissingDependencyError
+
+logger = logging.getLogger(__name__)
+
+#: Builtin operator (schema name) -> the ``tflite::MicroMutableOpResolver`` method that registers
+#: its TFLite Micro kernel. Source: ``tensorflow/lite/micro/micro_mutable_op_resolver.h`` in
+#: tensorflow/tflite-micro; the set is the builtin kernels the ``tflite-micro`` Python
+#: interpreter (0.dev20261023182759) registers. An operator missing here has no TFLite Micro kernel.
+TFLM_OP_RESOLVER_METHODS: dict[str, str] = {
+    "ABS": "AddAbs", "ADD": "AddAdd", "ADD_N": "AddAddN", "ARG_MAX": "AddArgMax", "ARG_MIN": "AddArgMin",
+    "ASSIGN_VARIABLE": "AddAssignVariable", "AVERAGE_POOL_2D": "AddAveragePool2D", "BATCH_MATMUL": "AddBatchMatMul",
+    "BATCH_TO_SPACE_ND": "AddBatchToSpaceNd", "BROADCAST_ARGS": "AddBroadcastArgs", "BROADCAST_TO": "AddBroadcastTo",
+    "CALL_ONCE": "AddCallOnce", "CAST": "AddCast", "CEIL": "AddCeil", "CONCATENATION": "AddConcatenation",
+    "CONV_2D": "AddConv2D", "COS": "AddCos", "CUMSUM": "AddCumSum", "DEPTH_TO_SPACE": "AddDepthToSpace",
+    "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "DEQUANTIZE": "AddDequantize", "DIV": "AddDiv",
+    "DYNAMIC_UPDATE_SLICE": "AddDynamicUpdateSlice", "ELU": "AddElu", "EMBEDDING_LOOKUP": "AddEmbeddingLookup",
+    "EQUAL": "AddEqual", "EXP": "AddExp", "EXPAND_DIMS": "AddExpandDims", "FILL": "AddFill", "FLOOR": "AddFloor",
+    "FLOOR_DIV": "AddFloorDiv", "FLOOR_MOD": "AddFloorMod", "FULLY_CONNECTED": "AddFullyConnected",
+    "GATHER": "AddGather", "GATHER_ND": "AddGatherNd", "GREATER": "AddGreater", "GREATER_EQUAL": "AddGreaterEqual",
+    "HARD_SWISH": "AddHardSwish", "IF": "AddIf", "L2_NORMALIZATION": "AddL2Normalization", "L2_POOL_2D": "AddL2Pool2D",
+    "LEAKY_RELU": "AddLeakyRelu", "LESS": "AddLess", "LESS_EQUAL": "AddLessEqual", "LOG": "AddLog",
+    "LOG_SOFTMAX": "AddLogSoftmax", "LOGICAL_AND": "AddLogicalAnd", "LOGICAL_NOT": "AddLogicalNot",
+    "LOGICAL_OR": "AddLogicalOr", "LOGISTIC": "AddLogistic", "MAX_POOL_2D": "AddMaxPool2D", "MAXIMUM": "AddMaximum",
+    "MEAN": "AddMean", "MINIMUM": "AddMinimum", "MIRROR_PAD": "AddMirrorPad", "MUL": "AddMul", "NEG": "AddNeg",
+    "NOT_EQUAL": "AddNotEqual", "PACK": "AddPack", "PAD": "AddPad", "PADV2": "AddPadV2", "PRELU": "AddPrelu",
+    "QUANTIZE": "AddQuantize", "READ_VARIABLE": "AddReadVariable", "REDUCE_ALL": "AddReduceAll",
+    "REDUCE_MAX": "AddReduceMax", "REDUCE_MIN": "AddReduceMin", "RELU": "AddRelu", "RELU6": "AddRelu6",
+    "RESHAPE": "AddReshape", "RESIZE_BILINEAR": "AddResizeBilinear", "RESIZE_NEAREST_NEIGHBOR": "AddResizeNearestNeighbor",
+    "REVERSE_V2": "AddReverseV2", "ROUND": "AddRound", "RSQRT": "AddRsqrt", "SELECT_V2": "AddSelectV2",
+    "SHAPE": "AddShape", "SIN": "AddSin", "SLICE": "AddSlice", "SOFTMAX": "AddSoftmax",
+    "SPACE_TO_BATCH_ND": "AddSpaceToBatchNd", "SPACE_TO_DEPTH": "AddSpaceToDepth", "SPLIT": "AddSplit",
+    "SPLIT_V": "AddSplitV", "SQRT": "AddSqrt", "SQUARE": "AddSquare", "SQUARED_DIFFERENCE": "AddSquaredDifference",
+    "SQUEEZE": "AddSqueeze", "STRIDED_SLICE": "AddStridedSlice", "SUB": "AddSub", "SUM": "AddSum", "SVDF": "AddSvdf",
+    "TANH": "AddTanh", "TRANSPOSE": "AddTranspose", "TRANSPOSE_CONV": "AddTransposeConv",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM", "UNPACK": "AddUnpack",
+    "VAR_HANDLE": "AddVarHandle", "WHILE": "AddWhile", "ZEROS_LIKE": "AddZerosLike",
+}
+
+#: Custom operators (``custom_code``) with a TFLite Micro kernel, and their resolver method.
+TFLM_CUSTOM_OP_RESOLVER_METHODS: dict[str, str] = {
+    "TFLite_Detection_PostProcess": "AddDetectionPostprocess",
+    "CIRCULAR_BUFFER": "AddCircularBuffer",
+}
+
+#: TFLite Micro aligns the arena and every buffer in it to 16 bytes, so arena sizes are
+#: measured (and any arena that works can be rounded) in 16-byte steps.
+ARENA_STEP = 16
+#: The largest arena tried before a model that will not allocate is declared unloadable.
+ARENA_LIMIT = 256 * 2**20
+_FIRST_ARENA = 64 * 2**10
+
+_MISSING_OP = re.compile(r"Didn't find op for (?:builtin opcode|custom opcode) '([^']+)'")
+
+
+class UnsupportedOpsError(ArtifactError):
+    """The model uses operators TFLite Micro has no kernel for (``ops`` names them)."""
+
+    def __init__(self, ops: list[str], message: str) -> None:
+        super().__init__(message)
+        self.ops = ops
+
+
+def tflm_version() -> str:
+    """The installed ``tflite-micro`` package version (``"unknown"`` when it has none)."""
+    try:
+        return importlib.metadata.version("tflite-micro")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source builds
+        return "unknown"
+
+
+def _runtime():
+    try:
+        from tflite_micro.python.tflite_micro import runtime
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"TFLite Micro's Python interpreter is not installed ({exc}); it is needed to measure the tensor arena. "
+            "PyPI has `tflite-micro` wheels for x86-64 Linux only: there, `pip install tflite-micro==0.dev20261023182759` "
+            "(the version edgetl pins); elsewhere, package for C on an x86-64 Linux machine or container"
+        ) from None
+    return runtime
+
+
+def unsupported_ops(op_names: Iterable[str]) -> list[str]:
+    """The operators among ``op_names`` that TFLite Micro has no kernel for, sorted."""
+    return sorted({op for op in op_names if op not in TFLM_OP_RESOLVER_METHODS and op not in TFLM_CUSTOM_OP_RESOLVER_METHODS})
+
+
+def resolver_method(op_name: str) -> str:
+    """The ``MicroMutableOpResolver`` method for an operator (builtin name or custom code).
+
+    Raises:
+        ArtifactError: TFLite Micro has no kernel for it.
+    """
+    method = TFLM_OP_RESOLVER_METHODS.get(op_name) or TFLM_CUSTOM_OP_RESOLVER_METHODS.get(op_name)
+    if method is None:
+        raise UnsupportedOpsError([op_name], f"TFLite Micro has no kernel for operator {op_name}")
+    return method
+
+
+@contextlib.contextmanager
+def _native_output() -> Iterator[dict[str, str]]:
+    """Capture what native code prints to file descriptors 1 and 2; the text is in ``["text"]`` after the block."""
+    captured: dict[str, str] = {}
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield captured
+        finally:
+            with contextlib.suppress(Exception):  # C stdio may hold buffered text: flush it into the sink
+                ctypes.CDLL(None).fflush(None)
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sink.seek(0)
+            captured["text"] = sink.read().decode("utf-8", "replace")
+
+
+def _log_summary(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return "; ".join(lines[-3:])[:300] or "no message"
+
+
+def _tensor_details(detail: dict[str, Any]) -> dict[str, Any]:
+    quant = detail.get("quantization_parameters") or {}
+    scales = list(np.asarray(quant.get("scales", []), dtype=np.float64))
+    zeros = list(np.asarray(quant.get("zero_points", []), dtype=np.int64))
+    return {
+        "shape": [int(d) for d in detail["shape"]],
+        "dtype": np.dtype(detail["dtype"]).name,
+        "scale": float(scales[0]) if len(scales) == 1 else 0.0,
+        "zero_point": int(zeros[0]) if len(zeros) == 1 else 0,
+    }
+
+
+class TFLMModel:
+    """A ``.tflite`` model in TFLite Micro's interpreter, with a tensor arena of ``arena_size`` bytes.
+
+    Args:
+        data: the model's bytes.
+        arena_size: tensor arena in bytes.
+
+    Raises:
+        ArtifactError: the model does not allocate in that arena (the message names operators
+            TFLite Micro lacks, else repeats TFLite Micro's last log lines).
+        MissingDependencyError: ``tflite-micro`` is not installed.
+    """
+
+    runtime = "tflite-micro"
+
+    def __init__(self, data: bytes, arena_size: int) -> None:
+        runtime = _runtime()
+        self.arena_size = int(arena_size)
+        self.log = ""
+        with _native_output() as out:
+            try:
+                self._interpreter = runtime.Interpreter.from_bytes(bytes(data), arena_size=self.arena_size)
+                error = None
+            except (RuntimeError, ValueError) as exc:
+                error = " ".join(str(exc).split())
+            else:  # asking past the last tensor is how the count is found; TFLM prints a line for it
+                self.inputs = self._details(self._interpreter.get_input_details)
+                self.outputs = self._details(self._interpreter.get_output_details)
+        self.log = out.get("text", "")
+        if error is not None:
+            missing = sorted(set(_MISSING_OP.findall(self.log)))
+            if missing:
+                raise UnsupportedOpsError(missing, f"TFLite Micro has no kernel for operator(s) {', '.join(missing)}")
+            raise ArtifactError(f"TFLite Micro cannot load the model with a {self.arena_size}-byte arena: {error} ({_log_summary(self.log)})")
+
+    @staticmethod
+    def _details(getter) -> list[dict[str, Any]]:
+        details = []
+        while True:
+            try:
+                details.append(_tensor_details(getter(len(details))))
+            except IndexError:
+                return details
+
+    def invoke_raw(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Set raw input tensors (the model's own dtypes and shapes), invoke, return copies of the outputs.
+
+        Raises:
+            DataError: wrong number, dtype or shape of inputs.
+            ArtifactError: TFLite Micro fails while invoking.
+        """
+        if len(inputs) != len(self.inputs):
+            raise DataError(f"Received {len(inputs)} input arrays; the model has {len(self.inputs)} inputs")
+        for index, (array, info) in enumerate(zip(inputs, self.inputs, strict=True)):
+            if array.dtype.name != info["dtype"] or list(array.shape) != info["shape"]:
+                raise DataError(f"input {index} must be {info['dtype']} of shape {info['shape']}, received {array.dtype.name} {list(array.shape)}")
+        with _native_output() as out:
+            try:
+                for index, array in enumerate(inputs):
+                    self._interpreter.set_input(np.ascontiguousarray(array), index)
+                self._interpreter.invoke()
+                error = None
+            except (RuntimeError, ValueError) as exc:
+                error = " ".join(str(exc).split())
+        if error is not None:
+            raise ArtifactError(f"TFLite Micro failed to run the model: {error} ({_log_summary(out.get('text', ''))})")
+        return [np.array(self._interpreter.get_output(i)) for i in range(len(self.outputs))]
+
+    def zero_inputs(self) -> list[np.ndarray]:
+        """One input per model input, every element at its zero point (a mid-grey image for edgetl models)."""
+        return [np.full(info["shape"], info["zero_point"], dtype=info["dtype"]) for info in self.inputs]
+
+
+@dataclass(frozen=True)
+class ArenaMeasurement:
+    """The smallest tensor arena a model allocates in, found by bisection.
+
+    Attributes:
+        min_bytes: smallest arena (a multiple of ``step_bytes``) in which the model allocates.
+        step_bytes: bisection granularity; ``min_bytes - step_bytes`` was tried (or is 0) and fails.
+        probes: interpreters created during the search.
+        invoked: the model was also invoked, once, in ``min_bytes``.
+        allocator: how TFLite Micro allocated (see the module docstring for the device caveats).
+        tflm_version: the ``tflite-micro`` package version.
+    """
+
+    min_bytes: int
+    step_bytes: int
+    probes: int
+    invoked: bool
+    allocator: str
+    tflm_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
+def allocates(data: bytes, arena_size: int) -> bool:
+    """True when TFLite Micro allocates the model's tensors in ``arena_size`` bytes.
+
+    Raises:
+        UnsupportedOpsError: the model needs an operator TFLite Micro lacks (no arena would help).
+    """
+    try:
+        TFLMModel(data, arena_size)
+    except UnsupportedOpsError:
+        raise
+    except ArtifactError:
+        return False
+    return True
+
+
+def measure_arena(data: bytes, *, step: int = ARENA_STEP, limit: int = ARENA_LIMIT) -> ArenaMeasurement:
+    """Bisect for the smallest tensor arena (in ``step``-byte steps) in which the model allocates.
+
+    Doubling from 64 KiB finds an arena that works; bisection then narrows the gap between the
+    largest failing and the smallest working size to ``step`` bytes. The result is invoked once
+    (with every input at its zero point) to show the arena holds a whole inference.
+
+    Raises:
+        ArtifactError: an operator TFLite Micro lacks, the model does not allocate even in
+            ``limit`` bytes, or it fails to invoke in the arena found.
+        MissingDependencyError: ``tflite-micro`` is not installed.
+    """
+    data = bytes(data)
+    probes = 0
+
+    def works(size: int) -> bool:
+        nonlocal probes
+        probes += 1
+        return allocates(data, size)
+
+    low, high = 0, _round_up(_FIRST_ARENA, step)  # invariant once found: `low` fails (or is 0), `high` works
+    while not works(high):
+        if high >= limit:
+            try:
+                TFLMModel(data, high)
+            except UnsupportedOpsError:
+                raise
+            except ArtifactError as exc:
+                raise ArtifactError(f"the model does not allocate even in a {limit // 2**20} MiB arena: {exc}") from None
+        low, high = high, min(high * 2, _round_up(limit, step))
+    while high - low > step:
+        middle = max(low + step, (low + high) // 2 // step * step)
+        if works(middle):
+            high = middle
+        else:
+            low = middle
+    model = TFLMModel(data, high)
+    model.invoke_raw(model.zero_inputs())
+    logger.debug("tensor arena: %d bytes (%d probes)", high, probes)
+    return ArenaMeasurement(
+        min_bytes=high, step_bytes=step, probes=probes, invoked=True,
+        allocator="Python interpreter, RecordingMicroAllocator, reference kernels, 64-bit host",
+        tflm_version=tflm_version(),
+    )
