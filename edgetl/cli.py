@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgetl import __version__
-from edgetl.config import IODType, QuantMode
+from edgetl.config import IODType, PackageFor, QuantMode
 from edgetl.errors import EdgetlError
 
 app = typer.Typer(
@@ -415,6 +415,7 @@ def build(
     unfreeze_blocks: UnfreezeBlocksOpt = None,
     augment: AugmentOpt = None,
     strict: StrictOpt = None,
+    package: Annotated[list[PackageFor] | None, typer.Option("--package", help="Also bundle the artifact for apps into <target>/package-<for>/: c (TFLite Micro, needs tflite-int8), android, ios, python; repeat for several. Budgets: [package] in --config.", show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved configuration and exit.")] = False,
     force: ForceOpt = False,
     verbose: VerboseOpt = 0,
@@ -427,6 +428,7 @@ def build(
             "target": target, "out": str(out) if out else None, "name": name,
             "qat.mode": mode.value if mode else None, "qat.epochs": qat_epochs,
             "export.io_dtype": io_dtype.value if io_dtype else None, "export.opset": opset,
+            "package.targets": [p.value for p in package] if package else None,
         })
         cfg = _resolve(config, flags)
         from edgetl.pipeline import check_build
@@ -536,9 +538,14 @@ def bench_cmd(
     batch: Annotated[int | None, typer.Option("--batch", help="Size of dynamic batch dimensions (default 1).", show_default=False)] = None,
     shape: Annotated[list[str] | None, typer.Option("--shape", help="Size of an input with dynamic dimensions: NAME=1x224x224x3 (repeat per input).", show_default=False)] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for bench.json, report.md and report.html.")] = Path("bench-results"),
+    remote: Annotated[str | None, typer.Option("--remote", help="Measure on a board over SSH: ssh://user@host[:port] (it needs Python, numpy and the runtime).", show_default=False)] = None,
+    identity: Annotated[Path | None, typer.Option("--identity", help="With --remote: private key to log in with (default: ssh-agent and ~/.ssh/id_*).", show_default=False)] = None,
+    known_hosts: Annotated[Path | None, typer.Option("--known-hosts", help="With --remote: known_hosts file to check the board's host key against (default ~/.ssh/known_hosts).", show_default=False)] = None,
+    insecure_no_host_key_check: Annotated[bool, typer.Option("--insecure-no-host-key-check", help="With --remote: accept any host key. INSECURE: anyone in between can pose as the board.")] = False,
+    remote_python: Annotated[str, typer.Option("--remote-python", help="With --remote: the board's Python.")] = "python3",
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Latency (p50-p99), throughput, cold start, peak memory and top ops of .onnx/.tflite files, per thread count."""
+    """Latency (p50-p99), throughput, cold start, peak memory and top ops of .onnx/.tflite files, per thread count (here, or on a board with --remote)."""
     _setup_logging(verbose)
     with _errors_as_exit():
         from edgetl import bench as harness
@@ -557,10 +564,22 @@ def bench_cmd(
             duration_s=harness.parse_duration(duration) if duration is not None else None,
             batch=batch, shapes=shapes, runtime=runtime,
         )
+        target = None
+        if remote is not None:
+            from edgetl.remote import make_target
+
+            target = make_target(remote, identity=identity, known_hosts=known_hosts, insecure=insecure_no_host_key_check, python=remote_python)
+        elif identity or known_hosts or insecure_no_host_key_check or remote_python != "python3":
+            raise ConfigError("--identity, --known-hosts, --insecure-no-host-key-check and --remote-python need --remote ssh://user@host")
         harness.check_output_dir(out)
         plans = harness.plan_bench(artifacts, options)  # bad files and shapes fail before the progress display starts
         with RichProgress() as progress:
-            doc = harness.run_bench(plans, options, progress=progress)
+            if target is not None:
+                from edgetl.remote import run_remote_bench
+
+                doc = run_remote_bench(plans, options, target, progress=progress)
+            else:
+                doc = harness.run_bench(plans, options, progress=progress)
         written = harness.write_bench(doc, out)
         t = Table(title="latency per call (ms); cold start in ms, peak RSS in MiB")
         t.add_column("artifact", no_wrap=True)
@@ -575,6 +594,10 @@ def bench_cmd(
                     f"{s['p99_ms']:.3f}", f"{s['mean_ms']:.3f}", f"{s['throughput_ips']:.0f}", f"{r['cold_start_ms']:.1f}", rss,
                 )
         console.print(t)
+        from edgetl.bench_report import warnings as bench_warnings
+
+        for warning in bench_warnings(doc):
+            err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
         console.print(f"wrote {written['json']}, {written['markdown'].name}, {written['html'].name}", highlight=False)
 
 
@@ -610,6 +633,91 @@ def compare(
         cpu_a, cpu_b = doc_a.get("machine", {}).get("cpu"), doc_b.get("machine", {}).get("cpu")
         if cpu_a != cpu_b:
             console.print(f"[yellow]note:[/] A ran on {cpu_a}, B on {cpu_b}: the ratio compares the machines too", highlight=False)
+
+
+# ----------------------------------------------------------------------------- predict
+@app.command()
+def predict(
+    artifact: Annotated[Path, typer.Argument(help="A .tflite or .onnx file with its labels and preprocessing (edgetl.json beside it, or embedded), or an edgetl build folder.", show_default=False)],
+    images: Annotated[list[Path], typer.Argument(help="Image files.", show_default=False)],
+    top_k: Annotated[int, typer.Option("--top-k", help="Classes to list per image; more than the model has lists all of them, with a note.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON.")] = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Top-k labels and scores for image files, preprocessed as in training (.tflite/.onnx need no TensorFlow)."""
+    _setup_logging(verbose)
+    with _errors_as_exit():
+        from edgetl.predict import predict_images
+
+        report = predict_images(_model_file(artifact), images, top_k=top_k)
+        if report.clamped:
+            err_console.print(f"[yellow]note:[/] --top-k {report.requested_top_k} is more than the model's {len(report.class_names)} classes; listing all {report.top_k}", highlight=False)
+        if as_json:
+            console.print_json(json.dumps(report.to_dict()))
+            return
+        t = Table(title=f"{report.artifact} ({report.kind}): top {report.top_k} of {len(report.class_names)} classes")
+        for col, justify in (("image", "left"), ("rank", "right"), ("label", "left"), ("score", "right")):
+            t.add_column(col, justify=justify, no_wrap=col == "image")
+        for image, top in report.predictions:
+            for rank, p in enumerate(top, 1):
+                t.add_row(image if rank == 1 else "", str(rank), p.label, f"{p.score:.4f}", end_section=rank == len(top))
+        console.print(t)
+
+
+# ----------------------------------------------------------------------------- inspect
+@app.command("inspect")
+def inspect_cmd(
+    artifact: Annotated[Path, typer.Argument(help="A .tflite or .onnx file (anyone's), or an edgetl build folder.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Inputs/outputs, ops and parameters; XNNPACK delegation and TFLite Micro support (.tflite); opset, QDQ and int8 kernels in ONNX Runtime (.onnx)."""
+    _setup_logging(verbose)
+    with _errors_as_exit():
+        from edgetl.inspect_model import inspect_artifact, render
+
+        report = inspect_artifact(_model_file(artifact))
+        if as_json:
+            console.print_json(json.dumps(report))
+            return
+        for item in render(report):
+            console.print(item, highlight=False)
+
+
+# ----------------------------------------------------------------------------- package
+@app.command("package")
+def package_cmd(
+    artifact: Annotated[Path, typer.Argument(help="A .tflite or .onnx file, or an edgetl build/export folder (the model its edgetl.json names).", show_default=False)],
+    for_: Annotated[PackageFor, typer.Option("--for", help="c: C++ array, headers and op resolver for TFLite Micro (arena measured); android/ios: LiteRT assets and Kotlin/Swift code; python: model, labels and predict.py.", show_default=False)],
+    out: Annotated[Path | None, typer.Option("--out", help="Package folder (default: package-<for> beside the model); replaced whole when complete.", show_default=False)] = None,
+    ram_budget: Annotated[str | None, typer.Option("--ram-budget", help="c: fail when the measured tensor arena exceeds this: 256KB, 1MB or bytes (1 KB = 1024 bytes).", show_default=False)] = None,
+    flash_budget: Annotated[str | None, typer.Option("--flash-budget", help="Fail when the model file exceeds this: 1MB, 512KB or bytes.", show_default=False)] = None,
+    arena_margin: Annotated[str | None, typer.Option("--arena-margin", help="c: added to the measured arena: bytes (16KB) or a percentage (10%); default: the larger of 16 KiB and 10%.", show_default=False)] = None,
+    force: ForceOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Bundle a model for an app: C for TFLite Micro (arena measured, outputs checked against LiteRT), Android, iOS or Python."""
+    _setup_logging(verbose)
+    with _errors_as_exit():
+        from edgetl.package import human_size, package, resolve_artifact
+
+        target = out if out is not None else resolve_artifact(artifact).parent / f"package-{for_.value}"
+        with err_console.status(f"packaging {artifact} for {for_.value}"):  # seconds: a spinner, gone before any error line
+            result = package(artifact, for_, target, ram_budget=ram_budget, flash_budget=flash_budget, arena_margin=arena_margin, force=force)
+        report = result.report
+        console.print(f"wrote the {for_.value} package of {report['model']['file']} ({human_size(report['model']['size_bytes'])}) to {result.out_dir}: {', '.join(result.files)}", highlight=False)
+        if "tflm" in report:
+            arena, parity = report["tflm"]["arena"], report["tflm"]["parity"]
+            console.print(
+                f"tensor arena: measured [bold]{arena['measured_bytes']}[/] bytes ({human_size(arena['measured_bytes'])}) + margin {arena['margin_bytes']} "
+                f"= kTensorArenaSize {arena['arena_bytes']} bytes ({human_size(arena['arena_bytes'])})", highlight=False,
+            )
+            ref, default = parity["against_litert_reference_kernels"], parity["against_litert_default_kernels"]
+            console.print(
+                f"TFLite Micro vs LiteRT reference kernels: {'identical' if ref['exact'] else str(ref['max_abs_diff_lsb']) + ' LSB'}; "
+                f"vs LiteRT default kernels: max {default['max_abs_diff_lsb']} LSB, top-1 agreement {_pct(default['top1_agreement'])} "
+                f"({len(ref['per_input_max_diff_lsb'])} inputs)", highlight=False,
+            )
 
 
 def main(argv: list[str] | None = None) -> None:

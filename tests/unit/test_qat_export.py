@@ -97,7 +97,7 @@ def test_fp16_export_is_smaller_and_agrees(trained_run, fp32_export, shapes_dir,
 def test_qat_model_cannot_export_to_float(qat_run, shapes_dir, tmp_path):
     from edgetl.api import export_model
 
-    with pytest.raises(ConfigError, match="tflite-int8 only"):
+    with pytest.raises(ConfigError, match="int8 targets only"):
         export_model(qat_run.out_dir, "tflite-fp32", data=shapes_dir, out=tmp_path / "x")
     assert not (tmp_path / "x").exists()
 

@@ -1,4 +1,5 @@
-"""Every registered backbone through QAT -> full-integer int8 TFLite -> LiteRT, at its smallest size.
+"""Every registered backbone through QAT -> full-integer int8 TFLite -> LiteRT (and -> ONNX int8 ->
+ONNX Runtime), at its smallest size.
 
 Real tfmot, real converter, real LiteRT. Each backbone is trained from scratch (``weights=None``)
 for a few seconds on a task any network learns fast (which colour channel dominates the image),
@@ -49,7 +50,7 @@ def test_qat_int8_litert(name, tmp_path):
     from edgetl.backbones import build_classifier
     from edgetl.config import IODType
     from edgetl.exporters.tflite import export_tflite
-    from edgetl.quantize import plan_quantization, quantize_model
+    from edgetl.quantize import calibrate_ranges, plan_quantization, quantize_model
     from edgetl.runtimes.litert import LiteRTModel, op_report
     from edgetl.train import reestimate_batchnorm, set_batchnorm_momentum
 
@@ -72,6 +73,8 @@ def test_qat_int8_litert(name, tmp_path):
     q_model = quantize_model(model, spec.qat_recipe)
     wrapped = sum(type(layer).__name__.startswith("QuantizeWrapper") for layer in q_model.layers)
     assert wrapped >= len([p for p in plans if p.how in ("registry", "output")]) - 1
+    # as edgetl.qat does: activation ranges start at the observed ones, not tfmot's [-6, 6]
+    calibrate_ranges(q_model, [contract.normalize(x_train[i : i + 32]) for i in range(0, len(x_train), 32)])
     q_model.compile(optimizer=k.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy")
     q_model.fit(contract.normalize(x_train), y_train, epochs=2, batch_size=16, verbose=0)
 
@@ -94,3 +97,12 @@ def test_qat_int8_litert(name, tmp_path):
     assert agreement >= 0.85, f"{name}: int8 agrees with QAT Keras on {agreement:.2f}"
     if decided.sum() >= 10:
         assert np.mean(keras_top1[decided] == int8_top1[decided]) >= 0.9
+
+    # The same int8 model as ONNX: every conv runs as int8 in ONNX Runtime and it agrees with LiteRT.
+    from edgetl.exporters.onnx import export_onnx
+    from edgetl.runtimes.onnxruntime import ORTModel
+
+    onnx_path, details = export_onnx("onnx-int8", tmp_path / "model.onnx", tflite_int8=artifact, class_names=["r", "g", "b"], contract=contract)
+    assert details["graph"]["int8_convs"] == details["graph"]["convs"] > 0
+    onnx_probs = ORTModel(onnx_path).predict(contract.normalize(x_test))
+    assert np.mean(onnx_probs.argmax(1) == int8_top1) >= 0.99
