@@ -92,7 +92,7 @@ def tflm_interpreter_check(data: bytes) -> dict[str, Any] | None:
     from edgetl.runtimes import tflm
 
     try:
-        tflm.TFLMModel(data, max(_TFLM_CHECK_ARENA_MIN, 10 * len(data)))
+        tflm.isolated(tflm.loads, bytes(data), max(_TFLM_CHECK_ARENA_MIN, 10 * len(data)))
     except MissingDependencyError:
         return None
     except tflm.UnsupportedOpsError as exc:

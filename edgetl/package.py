@@ -565,7 +565,7 @@ def build_c_package(model: Path, data: bytes, info: ModelInfo, *, ram_budget: in
         ArtifactError, BudgetError, VerificationError, MissingDependencyError.
     """
     from edgetl.runtimes.litert import LiteRTModel
-    from edgetl.runtimes.tflm import measure_arena
+    from edgetl.runtimes.tflm import isolated, measure_arena
 
     ops = check_tflm_model(model, data)
     lite = LiteRTModel(model, use_xnnpack=False)
@@ -576,7 +576,7 @@ def build_c_package(model: Path, data: bytes, info: ModelInfo, *, ram_budget: in
     if {t.dtype for t in lite.inputs + lite.outputs} - {"int8", "uint8"}:
         raise ArtifactError(f"{model} has {', '.join(t.dtype for t in lite.inputs + lite.outputs)} input/output; C packages take int8 or uint8: build with `--target tflite-int8`")
     progress("tensor arena", 0, 1, "bisecting in TFLite Micro")
-    measured = measure_arena(data)
+    measured = isolated(measure_arena, data)  # a TFLite Micro abort() must not take edgetl down
     progress("tensor arena", 1, 1, f"{measured.min_bytes} bytes")
     if ram_budget is not None and measured.min_bytes > ram_budget:
         raise BudgetError(
@@ -602,7 +602,7 @@ def build_c_package(model: Path, data: bytes, info: ModelInfo, *, ram_budget: in
         "arena_bytes": arena_bytes,
     }
     progress("TFLite Micro vs LiteRT", 0, 1, "")
-    parity = tflm_parity(model, data, measured.min_bytes)
+    parity = isolated(tflm_parity, model, data, measured.min_bytes)
     progress("TFLite Micro vs LiteRT", 1, 1, "")
     files: dict[str, str | bytes] = dict(c_model_data_files(data, model.name))
     files["labels.h"] = c_labels_file(info.class_names)

@@ -331,3 +331,52 @@ def measure_arena(data: bytes, *, step: int = ARENA_STEP, limit: int = ARENA_LIM
         allocator="Python interpreter, RecordingMicroAllocator, reference kernels, 64-bit host",
         tflm_version=tflm_version(),
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Crash isolation
+# ----------------------------------------------------------------------------------------------
+
+
+def _call_in_child(fn, args: tuple) -> tuple[str, Any]:
+    """Run ``fn(*args)`` and return what happened as plain, picklable data."""
+    from edgetl.errors import EdgetlError
+
+    try:
+        return "ok", fn(*args)
+    except UnsupportedOpsError as exc:
+        return "unsupported", (list(exc.ops), str(exc))
+    except EdgetlError as exc:
+        return "error", (type(exc).__module__, type(exc).__name__, str(exc))
+
+
+def isolated(fn, *args):
+    """``fn(*args)`` in a child process: TFLite Micro's C++ aborts (``abort()`` on a model it
+    cannot handle, e.g. the 224 px MobileNetV2 here) end the child, not edgetl, and become a
+    one-line :class:`ArtifactError`. ``fn`` must be a module-level function; edgetl's own errors
+    come back as themselves.
+    """
+    import importlib
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            status, value = pool.submit(_call_in_child, fn, args).result()
+        except BrokenProcessPool:
+            raise ArtifactError(
+                "TFLite Micro's interpreter crashed (the process aborted) on this model; it cannot run it. "
+                "Smaller models (a lower --input-size or --alpha) are what microcontrollers take"
+            ) from None
+    if status == "ok":
+        return value
+    if status == "unsupported":
+        raise UnsupportedOpsError(*value)
+    module, name, message = value
+    raise getattr(importlib.import_module(module), name)(message)
+
+
+def loads(data: bytes, arena_size: int) -> None:
+    """Construct :class:`TFLMModel` (for :func:`isolated`); raises what it raises."""
+    TFLMModel(data, arena_size)
