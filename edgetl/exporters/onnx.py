@@ -22,7 +22,9 @@ The int8 route, and why:
   3. an int8/uint8 graph input becomes a float input followed by a QuantizeLinear with the
      input tensor's own scale, and the int8 output gets a DequantizeLinear, so the ONNX model
      takes the same float input as ``onnx-fp32`` (the preprocessing contract's output) and
-     returns probabilities.
+     returns probabilities;
+  4. a convolution bias whose scale is not input scale x weight scale (EfficientNet's SE block,
+     behind a Reshape) is re-expressed in that scale (an error below half an accumulator step).
 
   ORT then fuses every convolution into ``QLinearConv`` (52 of 52 for MobileNetV2), the same
   graph ``quantize_static`` makes, with the QAT scales. :func:`ort_fusion_report` counts it.
@@ -223,6 +225,34 @@ def optimize_qdq_for_ort(model) -> dict[str, int]:
             stats["clips_kept"] += 1
             log.debug("kept %s: quantizer range [%g, %g] exceeds clip [%g, %g]", clip.name, low, high, cmin, cmax)
     g.reindex()
+
+    # 4. a bias whose scale is not input scale x weight scale (seen after EfficientNet's SE Reshape,
+    # where TFLite's conv input scale differs from the Reshape's): ORT fuses QLinearConv only when
+    # it is, so re-express the int32 bias in that scale. The change is below half an accumulator
+    # step (input scale x weight scale), far below one output step.
+    stats["biases_rescaled"] = 0
+    producers = {out: node for node in g.graph.node for out in node.output}
+    for conv in [n for n in g.graph.node if n.op_type == "Conv" and len(n.input) == 3]:
+        x_dq, w_dq, b_dq = (producers.get(name) for name in conv.input)
+        if not all(d is not None and d.op_type == "DequantizeLinear" for d in (x_dq, w_dq, b_dq)):
+            continue
+        if b_dq.input[0] not in g.inits or w_dq.input[0] not in g.inits or x_dq.input[1] not in g.inits:
+            continue
+        bias_q = g.array(b_dq.input[0])
+        if bias_q.dtype != np.int32:
+            continue
+        bias_scale = g.array(b_dq.input[1]).astype(np.float64)
+        expected = (float(g.array(x_dq.input[1])) * g.array(w_dq.input[1]).astype(np.float64)).astype(np.float32)
+        if np.allclose(bias_scale, expected, rtol=1e-6, atol=0):
+            continue
+        values = bias_q.astype(np.float64) * bias_scale
+        rescaled = np.clip(np.round(values / expected.astype(np.float64)), -(2**31), 2**31 - 1).astype(np.int32)
+        base = b_dq.input[0]
+        b_dq.input[0] = g.add_init(f"{base}__rescaled", rescaled)
+        b_dq.input[1] = g.add_init(f"{base}__rescaled_scale", expected.reshape(np.shape(bias_scale)))
+        if len(b_dq.input) > 2 and b_dq.input[2]:
+            b_dq.input[2] = g.add_init(f"{base}__rescaled_zero_point", np.zeros(np.shape(g.array(b_dq.input[2])), np.int32))
+        stats["biases_rescaled"] += 1
     _drop_unused_initializers(g)
     return stats
 
