@@ -25,11 +25,8 @@ which TensorFlow imports.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
-import sys
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +37,7 @@ import numpy as np
 
 from edgetl.errors import ArtifactError, MissingDependencyError
 from edgetl.registry import Registry
+from edgetl.runtimes import captured_native_output
 
 logger = logging.getLogger(__name__)
 
@@ -49,34 +47,6 @@ logger = logging.getLogger(__name__)
 
 #: Arena for the optional TFLite Micro load: generous, since only "does every op resolve" is asked.
 _TFLM_CHECK_ARENA_MIN = 16 * 2**20
-
-
-@contextlib.contextmanager
-def captured_native_output() -> Any:
-    """Capture what native code writes to file descriptors 1 and 2 (LiteRT and TFLM log with printf).
-
-    Yields a dict whose ``"text"`` is filled when the block ends.
-    """
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        sys.stdout.flush()  # what Python buffered so far belongs to the real streams
-        sys.stderr.flush()
-        saved = [os.dup(1), os.dup(2)]
-        captured: dict[str, str] = {}
-        try:
-            os.dup2(sink.fileno(), 1)
-            os.dup2(sink.fileno(), 2)
-            yield captured
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            with contextlib.suppress(Exception):  # C stdio may still hold buffered text: flush it into the sink
-                ctypes.CDLL(None).fflush(None)
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-            sink.seek(0)
-            captured["text"] = sink.read().decode("utf-8", "replace")
 
 
 def tflm_interpreter_check(data: bytes) -> dict[str, Any] | None:

@@ -143,7 +143,7 @@ def predict_images(
     """
     from edgetl.data import load_images
     from edgetl.evaluate import load_predictor, model_info_for
-    from edgetl.inspect_model import captured_native_output
+    from edgetl.runtimes import captured_native_output
 
     requested = check_top_k(top_k)
     paths = check_images(images)

@@ -21,20 +21,17 @@ No TensorFlow is imported.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import importlib.metadata
 import logging
-import os
 import re
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from edgetl.errors import ArtifactError, DataError, MissingDependencyError
+from edgetl.runtimes import captured_native_output
 
 logger = logging.getLogger(__name__)
 
@@ -133,27 +130,6 @@ def resolver_method(op_name: str) -> str:
     return method
 
 
-@contextlib.contextmanager
-def _native_output() -> Iterator[dict[str, str]]:
-    """Capture what native code prints to file descriptors 1 and 2; the text is in ``["text"]`` after the block."""
-    captured: dict[str, str] = {}
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        saved = [os.dup(1), os.dup(2)]
-        try:
-            os.dup2(sink.fileno(), 1)
-            os.dup2(sink.fileno(), 2)
-            yield captured
-        finally:
-            with contextlib.suppress(Exception):  # C stdio may hold buffered text: flush it into the sink
-                ctypes.CDLL(None).fflush(None)
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-            sink.seek(0)
-            captured["text"] = sink.read().decode("utf-8", "replace")
-
-
 def _log_summary(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return "; ".join(lines[-3:])[:300] or "no message"
@@ -190,7 +166,7 @@ class TFLMModel:
         runtime = _runtime()
         self.arena_size = int(arena_size)
         self.log = ""
-        with _native_output() as out:
+        with captured_native_output() as out:
             try:
                 self._interpreter = runtime.Interpreter.from_bytes(bytes(data), arena_size=self.arena_size)
                 error = None
@@ -227,7 +203,7 @@ class TFLMModel:
         for index, (array, info) in enumerate(zip(inputs, self.inputs, strict=True)):
             if array.dtype.name != info["dtype"] or list(array.shape) != info["shape"]:
                 raise DataError(f"input {index} must be {info['dtype']} of shape {info['shape']}, received {array.dtype.name} {list(array.shape)}")
-        with _native_output() as out:
+        with captured_native_output() as out:
             try:
                 for index, array in enumerate(inputs):
                     self._interpreter.set_input(np.ascontiguousarray(array), index)
