@@ -430,6 +430,7 @@ def test_build_flag_reaches_the_config(tmp_path, shapes_dir):
     assert_one_line_error(refused, "--package c needs --target tflite-int8")
 
 
+@pytest.mark.slow  # a whole build (~45 s); the package code itself is tested above on the shared int8 model
 def test_build_package_c(trained_run, qat_run, shapes_dir, tmp_path):
     """`build` with [package] targets = ["c"]: the float and QAT stages of the session fixtures are reused (same fingerprints)."""
     from edgetl.pipeline import build
