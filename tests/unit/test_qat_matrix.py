@@ -4,8 +4,8 @@ ONNX Runtime), at its smallest size.
 Real tfmot, real converter, real LiteRT. Each backbone is trained from scratch (``weights=None``)
 for a few seconds on a task any network learns fast (which colour channel dominates the image),
 so its predictions are decided and int8 agreement with the QAT Keras model means something.
-TFLite conversion takes 35-85 s per backbone on 2 cores: MobileNetV3-Small (hard-swish) runs by default, the others
-ones are marked ``slow``. A guard test fails when a backbone is registered but not listed here.
+TFLite conversion takes 35-85 s per backbone on 2 cores: MobileNetV3-Small (hard-swish) runs by default, the
+others are marked ``slow``. A guard test fails when a backbone is registered but not listed here.
 """
 
 from __future__ import annotations
