@@ -18,13 +18,13 @@ import os
 import re
 import shutil
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgetl.errors import ArtifactError, ConfigError, DataError
+from edgetl.remote_runner import top_ops_from_profile  # one implementation, shared with the stand-alone board runner
 from edgetl.runtimes.litert import TensorInfo
 
 logger = logging.getLogger(__name__)
@@ -115,39 +115,7 @@ def check_model_file(path: Path) -> int:
     return size
 
 
-def top_ops_from_profile(events: list[dict[str, Any]], n: int = 10) -> list[dict[str, Any]]:
-    """Operator types ranked by the kernel time an ONNX Runtime profile recorded for them.
 
-    Args:
-        events: the profile's JSON events; those with ``cat == "Node"`` and an ``args.op_name``
-            are kernel executions (``dur`` in microseconds). Fence events, where present, are skipped.
-        n: how many op types to return.
-
-    Returns:
-        ``[{"op", "total_ms", "percent", "calls"}]``, most time first; ``percent`` is of all
-        kernel time in the profile.
-    """
-    totals: dict[str, float] = defaultdict(float)
-    calls: dict[str, int] = defaultdict(int)
-    for event in events:
-        if not isinstance(event, dict) or event.get("cat") != "Node":
-            continue
-        op = (event.get("args") or {}).get("op_name")
-        if not op or "fence" in str(event.get("name", "")):
-            continue
-        totals[op] += float(event.get("dur", 0))
-        calls[op] += 1
-    grand = sum(totals.values())
-    ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))[: max(n, 0)]
-    return [
-        {
-            "op": op,
-            "total_ms": total_us / 1000.0,
-            "percent": 100.0 * total_us / grand if grand > 0 else 0.0,
-            "calls": calls[op],
-        }
-        for op, total_us in ranked
-    ]
 
 
 class ORTModel:
