@@ -52,7 +52,10 @@ def settings(backbone: str, data: Path, out: Path, args, target: str) -> dict:
         "out": str(out / "build"),
         "model": {"name": backbone, "input_size": args.size, "weights": "none", "dropout": 0.1},
         "data": {"path": str(data), "val_split": args.val_split, "seed": 0, "batch_size": 32},
-        "train": {"head_epochs": 2, "head_lr": args.lr, "fine_tune_epochs": args.epochs, "augment": True, "patience": args.patience},
+        "train": {
+            "head_epochs": 2, "head_lr": args.lr, "fine_tune_epochs": args.epochs, "augment": True, "patience": args.patience,
+            "schedule": args.schedule,
+        },
         "qat": {"epochs": args.qat_epochs, "lr": args.qat_lr},
         "export": {"representative_samples": 200},
         "bench": {"warmup": 5, "runs": 20, "threads": [1]},
@@ -101,6 +104,8 @@ def run_one(backbone: str, data: Path, out: Path, args) -> dict:
         "wall_s": wall,
         "timings_s": meta.get("timings_s"),
         "fine_tune_epochs": args.epochs,
+        "settings": settings(backbone, data, out, args, "tflite-int8"),
+        "fine_tune_epochs_run": sum(1 for phase in json.loads((int8.out_dir.parent / "float" / "history.json").read_text())["phase"] if phase == "fine_tune"),
         "versions": meta.get("versions"),
     }
 
@@ -110,6 +115,8 @@ def latency_at(backbone: str, size: int, out: Path, args) -> dict:
     from edgetl.backbones import BACKBONES, build_classifier
     from edgetl.bench import bench_tflite
     from edgetl.exporters.tflite import export_tflite
+    from edgetl.inspect_model import inspect_tflite
+    from edgetl.quantize import calibrate_ranges, quantize_model
     from edgetl.runtimes.litert import op_report
 
     spec = BACKBONES.get(backbone)
@@ -117,27 +124,40 @@ def latency_at(backbone: str, size: int, out: Path, args) -> dict:
     pixels = np.random.default_rng(0).integers(0, 256, (16, size, size, 3), dtype=np.uint8)
     folder = out / f"latency{size}"
     folder.mkdir(parents=True, exist_ok=True)
+    # "int8": the graph a QAT build exports (quantize_model + calibrated ranges, no training needed
+    # for timing); "ptq": post-training int8 of the float model (`edgetl qat --mode ptq`).
+    q_model = quantize_model(model, spec.qat_recipe)
+    calibrate_ranges(q_model, [contract.normalize(pixels[i : i + 8]) for i in range(0, len(pixels), 8)])
     paths = {
         "fp32": export_tflite(model, "tflite-fp32", folder / f"{backbone}-fp32.tflite", representative=None, contract=contract),
-        "int8": export_tflite(model, "tflite-int8", folder / f"{backbone}-int8.tflite", representative=pixels, contract=contract),
+        "int8": export_tflite(q_model, "tflite-int8", folder / f"{backbone}-int8.tflite", representative=pixels, contract=contract),
+        "ptq": export_tflite(model, "tflite-int8", folder / f"{backbone}-ptq.tflite", representative=pixels, contract=contract),
     }
-    lat = {"fp32": [], "int8": []}
+    lat: dict[str, list] = {key: [] for key in paths}
     for _ in range(args.rounds):
         for key, path in paths.items():
             lat[key].append(bench_tflite(path, threads=[1], warmup=20, runs=args.runs)[0].stats.to_dict())
     p50 = {key: float(np.median([r["p50_ms"] for r in rows])) for key, rows in lat.items()}
     return {
         "backbone": backbone, "input_size": size, "p50_ms": p50, "int8_over_fp32": p50["int8"] / p50["fp32"],
+        "ptq_over_fp32": p50["ptq"] / p50["fp32"],
         "size_bytes": {key: path.stat().st_size for key, path in paths.items()},
         "int8_full_integer": op_report(paths["int8"])["full_integer"], "rounds": lat,
+        "xnnpack_partitions": {key: inspect_tflite(path)["xnnpack"].get("partitions") for key, path in paths.items()},
     }
 
 
 def latency_table(rows: list[dict]) -> str:
-    lines = ["| backbone | px | fp32 p50 | int8 p50 | int8 / fp32 | size fp32 -> int8 |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| backbone | px | fp32 p50 | QAT-form int8 p50 | int8 / fp32 | PTQ int8 p50 | PTQ / fp32 | XNNPACK partitions fp32, int8, PTQ | size fp32 -> int8 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
+        parts = r.get("xnnpack_partitions", {})
         lines.append(
             f"| {r['backbone']} | {r['input_size']} | {r['p50_ms']['fp32']:.2f} ms | {r['p50_ms']['int8']:.2f} ms | {r['int8_over_fp32']:.2f}x "
+            f"| {r['p50_ms'].get('ptq', float('nan')):.2f} ms | {r.get('ptq_over_fp32', float('nan')):.2f}x "
+            f"| {parts.get('fp32')}, {parts.get('int8')}, {parts.get('ptq')} "
             f"| {r['size_bytes']['fp32'] / 2**20:.2f} -> {r['size_bytes']['int8'] / 2**20:.2f} MiB |"
         )
     return "\n".join(lines)
@@ -177,6 +197,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--patience", type=int, default=12)
     parser.add_argument("--lr", type=float, default=2e-3, help="learning rate (from scratch: the whole network trains at it)")
+    parser.add_argument("--schedule", default="auto", choices=["auto", "plateau", "cosine"], help="phase 2 learning-rate schedule (auto: cosine from scratch)")
     parser.add_argument("--qat-epochs", type=int, default=3)
     parser.add_argument("--qat-lr", type=float, default=5e-5)
     parser.add_argument("--runs", type=int, default=200)

@@ -32,6 +32,14 @@ class IODType(StrEnum):
     uint8 = "uint8"
 
 
+class LRSchedule(StrEnum):
+    """Phase 2's learning-rate schedule."""
+
+    auto = "auto"  # cosine when training from scratch, plateau for pretrained weights
+    plateau = "plateau"  # x0.3 whenever validation loss stalls for patience/2 epochs
+    cosine = "cosine"  # annealed from fine_tune_lr to 1/100 of it over fine_tune_epochs
+
+
 class PackageFor(StrEnum):
     """What ``edgetl package`` bundles a model for."""
 
@@ -73,6 +81,11 @@ class TrainConfig(_Section):
     unfreeze_blocks: int | None = Field(None, ge=1, description="number of top backbone blocks to unfreeze")
     augment: bool = Field(True, description="light augmentation in phase 2")
     patience: int = Field(3, ge=1, description="early stopping patience on validation loss")
+    schedule: LRSchedule = Field(
+        LRSchedule.auto,
+        description="phase 2 learning rate: 'plateau' (x0.3 when validation loss stalls), 'cosine' (annealed to 1/100 over "
+        "fine_tune_epochs) or 'auto' (cosine from scratch, plateau for pretrained weights)",
+    )
 
     @model_validator(mode="after")
     def _one_depth_option(self) -> TrainConfig:

@@ -13,12 +13,15 @@ ImageNet statistics survive small batches.
 Training from scratch (``weights="none"``) has no statistics worth keeping: the whole network
 trains, BatchNorm learns in training mode with momentum 0.9 instead of Keras' 0.999 (which never
 converges on a small dataset), and the statistics are re-estimated on training images at the end
-(see ``shared/STACK.md``: test accuracy at chance without this).
+(see ``shared/STACK.md``: test accuracy at chance without this). Its learning rate is annealed
+on a cosine to 1/100 over the phase-2 epochs (``train.schedule = "auto"``); pretrained weights
+get plateau decay (x0.3 when validation loss stalls).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +31,7 @@ import numpy as np
 
 from edgetl import _fs
 from edgetl.backbones import BACKBONES, HEAD_LAYERS, BackboneSpec, block_starts, build_classifier, resolve_weights
-from edgetl.config import BuildConfig
+from edgetl.config import BuildConfig, LRSchedule
 from edgetl.contract import PreprocessContract
 from edgetl.data import ImageData, SplitData, load_split
 from edgetl.errors import ConfigError
@@ -86,6 +89,27 @@ def fine_tune_lr(config: BuildConfig) -> float:
     if config.train.fine_tune_lr is not None:
         return config.train.fine_tune_lr
     return config.train.head_lr if from_scratch(config) else config.train.head_lr / 10
+
+
+def lr_schedule(config: BuildConfig) -> LRSchedule:
+    """Phase 2's schedule: as configured; ``auto`` is cosine from scratch (a network that learns
+    everything needs its step size annealed to converge; on noisy validation loss, plateau
+    decay fires late or never) and plateau for pretrained weights."""
+    if config.train.schedule is not LRSchedule.auto:
+        return config.train.schedule
+    return LRSchedule.cosine if from_scratch(config) else LRSchedule.plateau
+
+
+def cosine_lr(base: float, epochs: int, floor: float = 0.01):
+    """Epoch -> learning rate, from ``base`` at the first epoch to ``floor * base`` at the last."""
+
+    def rate(epoch: int, _current: float | None = None) -> float:
+        if epochs <= 1:
+            return base
+        progress = min(epoch, epochs - 1) / (epochs - 1)
+        return float(base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))))
+
+    return rate
 
 
 def set_seed(seed: int) -> None:
@@ -421,13 +445,18 @@ def train(
         from edgetl._keras import keras
 
         k = keras()
+        lr, epochs, schedule = fine_tune_lr(config), config.train.fine_tune_epochs, lr_schedule(config)
+        if schedule is LRSchedule.cosine:
+            decay = k.callbacks.LearningRateScheduler(cosine_lr(lr, epochs))
+        else:  # smaller steps once validation loss stalls, before early stopping gives up
+            decay = k.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=max(1, config.train.patience // 2), min_lr=1e-6)
+        log.info("phase 2: up to %d epochs, learning rate %g, %s schedule, early stopping after %d epochs without progress", epochs, lr, schedule, config.train.patience)
         fitted = fit_on_images(
-            model, split, contract, config, lr=fine_tune_lr(config), epochs=config.train.fine_tune_epochs,
+            model, split, contract, config, lr=lr, epochs=epochs,
             augment=config.train.augment, task="phase 2 (fine-tune)", progress=progress,
             callbacks=[
                 k.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience),
-                # Smaller steps once validation loss stalls, before early stopping gives up.
-                k.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=max(1, config.train.patience // 2), min_lr=1e-6),
+                decay,
                 k.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), write_graph=False, profile_batch=0),
             ],
         )

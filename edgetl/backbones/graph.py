@@ -11,9 +11,14 @@ file loaded into the stock model first):
   spending a quantize-requantize pair on a scaling op.
 - **Hard-swish.** MobileNetV3 writes ``hard_sigmoid(x) = relu6(x + 3) * (1/6)`` and
   ``hard_swish(x) = x * hard_sigmoid(x)`` as ``TFOpLambda`` arithmetic, which tfmot cannot
-  annotate. The chain becomes one :class:`~edgetl.backbones.layers.HardSigmoid` layer, and a
-  ``Multiply`` of ``x`` by its own hard-sigmoid one :class:`~edgetl.backbones.layers.HardSwish`
-  layer (TFLite fuses it into a single ``HARD_SWISH`` kernel).
+  annotate. The chain becomes one :class:`~edgetl.backbones.layers.HardSigmoid` layer; hard-swish
+  stays the stock ``Multiply`` of ``x`` by its own hard-sigmoid. In float the TFLite converter
+  fuses that pair into one ``HARD_SWISH`` kernel anyway; in a QAT int8 model the quantizer between
+  them keeps it as ``ADD`` (fused ReLU6), ``MUL``, ``MUL``, which LiteRT's XNNPACK delegate runs in
+  int8, while XNNPACK has no int8 ``HARD_SWISH``: one fused :class:`~edgetl.backbones.layers.HardSwish`
+  layer (``fuse_hard_swish=True``) gives a graph that LiteRT splits into a partition per
+  activation, with the activations on its slow reference kernel (``benchmarks/RESULTS.md``:
+  MobileNetV3 int8 1.7-2.6x slower than fp32 that way).
 """
 
 from __future__ import annotations
@@ -227,13 +232,17 @@ def _hard_sigmoid_chains(model, layer_configs: list[dict[str, Any]]) -> dict[str
     return chains
 
 
-def rebuild(model, *, drop_through: str | None = None, hard_swish_layers: bool = True, input_name: str = "image", name: str | None = None):
+def rebuild(
+    model, *, drop_through: str | None = None, hard_swish_layers: bool = True, fuse_hard_swish: bool = False,
+    input_name: str = "image", name: str | None = None,
+):
     """A copy of the flat functional ``model`` in edgetl form, weights copied by layer name.
 
     Args:
         model: the stock model (weights already loaded).
         drop_through: drop every layer up to and including this one; a new input takes its output's shape.
         hard_swish_layers: replace MobileNetV3's hard-sigmoid/hard-swish ``TFOpLambda`` chains by layers.
+        fuse_hard_swish: also replace ``x * hard_sigmoid(x)`` by one ``HardSwish`` layer (see the module docstring).
         input_name: name of the new input layer.
         name: the new model's name (default: the old one's).
     """
@@ -274,7 +283,7 @@ def rebuild(model, *, drop_through: str | None = None, hard_swish_layers: bool =
             tensors[chains[layer_name][1]] = out
             continue
         args = [tensors[source] for source, _ in inputs]
-        if hard_swish_layers and isinstance(layer, k.layers.Multiply) and len(args) == 2:
+        if fuse_hard_swish and hard_swish_layers and isinstance(layer, k.layers.Multiply) and len(args) == 2:
             a, b = args
             x = a if hard_sigmoid_of.get(id(b)) is a else b if hard_sigmoid_of.get(id(a)) is b else None
             if x is not None:
@@ -297,10 +306,10 @@ def rebuild(model, *, drop_through: str | None = None, hard_swish_layers: bool =
     return k.Model(new_input, outputs[0] if len(outputs) == 1 else outputs, name=name or model.name)
 
 
-def to_edgetl_form(stock, *, name: str, hard_swish_layers: bool = False):
+def to_edgetl_form(stock, *, name: str, hard_swish_layers: bool = False, fuse_hard_swish: bool = False):
     """Fold ``stock``'s input scaling into a contract and rebuild it. Returns ``(model, mean, std)``."""
     last, mean, std = fold_input_scaling(stock)
-    model = rebuild(stock, drop_through=last, hard_swish_layers=hard_swish_layers, name=name)
+    model = rebuild(stock, drop_through=last, hard_swish_layers=hard_swish_layers, fuse_hard_swish=fuse_hard_swish, name=name)
     remaining = [layer.name for layer in model.layers if type(layer).__name__ == "TFOpLambda"]
     if remaining:
         log.warning("%s keeps TFOpLambda layers %s; QAT may refuse them", name, remaining[:5])

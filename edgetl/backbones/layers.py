@@ -1,8 +1,10 @@
 """Keras layers edgetl puts where stock graphs use ``TFOpLambda`` arithmetic (imports TensorFlow).
 
 They compute exactly what ``keras.applications.mobilenet_v3`` computes, in the same op order,
-so weights and outputs carry over; as real layers they can carry a QuantizeConfig, and the
-TFLite converter fuses :class:`HardSwish` into one ``HARD_SWISH`` kernel.
+so weights and outputs carry over; as real layers they can carry a QuantizeConfig. MobileNetV3
+backbones use :class:`HardSigmoid` and keep hard-swish as ``Multiply(x, HardSigmoid(x))`` (int8
+``ADD``/``MUL`` that XNNPACK runs); :class:`HardSwish`, which the converter turns into one
+``HARD_SWISH`` kernel, is there for ``rebuild(fuse_hard_swish=True)`` and models saved before.
 """
 
 from __future__ import annotations

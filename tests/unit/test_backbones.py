@@ -103,12 +103,39 @@ def test_rebuilt_backbone_matches_stock_from_pixels(name):
     assert np.abs(expected - got).max() < 1e-3 * np.abs(expected).max()
 
 
+def _hard_swish_multiplies(model) -> int:
+    """Multiply layers whose inputs are ``x`` and ``HardSigmoid(x)``."""
+    count = 0
+    for layer in model.layers:
+        if type(layer).__name__ != "Multiply":
+            continue
+        a, b = layer.input
+        for x, g in ((a, b), (b, a)):
+            gate = g._keras_history.layer  # noqa: SLF001 - the producing layer of a functional tensor
+            if type(gate).__name__ == "HardSigmoid" and gate.input is x:
+                count += 1
+    return count
+
+
 def test_mobilenet_v3_hard_swish_becomes_layers():
+    from edgetl._keras import keras
+    from edgetl.backbones.graph import to_edgetl_form
+
     spec = BACKBONES.get("mobilenet_v3_small")
     model, contract = build_backbone(spec, 32, None, "none")
     kinds = [type(layer).__name__ for layer in model.layers]
-    assert kinds.count("HardSwish") > 0 and kinds.count("HardSigmoid") > 0
+    assert "TFOpLambda" not in kinds and "HardSwish" not in kinds and kinds.count("HardSigmoid") > 0
+    # hard-swish stays Multiply(x, HardSigmoid(x)) (int8 ADD/MUL, which XNNPACK runs); the SE gates are the other HardSigmoids
+    assert 0 < _hard_swish_multiplies(model) < kinds.count("HardSigmoid")
     assert contract.mean == (127.5,) * 3 and contract.std == (127.5,) * 3
+
+    # fuse_hard_swish=True: one HardSwish layer per hard-swish instead, same function
+    stock = keras().applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None, include_top=False, include_preprocessing=True)
+    split, _, _ = to_edgetl_form(stock, name="split", hard_swish_layers=True)
+    fused, _, _ = to_edgetl_form(stock, name="fused", hard_swish_layers=True, fuse_hard_swish=True)
+    assert [type(layer).__name__ for layer in fused.layers].count("HardSwish") == _hard_swish_multiplies(split)
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    assert np.abs(split.predict_on_batch(x) - fused.predict_on_batch(x)).max() < 1e-5
 
 
 def test_efficientnet_contracts_follow_the_weights(monkeypatch, tmp_path):
