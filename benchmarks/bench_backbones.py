@@ -197,7 +197,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--patience", type=int, default=12)
     parser.add_argument("--lr", type=float, default=2e-3, help="learning rate (from scratch: the whole network trains at it)")
-    parser.add_argument("--schedule", default="auto", choices=["auto", "plateau", "cosine"], help="phase 2 learning-rate schedule (auto: cosine from scratch)")
+    parser.add_argument("--schedule", default="plateau", choices=["plateau", "cosine"], help="phase 2 learning-rate schedule")
     parser.add_argument("--qat-epochs", type=int, default=3)
     parser.add_argument("--qat-lr", type=float, default=5e-5)
     parser.add_argument("--runs", type=int, default=200)

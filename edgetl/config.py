@@ -35,7 +35,6 @@ class IODType(StrEnum):
 class LRSchedule(StrEnum):
     """Phase 2's learning-rate schedule."""
 
-    auto = "auto"  # cosine when training from scratch, plateau for pretrained weights
     plateau = "plateau"  # x0.3 whenever validation loss stalls for patience/2 epochs
     cosine = "cosine"  # annealed from fine_tune_lr to 1/100 of it over fine_tune_epochs
 
@@ -82,9 +81,9 @@ class TrainConfig(_Section):
     augment: bool = Field(True, description="light augmentation in phase 2")
     patience: int = Field(3, ge=1, description="early stopping patience on validation loss")
     schedule: LRSchedule = Field(
-        LRSchedule.auto,
-        description="phase 2 learning rate: 'plateau' (x0.3 when validation loss stalls), 'cosine' (annealed to 1/100 over "
-        "fine_tune_epochs) or 'auto' (cosine from scratch, plateau for pretrained weights)",
+        LRSchedule.plateau,
+        description="phase 2 learning rate: 'plateau' (x0.3 when validation loss stalls for patience/2 epochs) or "
+        "'cosine' (annealed to 1/100 over fine_tune_epochs)",
     )
 
     @model_validator(mode="after")

@@ -13,9 +13,10 @@ ImageNet statistics survive small batches.
 Training from scratch (``weights="none"``) has no statistics worth keeping: the whole network
 trains, BatchNorm learns in training mode with momentum 0.9 instead of Keras' 0.999 (which never
 converges on a small dataset), and the statistics are re-estimated on training images at the end
-(see ``shared/STACK.md``: test accuracy at chance without this). Its learning rate is annealed
-on a cosine to 1/100 over the phase-2 epochs (``train.schedule = "auto"``); pretrained weights
-get plateau decay (x0.3 when validation loss stalls).
+(see ``shared/STACK.md``: test accuracy at chance without this).
+
+Phase 2's learning rate is cut x0.3 whenever validation loss stalls (``train.schedule =
+"plateau"``) or annealed on a cosine to 1/100 over the phase-2 epochs (``"cosine"``).
 """
 
 from __future__ import annotations
@@ -89,15 +90,6 @@ def fine_tune_lr(config: BuildConfig) -> float:
     if config.train.fine_tune_lr is not None:
         return config.train.fine_tune_lr
     return config.train.head_lr if from_scratch(config) else config.train.head_lr / 10
-
-
-def lr_schedule(config: BuildConfig) -> LRSchedule:
-    """Phase 2's schedule: as configured; ``auto`` is cosine from scratch (a network that learns
-    everything needs its step size annealed to converge; on noisy validation loss, plateau
-    decay fires late or never) and plateau for pretrained weights."""
-    if config.train.schedule is not LRSchedule.auto:
-        return config.train.schedule
-    return LRSchedule.cosine if from_scratch(config) else LRSchedule.plateau
 
 
 def cosine_lr(base: float, epochs: int, floor: float = 0.01):
@@ -445,7 +437,7 @@ def train(
         from edgetl._keras import keras
 
         k = keras()
-        lr, epochs, schedule = fine_tune_lr(config), config.train.fine_tune_epochs, lr_schedule(config)
+        lr, epochs, schedule = fine_tune_lr(config), config.train.fine_tune_epochs, config.train.schedule
         if schedule is LRSchedule.cosine:
             decay = k.callbacks.LearningRateScheduler(cosine_lr(lr, epochs))
         else:  # smaller steps once validation loss stalls, before early stopping gives up

@@ -20,7 +20,7 @@ TINY_SETTINGS = {
     "model": {"name": "mobilenet_v2", "alpha": 0.35, "input_size": 32, "weights": "none"},
     "data": {"val_split": 0.25, "seed": 0, "batch_size": 16},
     # Epochs are cheap at 32 px (conversion dominates); a decisive model makes int8 parity meaningful.
-    "train": {"head_epochs": 3, "head_lr": 3e-3, "fine_tune_epochs": 30, "patience": 8, "augment": False},
+    "train": {"head_epochs": 3, "head_lr": 3e-3, "fine_tune_epochs": 30, "patience": 8, "augment": False, "schedule": "cosine"},
     "qat": {"epochs": 2, "lr": 1e-4},
     "export": {"representative_samples": 16},
     "bench": {"warmup": 2, "runs": 5, "threads": [1]},

@@ -121,14 +121,12 @@ def test_cosine_schedule_anneals_to_a_hundredth():
     assert cosine_lr(1e-3, 1)(0) == pytest.approx(1e-3)
 
 
-def test_schedule_auto_is_cosine_from_scratch_and_plateau_for_pretrained():
-    from edgetl.config import LRSchedule
-    from edgetl.train import lr_schedule
+def test_schedule_is_plateau_unless_cosine_is_asked_for():
+    from edgetl.config import LRSchedule, TrainConfig
 
-    assert lr_schedule(tiny_config("x")) is LRSchedule.cosine
-    assert lr_schedule(tiny_config("x", model={"weights": "imagenet"})) is LRSchedule.plateau
-    assert lr_schedule(tiny_config("x", train={"schedule": "plateau"})) is LRSchedule.plateau
-    assert lr_schedule(tiny_config("x", model={"weights": "imagenet"}, train={"schedule": "cosine"})) is LRSchedule.cosine
+    assert TrainConfig().schedule is LRSchedule.plateau
+    assert tiny_config("x", train={"schedule": "plateau"}).train.schedule is LRSchedule.plateau
+    assert tiny_config("x", train={"schedule": "cosine"}).train.schedule is LRSchedule.cosine
     with pytest.raises(ConfigError, match="schedule"):
         tiny_config("x", train={"schedule": "linear"})
 
