@@ -53,7 +53,7 @@ def settings(backbone: str, data: Path, out: Path, args, target: str) -> dict:
         "model": {"name": backbone, "input_size": args.size, "weights": "none", "dropout": 0.1},
         "data": {"path": str(data), "val_split": args.val_split, "seed": 0, "batch_size": 32},
         "train": {
-            "head_epochs": 2, "head_lr": args.lr, "fine_tune_epochs": args.epochs, "augment": True, "patience": args.patience,
+            "head_epochs": 2, "head_lr": args.lr, "fine_tune_epochs": args.epochs, "augment": not args.no_augment, "patience": args.patience,
             "schedule": args.schedule,
         },
         "qat": {"epochs": args.qat_epochs, "lr": args.qat_lr},
@@ -197,6 +197,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--patience", type=int, default=12)
     parser.add_argument("--lr", type=float, default=2e-3, help="learning rate (from scratch: the whole network trains at it)")
+    parser.add_argument(
+        "--no-augment", action="store_true",
+        help="train on the images as they are (QAT always does): flip/rotate/zoom resampling smooths the generated pixel noise, "
+        "so an augmented float model meets sharper noise at validation than it trained on",
+    )
     parser.add_argument("--schedule", default="plateau", choices=["plateau", "cosine"], help="phase 2 learning-rate schedule")
     parser.add_argument("--qat-epochs", type=int, default=3)
     parser.add_argument("--qat-lr", type=float, default=5e-5)
