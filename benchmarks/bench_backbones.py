@@ -54,7 +54,7 @@ def settings(backbone: str, data: Path, out: Path, args, target: str) -> dict:
         "data": {"path": str(data), "val_split": args.val_split, "seed": 0, "batch_size": 32},
         "train": {
             "head_epochs": 2, "head_lr": args.lr, "fine_tune_epochs": args.epochs, "augment": not args.no_augment, "patience": args.patience,
-            "schedule": args.schedule,
+            "schedule": args.schedule, "clean_epochs": args.clean_epochs,
         },
         "qat": {"epochs": args.qat_epochs, "lr": args.qat_lr},
         "export": {"representative_samples": 200},
@@ -106,6 +106,7 @@ def run_one(backbone: str, data: Path, out: Path, args) -> dict:
         "fine_tune_epochs": args.epochs,
         "settings": settings(backbone, data, out, args, "tflite-int8"),
         "fine_tune_epochs_run": sum(1 for phase in json.loads((int8.out_dir.parent / "float" / "history.json").read_text())["phase"] if phase == "fine_tune"),
+        "phase3": json.loads((int8.out_dir.parent / "float" / "edgetl.json").read_text()).get("phase3"),
         "versions": meta.get("versions"),
     }
 
@@ -203,6 +204,10 @@ def main() -> None:
         "so an augmented float model meets sharper noise at validation than it trained on",
     )
     parser.add_argument("--schedule", default="plateau", choices=["plateau", "cosine"], help="phase 2 learning-rate schedule")
+    parser.add_argument(
+        "--clean-epochs", type=int, default=3,
+        help="phase 3: epochs without augmentation, BatchNorm frozen, after phase 2 (train.clean_epochs; 0: off, as before 2026-11-29)",
+    )
     parser.add_argument("--qat-epochs", type=int, default=3)
     parser.add_argument("--qat-lr", type=float, default=5e-5)
     parser.add_argument("--runs", type=int, default=200)

@@ -79,6 +79,12 @@ class TrainConfig(_Section):
     unfreeze_from: str | None = Field(None, description="unfreeze from this layer name to the top")
     unfreeze_blocks: int | None = Field(None, ge=1, description="number of top backbone blocks to unfreeze")
     augment: bool = Field(True, description="light augmentation in phase 2")
+    clean_epochs: int = Field(
+        3, ge=0,
+        description="phase 3, after an augmented phase 2: epochs on the images as they are, BatchNorm in inference mode "
+        "(the conditions QAT fine-tunes in), kept only if validation loss improves; 0: off",
+    )
+    clean_lr: float | None = Field(None, gt=0, description="phase 3 learning rate; None: the phase 2 rate / 10")
     patience: int = Field(3, ge=1, description="early stopping patience on validation loss")
     schedule: LRSchedule = Field(
         LRSchedule.plateau,

@@ -64,6 +64,7 @@ class TrainResult:
     val_accuracy: float
     split: SplitData
     timings: dict[str, float] = field(default_factory=dict)
+    phase3: dict[str, Any] | None = None  # finish_clean's summary; None when phase 3 did not run
 
     @property
     def model_path(self) -> Path:
@@ -286,15 +287,17 @@ def _merge_history(total: dict[str, list[float]], phase: str, history: dict[str,
 
 class BestWeights:
     """Keep the weights of the epoch with the lowest validation loss (tf_keras' EarlyStopping
-    restores them only when it actually stops early)."""
+    restores them only when it actually stops early). With ``baseline`` (the loss before
+    training), weights that never beat it are not kept: the model stays as it came in."""
 
-    def __new__(cls, monitor: str = "val_loss"):
+    def __new__(cls, monitor: str = "val_loss", baseline: float = np.inf):
         from edgetl._keras import keras
 
         class _Best(keras().callbacks.Callback):
             def __init__(self):
                 super().__init__()
-                self.best = np.inf
+                self.best = baseline
+                self.initial = None
                 self.weights = None
                 self.best_epoch = -1
 
@@ -304,18 +307,25 @@ class BestWeights:
                     self.best, self.best_epoch = value, epoch
                     self.weights = self.model.get_weights()
 
+            def on_train_begin(self, logs=None):
+                if np.isfinite(baseline):
+                    self.initial = self.model.get_weights()
+
             def on_train_end(self, logs=None):
                 if self.weights is not None:
                     self.model.set_weights(self.weights)
+                elif self.initial is not None:
+                    self.model.set_weights(self.initial)
 
         return _Best()
 
 
 def fit_on_images(
     model, split: SplitData, contract: PreprocessContract, config: BuildConfig, *, lr: float, epochs: int,
-    augment: bool, task: str, progress: Progress, callbacks: list | None = None,
+    augment: bool, task: str, progress: Progress, callbacks: list | None = None, baseline: float = np.inf,
 ) -> dict[str, list[float]]:
-    """Compile and fit on the split's images, validating on its held-out part; keep the best epoch."""
+    """Compile and fit on the split's images, validating on its held-out part; keep the best epoch
+    (or the incoming weights, if no epoch's validation loss beats ``baseline``)."""
     _compile(model, lr)
     batch, seed = config.data.batch_size, config.data.seed
     fitted = model.fit(
@@ -323,9 +333,52 @@ def fit_on_images(
         validation_data=make_dataset(split.val, contract, batch, shuffle=False, augment=False, seed=0),
         epochs=epochs,
         verbose=0,
-        callbacks=[BestWeights(), *(callbacks or []), keras_callback(progress, task, epochs)],
+        callbacks=[BestWeights(baseline=baseline), *(callbacks or []), keras_callback(progress, task, epochs)],
     )
     return {k: [float(v) for v in values] for k, values in fitted.history.items()}
+
+
+def validation_loss(model, split: SplitData, contract: PreprocessContract, batch_size: int) -> float:
+    """Mean cross-entropy of ``model`` (inference mode) on the split's validation images."""
+    from edgetl._keras import keras
+
+    probs = predict_pixels(model, split.val.x, contract, batch_size)
+    return float(np.mean(keras().losses.sparse_categorical_crossentropy(split.val.y, probs)))
+
+
+def finish_clean(
+    model, split: SplitData, contract: PreprocessContract, config: BuildConfig, progress: Progress
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Phase 3: a few epochs on un-augmented images with BatchNorm in inference mode.
+
+    Phase 2's augmentation (resampled rotations and zooms) shifts the training images away from
+    the ones the model meets in use, and QAT afterwards fine-tunes on un-augmented images with
+    BatchNorm frozen. Finishing the float model under the same conditions makes the float model
+    better where that shift matters and makes "QAT int8 vs float" measure quantization alone.
+    The epochs are kept only if they lower validation loss.
+
+    Returns:
+        The epochs' history, and a summary (learning rate, validation loss before and after, kept).
+    """
+    lr = config.train.clean_lr if config.train.clean_lr is not None else fine_tune_lr(config) / 10
+    bns = [layer for layer in model.layers if is_batchnorm(layer)]
+    saved = [layer.trainable for layer in bns]
+    for layer in bns:
+        layer.trainable = False  # tf_keras runs a non-trainable BatchNorm in inference mode
+    before = validation_loss(model, split, contract, max(config.data.batch_size, 64))
+    fitted = fit_on_images(
+        model, split, contract, config, lr=lr, epochs=config.train.clean_epochs, augment=False,
+        task="phase 3 (clean)", progress=progress, baseline=before,
+    )
+    after = validation_loss(model, split, contract, max(config.data.batch_size, 64))
+    for layer, trainable in zip(bns, saved, strict=True):
+        layer.trainable = trainable
+    kept = after < before
+    log.info(
+        "phase 3: %d epochs without augmentation at %g, BatchNorm in inference mode; validation loss %.4f -> %.4f (%s)",
+        config.train.clean_epochs, lr, before, min(fitted.get("val_loss", [before])), "kept" if kept else "not kept: phase 2's weights stay",
+    )
+    return fitted, {"epochs": config.train.clean_epochs, "lr": lr, "val_loss_before": before, "val_loss_after": after, "kept": kept}
 
 
 def train_head_on_features(model, split: SplitData, contract: PreprocessContract, config: BuildConfig, progress: Progress) -> dict[str, list[float]]:
@@ -396,6 +449,7 @@ def train(
     split = load_split(config.data, input_size)
     set_seed(config.data.seed)
     timings: dict[str, float] = {}
+    phase3: dict[str, Any] | None = None
     with distribution_strategy().scope():  # may fetch ImageNet weights: fail before writing anything
         model, contract = build_classifier(spec, len(split.class_names), input_size, alpha, config.model.weights, config.model.dropout)
     out_dir = _fs.prepare_output_dir(Path(out_dir), run_fingerprint, force=force, what="training run")
@@ -457,9 +511,16 @@ def train(
         reestimate_batchnorm(model, split.train.x, contract, seed=config.data.seed)
     timings["phase2_s"] = time.perf_counter() - start
 
+    # Phase 3: end on the images as they are, in the conditions QAT fine-tunes in.
+    if config.train.clean_epochs > 0 and config.train.augment and config.train.fine_tune_epochs > 0:
+        start = time.perf_counter()
+        fitted, phase3 = finish_clean(model, split, contract, config, progress)
+        _merge_history(history, "clean", fitted)
+        timings["phase3_s"] = time.perf_counter() - start
+
     val_acc = accuracy(model, split.val, contract)
     log.info("validation top-1 (inference mode): %.4f", val_acc)
-    result = TrainResult(out_dir, model, split.class_names, contract, history, val_acc, split, timings)
+    result = TrainResult(out_dir, model, split.class_names, contract, history, val_acc, split, timings, phase3)
     write_run(result, spec, config, run_fingerprint, trainable)
     return result
 
@@ -491,6 +552,7 @@ def write_run(result: TrainResult, spec: BackboneSpec, config: BuildConfig, run_
             "skipped_files": [str(s.path) for s in result.split.skipped],
             "phase2_trainable_layers": len(trainable),
             "timings_s": result.timings,
+            "phase3": result.phase3,
             "versions": package_versions(),
             "config": config.to_toml_dict(),
         },
@@ -511,9 +573,10 @@ def plot_history(history: dict[str, list], path: Path) -> Path:
             if history.get(key):
                 ax.plot(epochs, history[key], style, label=key)
         phases = history.get("phase", [])
-        if "fine_tune" in phases and "head" in phases:
-            ax.axvline(phases.index("fine_tune") + 0.5, color="grey", linewidth=0.8)
-            ax.text(phases.index("fine_tune") + 0.6, ax.get_ylim()[1], "fine-tune", va="top", fontsize=8, color="grey")
+        for phase, label in (("fine_tune", "fine-tune"), ("clean", "clean")):
+            if phase in phases and phases.index(phase) > 0:
+                ax.axvline(phases.index(phase) + 0.5, color="grey", linewidth=0.8)
+                ax.text(phases.index(phase) + 0.6, ax.get_ylim()[1], label, va="top", fontsize=8, color="grey")
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.legend()

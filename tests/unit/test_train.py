@@ -140,6 +140,58 @@ def test_from_scratch_training_followed_the_cosine_schedule(trained_run):
     assert len(used) >= 2 and np.allclose(used, expected, rtol=1e-4)
 
 
+def _copy_of(model, keras):
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _batchnorm_stats(model, keras) -> list[np.ndarray]:
+    return [w.numpy().copy() for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) for w in (layer.moving_mean, layer.moving_variance)]
+
+
+@pytest.mark.parametrize("lr", [1e-4, 1.0])
+def test_clean_phase_keeps_batchnorm_statistics_and_never_raises_validation_loss(trained_run, keras, lr):
+    """Phase 3 trains with BatchNorm in inference mode and keeps its epochs only if validation loss
+    falls; at a learning rate of 1.0 the epochs diverge and the incoming weights come back intact."""
+    from edgetl.train import finish_clean, validation_loss
+
+    model = _copy_of(trained_run.model, keras)
+    for layer in model.layers:  # as after a from-scratch phase 2: everything trainable, BN too
+        layer.trainable = True
+    weights, stats = model.get_weights(), _batchnorm_stats(model, keras)
+    config = tiny_config("x", train={"clean_epochs": 2, "clean_lr": lr})
+    before = validation_loss(model, trained_run.split, trained_run.contract, 64)
+    history, summary = finish_clean(model, trained_run.split, trained_run.contract, config, lambda *a: None)
+    assert len(history["loss"]) == 2 and summary["lr"] == lr
+    assert summary["val_loss_before"] == pytest.approx(before, rel=1e-6)
+    assert summary["val_loss_after"] <= before
+    assert all(np.array_equal(a, b) for a, b in zip(stats, _batchnorm_stats(model, keras), strict=True)), "BatchNorm statistics moved"
+    assert all(layer.trainable for layer in model.layers), "trainable flags not restored"
+    unchanged = all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights(), strict=True))
+    assert unchanged is not summary["kept"]
+    if lr == 1.0:
+        assert min(history["val_loss"]) > before and not summary["kept"]
+
+
+def test_clean_phase_follows_an_augmented_phase_2(shapes_dir, tmp_path):
+    """train() ends with phase 3 after augmented fine-tuning, at phase 2's rate / 10, and records it;
+    the shared un-augmented run has no phase 3."""
+    from edgetl.train import train
+
+    config = tiny_config(shapes_dir, train={"head_epochs": 1, "fine_tune_epochs": 2, "augment": True, "clean_epochs": 1, "schedule": "plateau"})
+    result = train(config, tmp_path / "run")
+    assert result.history["phase"] == ["head", "fine_tune", "fine_tune", "clean"]
+    meta = json.loads((tmp_path / "run" / "edgetl.json").read_text())
+    assert meta["phase3"]["lr"] == pytest.approx(3e-4) and meta["phase3"]["epochs"] == 1
+    assert meta["phase3"]["val_loss_after"] <= meta["phase3"]["val_loss_before"]
+    assert "phase3_s" in meta["timings_s"]
+
+
+def test_no_clean_phase_without_augmentation(trained_run):
+    assert "clean" not in trained_run.history["phase"] and trained_run.phase3 is None
+
+
 def test_saved_model_reloads_with_same_outputs(trained_run):
     from edgetl.train import load_float_model, predict_pixels
 
