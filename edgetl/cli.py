@@ -191,7 +191,7 @@ def _training_flags(
     data: Path | None, backbone: str | None, input_size: int | None, alpha: float | None, weights: str | None,
     val: Path | None, val_split: float | None, seed: int | None, batch_size: int | None, head_epochs: int | None,
     fine_tune_epochs: int | None, unfreeze: int | None, unfreeze_from: str | None, augment: bool | None, strict: bool | None,
-    unfreeze_blocks: int | None = None,
+    unfreeze_blocks: int | None = None, clean_epochs: int | None = None,
 ) -> dict[str, Any]:
     return {
         "data.path": str(data) if data else None, "model.name": backbone, "model.input_size": input_size,
@@ -199,7 +199,7 @@ def _training_flags(
         "data.val_split": val_split, "data.seed": seed, "data.batch_size": batch_size,
         "train.head_epochs": head_epochs, "train.fine_tune_epochs": fine_tune_epochs,
         "train.unfreeze": unfreeze, "train.unfreeze_from": unfreeze_from, "train.unfreeze_blocks": unfreeze_blocks,
-        "train.augment": augment,
+        "train.augment": augment, "train.clean_epochs": clean_epochs,
         "data.strict": strict,
     }
 
@@ -214,6 +214,7 @@ UnfreezeOpt = Annotated[int | None, typer.Option("--unfreeze", help="Phase 2 tra
 UnfreezeFromOpt = Annotated[str | None, typer.Option("--unfreeze-from", help="Phase 2 trains from this layer name to the top, e.g. block_13_expand.")]
 UnfreezeBlocksOpt = Annotated[int | None, typer.Option("--unfreeze-blocks", help="Phase 2 trains the top N blocks of the backbone (blocks as `edgetl backbones` names them).")]
 AugmentOpt = Annotated[bool | None, typer.Option("--augment/--no-augment", help="Light augmentation (flip, rotation, zoom, contrast) in phase 2; on by default.")]
+CleanEpochsOpt = Annotated[int | None, typer.Option("--clean-epochs", help="Phase 3 after an augmented phase 2: epochs on un-augmented images, BatchNorm frozen, kept only if validation loss falls (default 3; 0: off).")]
 
 
 @app.command()
@@ -235,6 +236,7 @@ def train(
     unfreeze_from: UnfreezeFromOpt = None,
     unfreeze_blocks: UnfreezeBlocksOpt = None,
     augment: AugmentOpt = None,
+    clean_epochs: CleanEpochsOpt = None,
     strict: StrictOpt = None,
     force: ForceOpt = False,
     verbose: VerboseOpt = 0,
@@ -242,7 +244,7 @@ def train(
     """Freeze-then-unfreeze transfer learning: a new head on the frozen backbone, then its top layers."""
     _setup_logging(verbose)
     with _errors_as_exit():
-        cfg = _resolve(config, _training_flags(data, backbone, input_size, alpha, weights, val, val_split, seed, batch_size, head_epochs, fine_tune_epochs, unfreeze, unfreeze_from, augment, strict, unfreeze_blocks))
+        cfg = _resolve(config, _training_flags(data, backbone, input_size, alpha, weights, val, val_split, seed, batch_size, head_epochs, fine_tune_epochs, unfreeze, unfreeze_from, augment, strict, unfreeze_blocks, clean_epochs))
         from edgetl.train import train as run_train
 
         with RichProgress() as progress:
@@ -414,6 +416,7 @@ def build(
     unfreeze_from: UnfreezeFromOpt = None,
     unfreeze_blocks: UnfreezeBlocksOpt = None,
     augment: AugmentOpt = None,
+    clean_epochs: CleanEpochsOpt = None,
     strict: StrictOpt = None,
     package: Annotated[list[PackageFor] | None, typer.Option("--package", help="Also bundle the artifact for apps into <target>/package-<for>/: c (TFLite Micro, needs tflite-int8), android, ios, python; repeat for several. Budgets: [package] in --config.", show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved configuration and exit.")] = False,
@@ -423,7 +426,7 @@ def build(
     """The whole pipeline: train -> QAT -> export -> verify -> benchmark, into one output folder."""
     _setup_logging(verbose)
     with _errors_as_exit():
-        flags = _training_flags(data, backbone, input_size, alpha, weights, val, val_split, seed, batch_size, head_epochs, fine_tune_epochs, unfreeze, unfreeze_from, augment, strict, unfreeze_blocks)
+        flags = _training_flags(data, backbone, input_size, alpha, weights, val, val_split, seed, batch_size, head_epochs, fine_tune_epochs, unfreeze, unfreeze_from, augment, strict, unfreeze_blocks, clean_epochs)
         flags.update({
             "target": target, "out": str(out) if out else None, "name": name,
             "qat.mode": mode.value if mode else None, "qat.epochs": qat_epochs,

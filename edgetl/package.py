@@ -617,7 +617,7 @@ def build_c_package(model: Path, data: bytes, info: ModelInfo, *, ram_budget: in
 
 _APP_METADATA_KEYS = (
     "schema_version", "kind", "target", "model_file", "dtype", "runtime", "backbone", "class_names", "preprocessing",
-    "inputs", "outputs", "size_bytes", "quantization_mode", "note",
+    "inputs", "outputs", "size_bytes", "quantization_mode", "int8_ranges", "note",
 )
 
 

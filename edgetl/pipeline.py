@@ -195,6 +195,19 @@ def export_artifact(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_details = None
+    quantization = None
+    if target.dtype == "int8" and representative is not None:
+        from edgetl.quantize import graph_ptq_model, is_quantized
+
+        if is_quantized(model):
+            quantization = "learned in quantization-aware training"
+        else:
+            graph_ptq = graph_ptq_model(model, representative, contract)
+            quantization = (
+                f"TFLite converter calibration on {len(representative)} training images" if graph_ptq is None
+                else f"calibrated on {len(representative)} training images through the QAT graph (hard-swish kept as int8 ADD/MUL, which XNNPACK runs)"
+            )
+            model = graph_ptq if graph_ptq is not None else model
     if target.format == "tflite":
         artifact = export_tflite(
             model, target.name, out_dir / target.filename, class_names=class_names,
@@ -229,6 +242,7 @@ def export_artifact(
         "preprocessing": contract.to_dict(),
         **io,
         "size_bytes": artifact.stat().st_size,
+        **({"int8_ranges": quantization} if quantization else {}),
         "note": target.note,
         "versions": package_versions(),
         "config": config.to_toml_dict(),

@@ -71,6 +71,50 @@ QAT_RECIPES.register(
 )
 
 
+def is_quantized(model) -> bool:
+    """Whether ``model`` is a tfmot quantization-aware model (its ranges are already set)."""
+    return any(type(layer).__name__.startswith(("QuantizeWrapper", "QuantizeLayer")) for layer in model.layers)
+
+
+def graph_ptq_model(model, pixels, contract, batch_size: int = 32):
+    """Post-training int8 through the QAT graph, where the converter's own PTQ would be slow.
+
+    The TFLite converter fuses MobileNetV3's ``x * hard_sigmoid(x)`` into one int8 ``HARD_SWISH``
+    before quantizing, and XNNPACK does not run int8 ``HARD_SWISH``: each one splits the graph into
+    another delegate partition and the int8 model runs 2-5x slower than fp32. Wrapped with the
+    ``mobilenet_v3`` recipe instead, the gate and the multiply get their own quantizers and stay
+    int8 ``ADD``/``MUL`` ops that XNNPACK takes, as in a QAT model. No training: the ranges are
+    calibrated on ``pixels`` (:func:`calibrate_ranges`), weights stay the float model's.
+
+    Args:
+        model: a float edgetl Keras model (not modified).
+        pixels: uint8 representative training images.
+        contract: their preprocessing.
+
+    Returns:
+        The calibrated QAT-form model, or None when ``model`` has no split hard-swish, is already
+        quantized, or the recipe does not cover it (then the converter's PTQ is the right path).
+    """
+    from edgetl._keras import keras
+    from edgetl.backbones.graph import hard_swish_multiplies
+
+    if is_quantized(model) or not hard_swish_multiplies(model):
+        return None
+    k = keras()
+    copy = k.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    for layer in copy.layers:  # inference-mode BatchNorm while calibrating (it runs in training mode)
+        layer.trainable = not isinstance(layer, k.layers.BatchNormalization)
+    try:
+        q_model = quantize_model(copy, "mobilenet_v3")
+    except ExportError as exc:
+        log.info("PTQ through the converter: %s", exc)
+        return None
+    calibrate_ranges(q_model, [contract.normalize(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)])
+    log.info("PTQ int8 through the calibrated QAT graph: hard-swish stays int8 ADD/MUL, which XNNPACK runs")
+    return q_model
+
+
 @dataclass(frozen=True)
 class LayerPlan:
     """How one layer will be quantized: ``registry``, ``output``, ``user``, ``batchnorm`` or ``input``."""

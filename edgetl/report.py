@@ -125,7 +125,8 @@ def build_report(meta: dict[str, Any]) -> str:
         f"# edgetl build: {meta.get('name', '')} / {meta['target']}",
         "",
         f"Backbone `{meta.get('backbone')}` at {contract['input_size']} px, {len(meta['class_names'])} classes, "
-        f"weights `{config.get('model', {}).get('weights')}`; quantization: {meta.get('quantization_mode') or 'none'}.",
+        f"weights `{config.get('model', {}).get('weights')}`; quantization: {meta.get('quantization_mode') or 'none'}"
+        + (f" (int8 ranges: {meta['int8_ranges']})" if meta.get("int8_ranges") else "") + ".",
         "",
         "## Accuracy (validation split, the same images for every model)",
         "",

@@ -314,3 +314,19 @@ def to_edgetl_form(stock, *, name: str, hard_swish_layers: bool = False, fuse_ha
     if remaining:
         log.warning("%s keeps TFOpLambda layers %s; QAT may refuse them", name, remaining[:5])
     return model, mean, std
+
+
+def hard_swish_multiplies(model) -> list[str]:
+    """Names of the ``Multiply`` layers that compute ``x * HardSigmoid(x)`` (split hard-swish)."""
+    found = []
+    for layer in model.layers:
+        if type(layer).__name__ != "Multiply" or len(layer.input) != 2:
+            continue
+        a, b = layer.input
+        for x, gate_out in ((a, b), (b, a)):
+            gate = gate_out._keras_history.layer  # noqa: SLF001 - the producing layer of a functional tensor
+            if type(gate).__name__ == "HardSigmoid" and gate.input is x:
+                found.append(layer.name)
+                break
+    return found
+

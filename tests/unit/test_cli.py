@@ -111,6 +111,7 @@ def test_unknown_backbone_and_target(two_classes, tmp_path):
     assert_one_line_error(run("build", "--data", two_classes, "--target", "coreml", "--weights", "none"), "coreml", "tflite-int8")
     assert_one_line_error(run("build", "--data", two_classes, "--input-size", "16", "--weights", "none"), "16", "at least 32")
     assert_one_line_error(run("build", "--data", two_classes, "--alpha", "0.9", "--weights", "none"), "0.9", "0.35")
+    assert_one_line_error(run("train", "--data", two_classes, "--clean-epochs", "-1", "--weights", "none"), "clean_epochs")
 
 
 def test_bad_toml(two_classes, tmp_path):
@@ -125,10 +126,11 @@ def test_bad_toml(two_classes, tmp_path):
 def test_dry_run_prints_resolved_config(two_classes, tmp_path):
     toml = tmp_path / "edgetl.toml"
     toml.write_text('target = "tflite-fp16"\n[model]\nalpha = 0.5\n[qat]\nepochs = 5\n')
-    result = run("build", "--data", two_classes, "--config", toml, "--alpha", "0.35", "--weights", "none", "--dry-run")
+    result = run("build", "--data", two_classes, "--config", toml, "--alpha", "0.35", "--weights", "none", "--clean-epochs", "0", "--dry-run")
     assert result.exit_code == 0, result.output
     resolved = json.loads(result.stdout)
     assert resolved["target"] == "tflite-fp16" and resolved["model"]["alpha"] == 0.35
+    assert resolved["train"]["clean_epochs"] == 0
     assert resolved["qat"]["epochs"] == 5 and resolved["model"]["input_size"] == 224
     assert not (tmp_path / "build").exists()
 

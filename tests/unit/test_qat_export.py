@@ -44,6 +44,7 @@ def test_int8_tflite_is_full_integer(int8_export):
     conv_weights = [t for t in interpreter.get_tensor_details() if len(t["shape"]) == 4 and t["dtype"] == np.int8]
     assert len(conv_weights) > 50
     assert meta["inputs"][0]["dtype"] == "int8" and meta["quantization_mode"] == "qat"
+    assert meta["int8_ranges"] == "learned in quantization-aware training"
     assert meta["inputs"][0]["scale"] == pytest.approx(scale)
 
 
@@ -79,6 +80,7 @@ def test_ptq_int8_and_uint8_io_from_float_model(trained_run, shapes_dir, tmp_pat
 
     path, meta = export_model(trained_run.out_dir, "tflite-int8", data=shapes_dir, out=tmp_path / "ptq", io_dtype="uint8", samples=16)
     assert meta["quantization_mode"] == "ptq"
+    assert meta["int8_ranges"].startswith("TFLite converter calibration on 16 training images")  # MobileNetV2: no hard-swish
     model = LiteRTModel(path)
     assert model.inputs[0].dtype == "uint8" and model.outputs[0].dtype == "uint8"
     assert model.inputs[0].zero_point != 0  # uint8 input zero point sits mid-range

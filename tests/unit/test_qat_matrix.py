@@ -91,6 +91,9 @@ def test_qat_int8_litert(name, tmp_path):
         xnnpack = inspect_tflite(artifact)["xnnpack"]
         assert xnnpack.get("partitions") == 1 and set(xnnpack.get("fallback", {})) <= {"SOFTMAX"}, xnnpack  # int8 softmax: the last op
 
+    if spec.qat_recipe == "mobilenet_v3":
+        _check_graph_ptq(model, contract, x_train, x_test, tmp_path)
+
     keras_probs = q_model.predict(contract.normalize(x_test), verbose=0)
     int8_probs = runtime.predict(contract.normalize(x_test))
     keras_top1, int8_top1 = keras_probs.argmax(1), int8_probs.argmax(1)
@@ -111,3 +114,26 @@ def test_qat_int8_litert(name, tmp_path):
     assert details["graph"]["int8_convs"] == details["graph"]["convs"] > 0
     onnx_probs = ORTModel(onnx_path).predict(contract.normalize(x_test))
     assert np.mean(onnx_probs.argmax(1) == int8_top1) >= 0.99
+
+
+def _check_graph_ptq(float_model, contract, x_train, x_test, tmp_path):
+    """PTQ of a MobileNetV3 goes through the calibrated QAT graph: the converter's own PTQ fuses
+    hard-swish into int8 HARD_SWISH, which XNNPACK does not run (19-21 partitions, int8 slower than
+    fp32, benchmarks/RESULTS.md). This int8 model keeps one partition and agrees with float."""
+    from edgetl.exporters.tflite import export_tflite
+    from edgetl.inspect_model import inspect_tflite
+    from edgetl.quantize import graph_ptq_model, is_quantized
+    from edgetl.runtimes.litert import LiteRTModel, op_report
+
+    before = [w.copy() for w in float_model.get_weights()]
+    graph = graph_ptq_model(float_model, x_train[:64], contract)
+    assert graph is not None and is_quantized(graph) and not is_quantized(float_model)
+    assert all(np.array_equal(a, b) for a, b in zip(before, float_model.get_weights(), strict=True)), "the float model changed"
+    path = export_tflite(graph, "tflite-int8", tmp_path / "ptq.tflite", representative=x_train[:32], contract=contract)
+    report = op_report(path)
+    assert report["full_integer"] and "HARD_SWISH" not in report["ops"]
+    xnnpack = inspect_tflite(path)["xnnpack"]
+    assert xnnpack.get("partitions") == 1, xnnpack
+    float_top1 = float_model.predict(contract.normalize(x_test), verbose=0).argmax(1)
+    assert len(np.unique(float_top1)) >= 2
+    assert np.mean(LiteRTModel(path).predict(contract.normalize(x_test)).argmax(1) == float_top1) >= 0.85
