@@ -83,6 +83,10 @@ def test_qat_int8_litert(name, tmp_path):
     artifact = export_tflite(q_model, "tflite-int8", tmp_path / "model.tflite", representative=x_train[:32], contract=contract, io_dtype=IODType.int8)
     runtime = LiteRTModel(artifact)
     assert runtime.inputs[0].dtype == "int8" and runtime.outputs[0].dtype == "int8"
+    # edgetl converts a frozen inference function: the same flatbuffer as from_keras_model's SavedModel route
+    from tests.unit.test_tflite_convert import savedmodel_route, structure
+
+    assert structure(artifact.read_bytes()) == structure(savedmodel_route(q_model, "tflite-int8", x_train[:32], contract))
     graph = op_report(artifact)
     assert graph["full_integer"], f"float ops in {name}: {graph['float_ops'][:3]}"
     if spec.qat_recipe == "mobilenet_v3":
