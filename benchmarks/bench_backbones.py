@@ -51,7 +51,7 @@ def settings(backbone: str, data: Path, out: Path, args, target: str) -> dict:
         "target": target,
         "out": str(out / "build"),
         "model": {"name": backbone, "input_size": args.size, "weights": "none", "dropout": 0.1},
-        "data": {"path": str(data), "val_split": args.val_split, "seed": 0, "batch_size": 32},
+        "data": {"path": str(data), "val_split": args.val_split, "seed": args.seed, "batch_size": 32},
         "train": {
             "head_epochs": 2, "head_lr": args.lr, "fine_tune_epochs": args.epochs, "augment": not args.no_augment, "patience": args.patience,
             "schedule": args.schedule, "clean_epochs": args.clean_epochs,
@@ -203,6 +203,7 @@ def main() -> None:
         help="train on the images as they are (QAT always does): flip/rotate/zoom resampling smooths the generated pixel noise, "
         "so an augmented float model meets sharper noise at validation than it trained on",
     )
+    parser.add_argument("--seed", type=int, default=0, help="data.seed: the train/validation split, initial weights and batch order (the images stay the same)")
     parser.add_argument("--schedule", default="plateau", choices=["plateau", "cosine"], help="phase 2 learning-rate schedule")
     parser.add_argument(
         "--clean-epochs", type=int, default=3,
