@@ -133,12 +133,13 @@ def test_output_holds_other_files_without_force(shapes_dir, tmp_path):
 
 @pytest.mark.slow
 def test_demo_meets_its_promise(tmp_path):
-    """`edgetl demo`: int8 validation top-1 >= 90%, in under 8 minutes on a 2-core CI machine.
+    """`edgetl demo`: int8 validation top-1 >= 90%, in under 6 minutes on a 2-core CI machine.
 
-    The bound was 5 minutes: the demo took 186 s on the AMD EPYC 2-core machine of earlier
-    sessions, and 421 s (train 233 s, QAT 68 s, export 75 s) on the Intel Xeon 2-core machine this
-    session ended on, with nothing else running and unchanged demo settings. Making the demo fast
-    there again is open work (issue 3's closing note), not a reason to let CI fail on machine speed.
+    Measured: 186 s on the AMD EPYC 2-core machine of earlier sessions; on the Intel Xeon 2-core
+    one 421 s (train 233 s, QAT 68 s, export 75 s through from_keras_model's SavedModel round
+    trip), then 207 s (train 144 s, QAT 49 s, export 4 s with the frozen-function conversion; the
+    training difference is the machine's, not the code's). The bound leaves room for a slower
+    machine without hiding a 2x regression.
     """
     start = time.perf_counter()
     result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo")])
@@ -146,4 +147,4 @@ def test_demo_meets_its_promise(tmp_path):
     assert result.exit_code == 0, result.output + result.stderr
     meta = json.loads((tmp_path / "demo" / "build" / "shapes" / "tflite-int8" / "edgetl.json").read_text())
     assert meta["accuracy"]["artifact_top1"] >= 0.9, meta["accuracy"]
-    assert elapsed < 480, elapsed
+    assert elapsed < 360, elapsed
