@@ -39,8 +39,6 @@ def make_model(case: str, size: int):
 
 
 def main() -> None:
-    from edgetl._keras import tf
-    from edgetl.exporters import TARGETS
     from edgetl.exporters import tflite as exporter
     from tests.unit.test_tflite_convert import structure
 
@@ -63,9 +61,7 @@ def main() -> None:
             outputs["edgetl"] = exporter.convert(model, target, representative=representative, contract=contract)
             times["edgetl"].append(time.perf_counter() - start)
             start = time.perf_counter()
-            outputs["from_keras_model"] = exporter._convert(
-                tf().lite.TFLiteConverter.from_keras_model(model), tf(), TARGETS.get(target), representative, contract, "int8", target
-            )
+            outputs["from_keras_model"] = exporter.convert(model, target, representative=representative, contract=contract, route="savedmodel")
             times["from_keras_model"].append(time.perf_counter() - start)
         identical = structure(outputs["edgetl"]) == structure(outputs["from_keras_model"])
         median = {k: statistics.median(v) for k, v in times.items()}

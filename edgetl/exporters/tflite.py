@@ -29,7 +29,9 @@ from edgetl.exporters import TARGETS
 log = logging.getLogger(__name__)
 
 
-def convert(model, target: str, *, representative: np.ndarray | None, contract: PreprocessContract, io_dtype: IODType = IODType.int8) -> bytes:
+def convert(
+    model, target: str, *, representative: np.ndarray | None, contract: PreprocessContract, io_dtype: IODType = IODType.int8, route: str = "frozen"
+) -> bytes:
     """Convert a Keras model (float or QAT) to TFLite bytes for ``target``.
 
     Args:
@@ -38,6 +40,8 @@ def convert(model, target: str, *, representative: np.ndarray | None, contract: 
         representative: uint8 training images (N, H, W, 3) for int8 calibration.
         contract: preprocessing applied to ``representative`` before calibration.
         io_dtype: int8 or uint8 input/output for ``tflite-int8``.
+        route: ``"frozen"`` (one frozen inference function; the SavedModel route if that fails)
+            or ``"savedmodel"`` (``from_keras_model`` only: the reference it is checked against).
 
     Raises:
         ConfigError: unknown target, or int8 without representative images.
@@ -51,10 +55,13 @@ def convert(model, target: str, *, representative: np.ndarray | None, contract: 
         raise ConfigError(f"target {target} is not a TFLite target")
     if spec.dtype == "int8" and (representative is None or len(representative) == 0):
         raise ConfigError("int8 export needs representative images: pass --data DIR (training images)")
-    try:
-        return _convert(_frozen_converter(model), t, spec, representative, contract, io_dtype, target)
-    except Exception as exc:  # tracing/freezing errors come as many types; the SavedModel route decides
-        log.info("converting the frozen inference function failed (%s); trying the SavedModel route", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    if route == "frozen":
+        try:
+            return _convert(_frozen_converter(model), t, spec, representative, contract, io_dtype, target)
+        except Exception as exc:  # tracing/freezing errors come as many types; the SavedModel route decides
+            log.info("converting the frozen inference function failed (%s); trying the SavedModel route", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    elif route != "savedmodel":
+        raise ConfigError(f"unknown conversion route {route!r}: use 'frozen' or 'savedmodel'")
     return _convert(t.lite.TFLiteConverter.from_keras_model(model), t, spec, representative, contract, io_dtype, target)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pytest
 
 from edgetl.exporters import tflite as tflite_exporter
 
@@ -39,10 +40,7 @@ def structure(data: bytes) -> list:
 
 def savedmodel_route(model, target, representative, contract) -> bytes:
     """The conversion as before: ``from_keras_model`` (SavedModel written and read back)."""
-    from edgetl._keras import tf
-    from edgetl.exporters import TARGETS
-
-    return tflite_exporter._convert(tf().lite.TFLiteConverter.from_keras_model(model), tf(), TARGETS.get(target), representative, contract, "int8", target)
+    return tflite_exporter.convert(model, target, representative=representative, contract=contract, route="savedmodel")
 
 
 def test_structure_tells_different_models_apart(int8_export, fp32_export):
@@ -91,3 +89,11 @@ def test_savedmodel_route_takes_over_when_freezing_fails(monkeypatch, caplog):
         fallback = tflite_exporter.convert(model, "tflite-int8", representative=representative, contract=contract)
     assert "cannot freeze this model" in caplog.text and "SavedModel route" in caplog.text
     assert structure(fallback) == structure(fast)
+
+
+def test_unknown_route_is_refused_by_name():
+    from edgetl.contract import PreprocessContract
+    from edgetl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown conversion route 'fast'"):
+        tflite_exporter.convert(None, "tflite-fp32", representative=None, contract=PreprocessContract(input_size=16), route="fast")
