@@ -101,7 +101,9 @@ def bare_p50(path: Path, runs: int, warmup: int) -> float:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        from edgetl.runtimes.onnxruntime import create_session
+
+        session = create_session(ort, str(path), options)  # as edgetl's runtime opens it
         inp = session.get_inputs()[0]
         shape = [d if isinstance(d, int) else 1 for d in inp.shape]
         feed = {inp.name: synthetic_input(shape, np.float32 if inp.type == "tensor(float)" else np.int8, rng)}

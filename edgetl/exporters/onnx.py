@@ -254,7 +254,41 @@ def optimize_qdq_for_ort(model) -> dict[str, int]:
             b_dq.input[2] = g.add_init(f"{base}__rescaled_zero_point", np.zeros(np.shape(g.array(b_dq.input[2])), np.int32))
         stats["biases_rescaled"] += 1
     _drop_unused_initializers(g)
+    stats["initializers_unshared"] = _unshare_initializers(g)
     return stats
+
+
+def _unshare_initializers(g: _Graph) -> int:
+    """Give every node input that reads a shared initializer its own copy.
+
+    tf2onnx (and the uint8 rewrite above) let many QuantizeLinear/DequantizeLinear nodes read one
+    scale or zero-point initializer. ONNX Runtime's ``session.x64quantprecision`` rewrite (int8
+    weights -> uint8 on x86 CPUs without VNNI, whose U8S8 kernels saturate) replaces each weight's
+    zero point in place and fails with "Attempt to replace the existing tensor" on a shared one.
+    The copies are scalars or per-channel vectors; every computed value stays the same.
+
+    Returns:
+        How many copies were added.
+    """
+    import onnx
+
+    initializers = {init.name: init for init in g.graph.initializer}
+    taken: set[str] = set()
+    copies = 0
+    for node in g.graph.node:
+        for i, name in enumerate(node.input):
+            if name not in initializers:
+                continue
+            if name not in taken:
+                taken.add(name)
+                continue
+            copies += 1
+            copy = onnx.TensorProto()
+            copy.CopyFrom(initializers[name])
+            copy.name = f"{name}__use{copies}"
+            g.graph.initializer.append(copy)
+            node.input[i] = copy.name
+    return copies
 
 
 def _drop_unused_initializers(g: _Graph) -> None:
@@ -304,12 +338,14 @@ def ort_fusion_report(path: Path) -> dict[str, Any]:
     import onnx
     import onnxruntime as ort
 
+    from edgetl.runtimes.onnxruntime import create_session
+
     with tempfile.TemporaryDirectory(prefix="edgetl-ort-") as tmp:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         options.log_severity_level = 3
-        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        create_session(ort, str(path), options)
         optimized = onnx.load(options.optimized_model_filepath, load_external_data=False)
     ops = Counter(node.op_type for node in optimized.graph.node)
     source_ops = Counter(node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
