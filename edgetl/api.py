@@ -29,6 +29,7 @@ def export_model(
     samples: int = 200,
     force: bool = False,
     opset: int = 17,
+    trust_model: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
     """Export a float or QAT run folder to ``target``, verified on the run's validation split.
 
@@ -39,6 +40,8 @@ def export_model(
         model: an ``edgetl train`` or ``edgetl qat`` output folder.
         target: ``tflite-int8``, ``tflite-fp16``, ``tflite-fp32``, ``onnx-int8`` or ``onnx-fp32``.
         opset: ONNX opset for ``onnx-*`` targets.
+        trust_model: load the Keras model even if it carries code (Lambda layers); see
+            :mod:`edgetl.keras_safety`.
         data: the training images (default: the folder recorded in the run).
         out: output folder (default: ``<model>-<target>`` beside the run).
 
@@ -79,8 +82,8 @@ def export_model(
 
     out = Path(out) if out is not None else model.with_name(f"{model.name}-{target}")
     export_fp = fingerprint({"stage": "export", "source": info.extra.get("fingerprint"), "target": target, "export": config.export.model_dump(mode="json")})
-    _fs.prepare_output_dir(out, export_fp, force=force, what="export")
-    keras_model, _ = load_keras_artifact(model)
+    keras_model, _ = load_keras_artifact(model, trust_model=trust_model)  # refused before any output folder exists
+    _fs.check_output_dir(out, export_fp, force=force, what="export")  # a forced export replaces `out` only when complete (atomic_dir)
     mode = None
     if spec.dtype == "int8":
         mode = QuantMode.qat if kind == "keras-qat" else QuantMode.ptq

@@ -26,7 +26,7 @@ from edgetl.errors import ConfigError
 from edgetl.metadata import SCHEMA_VERSION, package_versions, read_model_info, write_labels
 from edgetl.progress import Progress, log_progress
 from edgetl.quantize import calibrate_ranges, quantize_model
-from edgetl.train import accuracy, fit_on_images, is_batchnorm, load_float_model
+from edgetl.train import accuracy, check_finite_weights, deterministic_ops, fit_on_images, is_batchnorm, set_seed
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,11 @@ def qat(
     Returns:
         The QAT model (or the float model for PTQ) and its validation accuracy.
     """
+    with deterministic_ops(config.train.deterministic):
+        return _qat(config, float_model, class_names, contract, split, out_dir, force, progress, run_fingerprint, quantize_configs)
+
+
+def _qat(config, float_model, class_names, contract, split, out_dir, force, progress, run_fingerprint, quantize_configs) -> QATResult:
     mode = QuantMode(config.qat.mode)
     if split is None:
         if config.data.path is None:
@@ -87,6 +92,7 @@ def qat(
         acc = accuracy(float_model, split.val, contract)
         return QATResult(None, float_model, mode, class_names, contract, acc, {}, split)
 
+    set_seed(config.data.seed)  # the same QAT from the same float model, in `build` or `edgetl qat`
     spec = BACKBONES.get(config.model.name) if config.model.name in BACKBONES else None
     for layer in float_model.layers:
         # BatchNorm stays in inference mode, from scratch too: training ended with re-estimated
@@ -102,6 +108,7 @@ def qat(
         history = fit_on_images(
             q_model, split, contract, config, lr=config.qat.lr, epochs=config.qat.epochs, augment=False, task="QAT", progress=progress
         )
+        check_finite_weights(q_model, "QAT", f"qat.lr={config.qat.lr:g}")
     acc = accuracy(q_model, split.val, contract)
     log.info("QAT validation top-1: %.4f", acc)
     result = QATResult(out_dir, q_model, mode, class_names, contract, acc, history, split)
@@ -116,9 +123,13 @@ def _write_qat_run(result: QATResult, config: BuildConfig, force: bool, run_fp: 
         from edgetl.pipeline import stage_fingerprints
 
         run_fp = stage_fingerprints(config)["qat"]
-    _fs.prepare_output_dir(out, run_fp, force=force, what="QAT run")
-    with _fs.atomic_path(out / QAT_MODEL_FILE) as tmp:
-        result.model.save(tmp)
+    _fs.check_output_dir(out, run_fp, force=force, what="QAT run")
+    with _fs.atomic_dir(out) as staging:  # a forced run replaces the previous folder only when complete
+        _write_qat_files(staging, result, config, run_fp)
+
+
+def _write_qat_files(out: Path, result: QATResult, config: BuildConfig, run_fp: str) -> None:
+    result.model.save(out / QAT_MODEL_FILE)
     write_labels(out / "labels.txt", result.class_names)
     _fs.write_json(out / "history.json", result.history)
     _fs.write_json(
@@ -133,38 +144,32 @@ def _write_qat_run(result: QATResult, config: BuildConfig, force: bool, run_fp: 
             "class_names": result.class_names,
             "preprocessing": result.contract.to_dict(),
             "val_accuracy": result.val_accuracy,
+            "deterministic": config.train.deterministic,
             "versions": package_versions(),
             "config": config.to_toml_dict(),
         },
     )
 
 
-def load_keras_artifact(path: Path):
-    """Load a float or QAT Keras model from a file or an edgetl run folder.
+def load_keras_artifact(path: Path, *, trust_model: bool = False):
+    """Load a float or QAT Keras model from a file or an edgetl run folder, through
+    :func:`edgetl.keras_safety.load_keras_model` (no code from the file runs unless ``trust_model``).
 
     Returns:
         ``(model, model_info)``.
 
     Raises:
-        ArtifactError: no model or metadata there.
+        ArtifactError: no model or metadata there, or a model file that carries code.
     """
-    from edgetl._keras import keras, tfmot
     from edgetl.errors import ArtifactError
+    from edgetl.keras_safety import load_keras_model
 
     path = Path(path)
     info = read_model_info(path)
     model_file = path / info.extra.get("model_file", "model.keras") if path.is_dir() else path
     if not model_file.is_file():
         raise ArtifactError(f"model file {model_file} does not exist; pass an edgetl run folder or model file")
-    if info.extra.get("kind") == "keras-float" and model_file.suffix == ".keras":
-        return load_float_model(model_file.parent), info
-    from edgetl.quantize import custom_objects
-
-    try:
-        with tfmot().quantization.keras.quantize_scope(custom_objects()):
-            return keras().models.load_model(model_file, compile=False), info
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"cannot load Keras model {model_file}: {str(exc).splitlines()[0][:200]}") from None
+    return load_keras_model(model_file, trust=trust_model), info
 
 
 def representative_images(split: SplitData, count: int, seed: int) -> np.ndarray:

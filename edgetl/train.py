@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,9 +107,54 @@ def cosine_lr(base: float, epochs: int, floor: float = 0.01):
 
 
 def set_seed(seed: int) -> None:
+    """Seed Python's, NumPy's and TensorFlow's global generators (initialisation, dropout, shuffles)."""
     from edgetl._keras import keras
 
     keras().utils.set_random_seed(seed)
+
+
+@contextmanager
+def deterministic_ops(enabled: bool):
+    """TensorFlow op determinism (``enable_op_determinism``) while the block runs, if ``enabled``.
+
+    The switch is process-wide, so the previous state comes back afterwards: a notebook or test
+    that trains once deterministically does not run everything after it in that mode.
+    """
+    if not enabled:
+        yield
+        return
+    from edgetl._keras import tf
+
+    tensorflow = tf()  # imported with Keras 2 selected, before its internals below
+    # The public API only enables determinism; the module behind it can also read and undo it.
+    from tensorflow.python.framework import config as tf_config
+
+    before = tf_config.is_op_determinism_enabled()
+    tensorflow.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not before:
+            tf_config.disable_op_determinism()
+
+
+def check_finite_weights(model, after: str, learning_rates: str) -> None:
+    """Refuse a model whose training diverged, before anything converts or writes it (a NaN
+    weight made the TFLite converter crash the process).
+
+    Raises:
+        ConfigError: some weight is NaN or infinite.
+    """
+    bad = total = 0
+    for weights in model.get_weights():
+        weights = np.asarray(weights)
+        total += weights.size
+        if np.issubdtype(weights.dtype, np.floating):
+            bad += int(weights.size - np.count_nonzero(np.isfinite(weights)))
+    if bad:
+        raise ConfigError(
+            f"training diverged: {bad} of {total} weights are NaN/inf after {after} ({learning_rates}); lower the learning rates"
+        )
 
 
 def distribution_strategy():
@@ -438,6 +484,11 @@ def train(
         DataError: an unusable image folder.
         OutputExistsError: ``out_dir`` holds something else and ``force`` is off.
     """
+    with deterministic_ops(config.train.deterministic):
+        return _train(config, out_dir, force=force, progress=progress, run_fingerprint=run_fingerprint)
+
+
+def _train(config: BuildConfig, out_dir: Path, *, force: bool, progress: Progress, run_fingerprint: str | None) -> TrainResult:
     if config.data.path is None:
         raise ConfigError("no training data: pass --data DIR (a folder with one subfolder per class)")
     spec, input_size, alpha = resolve_model_options(config)
@@ -480,6 +531,7 @@ def train(
             _merge_history(history, "head", fitted)
         else:
             _merge_history(history, "head", train_head_on_features(model, split, contract, config, progress))
+        check_finite_weights(model, "phase 1 (head)", f"head_lr={config.train.head_lr:g}")
     timings["phase1_s"] = time.perf_counter() - start
 
     # Phase 2: unfreeze the top of the backbone at a lower learning rate.
@@ -507,6 +559,7 @@ def train(
             ],
         )
         _merge_history(history, "fine_tune", fitted)
+        check_finite_weights(model, "phase 2 (fine-tune)", f"fine_tune_lr={fine_tune_lr(config):g}")
     if scratch:
         reestimate_batchnorm(model, split.train.x, contract, seed=config.data.seed)
     timings["phase2_s"] = time.perf_counter() - start
@@ -516,6 +569,7 @@ def train(
         start = time.perf_counter()
         fitted, phase3 = finish_clean(model, split, contract, config, progress)
         _merge_history(history, "clean", fitted)
+        check_finite_weights(model, "phase 3 (clean)", f"clean_lr={phase3['lr']:g}")
         timings["phase3_s"] = time.perf_counter() - start
 
     val_acc = accuracy(model, split.val, contract)
@@ -553,6 +607,7 @@ def write_run(result: TrainResult, spec: BackboneSpec, config: BuildConfig, run_
             "phase2_trainable_layers": len(trainable),
             "timings_s": result.timings,
             "phase3": result.phase3,
+            "deterministic": config.train.deterministic,
             "versions": package_versions(),
             "config": config.to_toml_dict(),
         },
@@ -588,9 +643,9 @@ def plot_history(history: dict[str, list], path: Path) -> Path:
     return Path(path)
 
 
-def load_float_model(run_dir: Path):
-    """Load a run folder's float Keras model."""
-    from edgetl._keras import keras
-    from edgetl.backbones.layers import custom_objects
+def load_float_model(run_dir: Path, *, trust_model: bool = False):
+    """Load a run folder's float Keras model (through the safe loader: no code from the file runs
+    unless ``trust_model``)."""
+    from edgetl.keras_safety import load_keras_model
 
-    return keras().models.load_model(Path(run_dir) / MODEL_FILE, compile=False, custom_objects=custom_objects())
+    return load_keras_model(Path(run_dir) / MODEL_FILE, trust=trust_model)

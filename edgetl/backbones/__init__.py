@@ -116,6 +116,10 @@ BACKBONES: Registry[BackboneSpec] = Registry("backbone")
 def resolve_weights(spec: BackboneSpec, weights: str, alpha: float | None, input_size: int) -> str | None:
     """Turn the user's ``--weights`` into what the builder takes, checking files first.
 
+    A file goes to tf_keras' ``load_weights``, which reads weight arrays only (HDF5 groups, or the
+    ``model.weights.h5`` inside a ``.keras`` zip), never a model config, so a hostile file cannot
+    run code here (``tests/unit/test_security_keras.py`` checks it with a Lambda model).
+
     Returns:
         ``"imagenet"``, ``None`` (random init) or an existing file path.
 
