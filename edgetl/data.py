@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from edgetl.errors import ConfigError, DataError
+from edgetl.text import CLASS_NAME_RULE, class_name_problem, shown
 
 if TYPE_CHECKING:
     from edgetl.config import DataConfig
@@ -153,6 +156,74 @@ class SplitData:
 # --------------------------------------------------------------------------------------------- decoding
 
 
+#: Environment variable with the largest image (width x height, in pixels) decoded; more is skipped.
+MAX_PIXELS_ENV = "EDGETL_MAX_IMAGE_PIXELS"
+#: The default limit: images with more pixels are skipped (a decompression bomb, or far more than a model needs).
+DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
+_MAX_PIXELS: contextvars.ContextVar[int | None] = contextvars.ContextVar("edgetl_max_image_pixels", default=None)
+
+
+class ImageTooLargeError(ValueError):
+    """An image has more pixels than the limit (a decompression bomb, or far more than a model needs)."""
+
+
+def max_image_pixels() -> int:
+    """The pixel limit in force: :func:`image_pixel_limit`'s, else ``$EDGETL_MAX_IMAGE_PIXELS``, else 64 MP.
+
+    Raises:
+        ConfigError: the environment variable is not a positive integer.
+    """
+    limit = _MAX_PIXELS.get()
+    if limit is not None:
+        return limit
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    if not text.isdigit() or len(text) > 12 or int(text) < 1:
+        raise ConfigError(f"Received {MAX_PIXELS_ENV}={text[:40]!r}; set it to a positive number of pixels, e.g. 64000000, or unset it")
+    return int(text)
+
+
+@contextlib.contextmanager
+def image_pixel_limit(limit: int | None) -> Iterator[None]:
+    """Decode with this pixel limit inside the block (None: keep the one in force)."""
+    if limit is None:
+        yield
+        return
+    token = _MAX_PIXELS.set(int(limit))
+    try:
+        yield
+    finally:
+        _MAX_PIXELS.reset(token)
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:,.0f} MP" if pixels >= 10_000_000 else f"{pixels / 1e6:.3g} MP"
+
+
+def _check_pixels(size: tuple[int, int], limit: int) -> None:
+    width, height = size
+    if width * height > limit:
+        raise ImageTooLargeError(
+            f"{width}x{height} = {_megapixels(width * height)} is over the {_megapixels(limit)} limit "
+            f"(data.max_image_pixels or ${MAX_PIXELS_ENV})"
+        )
+
+
+@contextlib.contextmanager
+def _pillow_bomb_check_replaced() -> Iterator[None]:
+    # edgetl checks every image's size against its own limit (reported as a skipped file); Pillow's
+    # global check would warn (DecompressionBombWarning) or raise with its own limit instead.
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
 @contextlib.contextmanager
 def _truncated_images_rejected() -> Iterator[None]:
     # Another library may have switched the global on; a truncated file must be reported, not half-read,
@@ -215,6 +286,8 @@ def resample_filter(resize: str) -> Image.Resampling:
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ImageTooLargeError):
+        return str(exc)
     if isinstance(exc, UnidentifiedImageError):
         return "not an image"
     if isinstance(exc, Image.DecompressionBombError):
@@ -236,10 +309,16 @@ class _Decoded:
     pixels: np.ndarray | None  # (S, S, 3) uint8 when a size was asked for
 
 
-def _decode(path: Path, input_size: int | None, resample: Image.Resampling | None, verify: bool) -> _Decoded:
-    """Open ``path`` once; with ``verify`` or ``input_size``, decode every pixel (this is what finds truncation)."""
+def _decode(
+    path: Path, input_size: int | None, resample: Image.Resampling | None, verify: bool, max_pixels: int | None = None
+) -> _Decoded:
+    """Open ``path`` once; with ``verify`` or ``input_size``, decode every pixel (this is what finds truncation).
+
+    The size in the header is checked against ``max_pixels`` before any pixel is decoded.
+    """
     with Image.open(path) as image:
         size, mode = image.size, image.mode
+        _check_pixels(size, max_pixels if max_pixels is not None else max_image_pixels())
         if not verify and input_size is None:
             return _Decoded(size, mode, None)
         image.load()
@@ -252,10 +331,10 @@ def _decode(path: Path, input_size: int | None, resample: Image.Resampling | Non
 
 
 def _try_decode(
-    path: Path, input_size: int | None, resample: Image.Resampling | None, verify: bool
+    path: Path, input_size: int | None, resample: Image.Resampling | None, verify: bool, max_pixels: int | None = None
 ) -> _Decoded | SkippedFile:
     try:
-        return _decode(path, input_size, resample, verify)
+        return _decode(path, input_size, resample, verify, max_pixels)
     except Exception as exc:  # Pillow's plugins raise many types on malformed files
         logger.debug("cannot read %s: %r", path, exc)
         return SkippedFile(path, _reason(exc))
@@ -269,11 +348,12 @@ def _workers(count: int) -> int:
 def _decode_all(
     paths: Sequence[Path], input_size: int | None, resample: Image.Resampling | None, verify: bool
 ) -> list[_Decoded | SkippedFile]:
-    with _truncated_images_rejected():
+    limit = max_image_pixels()  # read here: worker threads do not see the caller's context
+    with _truncated_images_rejected(), _pillow_bomb_check_replaced():
         if _workers(len(paths)) == 1:
-            return [_try_decode(p, input_size, resample, verify) for p in paths]
+            return [_try_decode(p, input_size, resample, verify, limit) for p in paths]
         with ThreadPoolExecutor(_workers(len(paths))) as pool:
-            return list(pool.map(lambda p: _try_decode(p, input_size, resample, verify), paths))
+            return list(pool.map(lambda p: _try_decode(p, input_size, resample, verify, limit), paths))
 
 
 def read_rgb(path: str | Path, input_size: int, resize: str = "bilinear") -> np.ndarray:
@@ -362,6 +442,13 @@ def _class_dirs(root: Path) -> list[Path]:
                 "put each class's images in its own subfolder (e.g. data/cat/1.jpg, data/dog/2.jpg)"
             )
         raise DataError(f"data folder {root} has no class subfolders; put each class's images in its own subfolder")
+    for folder in dirs:
+        problem = class_name_problem(folder.name)
+        if problem is not None:  # the name becomes a label: one line of labels.txt, a literal in generated code
+            raise DataError(
+                f"class folder {shown(str(folder), 200)}: its name {problem}; rename the folder "
+                f"(a class name must be {CLASS_NAME_RULE})"
+            )
     loose = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if loose:
         logger.warning(
@@ -573,6 +660,13 @@ def _subset(x: np.ndarray, y: np.ndarray, paths: list[Path], idx: np.ndarray) ->
 
 
 def load_split(data: DataConfig, input_size: int, *, resize: str = "bilinear") -> SplitData:
+    """Load a data folder as training and validation images (see :func:`_load_split`), decoding
+    with ``data.max_image_pixels`` as the pixel limit when it is set."""
+    with image_pixel_limit(getattr(data, "max_image_pixels", None)):
+        return _load_split(data, input_size, resize=resize)
+
+
+def _load_split(data: DataConfig, input_size: int, *, resize: str = "bilinear") -> SplitData:
     """Load a data folder as training and validation images.
 
     Args:

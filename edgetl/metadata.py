@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from edgetl._fs import MARKER, read_json
-from edgetl.contract import PreprocessContract
+from edgetl.contract import PreprocessContract, check_class_names
 from edgetl.errors import ArtifactError
+from edgetl.text import shown
 
 SCHEMA_VERSION = 1
 
@@ -57,6 +58,23 @@ class ModelInfo:
         return len(self.class_names)
 
 
+def checked_metadata(class_names: Any, preprocessing: Any, source: object) -> tuple[list[str], PreprocessContract]:
+    """Class names and contract from metadata, validated strictly: the one check every reader uses
+    (``edgetl.json``, a ``.tflite``'s embedded entry, an ``.onnx`` file's ``metadata_props``) and every
+    writer repeats, so edgetl never writes what it would refuse.
+
+    Raises:
+        ArtifactError: one line naming ``source``, the field, the value and what is allowed.
+    """
+    names = check_class_names(class_names, source=source)
+    return names, PreprocessContract.from_dict(preprocessing, source=source)
+
+
+def is_plain_file_name(name: object) -> bool:
+    """Whether ``name`` (a ``model_file`` from metadata) names a file directly inside its folder, not a path out of it."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name and "\0" not in name
+
+
 def metadata_path_for(artifact: Path) -> Path:
     artifact = Path(artifact)
     return artifact / MARKER if artifact.is_dir() else artifact.parent / MARKER
@@ -76,14 +94,24 @@ def read_model_info(artifact: Path) -> ModelInfo:
         )
     try:
         data = read_json(path)
+        if not isinstance(data, dict):
+            raise TypeError(f"it holds a JSON {type(data).__name__}, not an object")
+        class_names, contract = checked_metadata(data["class_names"], data["preprocessing"], path)
+        model_file = data.get("model_file")
+        if model_file is not None and not is_plain_file_name(model_file):
+            raise ArtifactError(
+                f"{path}: model_file {str(model_file)[:80]!r} is not a file name inside its folder; "
+                "edgetl reads a model only from the folder its edgetl.json is in"
+            )
+        backbone = data.get("backbone")
         return ModelInfo(
-            class_names=list(data["class_names"]),
-            contract=PreprocessContract.from_dict(data["preprocessing"]),
-            backbone=data.get("backbone"),
+            class_names=class_names,
+            contract=contract,
+            backbone=backbone if isinstance(backbone, str) else None,
             extra=data,
         )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ArtifactError(f"{path} is not valid edgetl metadata ({type(exc).__name__}: {exc})") from None
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise ArtifactError(f"{path} is not valid edgetl metadata ({type(exc).__name__}: {shown(str(exc))})") from None
 
 
 #: Name of the ``Model.metadata`` entry inside a ``.tflite`` that holds edgetl's metadata (JSON).
@@ -98,12 +126,13 @@ def embedded_metadata(class_names: list[str], contract: PreprocessContract, *, t
     """
     from edgetl import __version__
 
+    class_names = check_class_names(class_names, source="the class names being embedded")
     data = {
         "format": EMBEDDED_FORMAT,
         "schema_version": SCHEMA_VERSION,
         "edgetl_version": __version__,
         "target": target,
-        "class_names": list(class_names),
+        "class_names": class_names,
         "preprocessing": contract.to_dict(),
     }
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
@@ -118,17 +147,32 @@ def model_info_from_embedded(payload: bytes, source: Path | str) -> ModelInfo:
     try:
         data = json.loads(bytes(payload).decode("utf-8"))
         if data.get("format") != EMBEDDED_FORMAT:
-            raise ValueError(f"format is {data.get('format')!r}")
+            raise ValueError(f"format is {shown(data.get('format'))}")
+        class_names, contract = checked_metadata(data["class_names"], data["preprocessing"], f"{source} (embedded {EMBEDDED_METADATA_NAME!r} metadata)")
+        target = data.get("target")
         return ModelInfo(
-            class_names=[str(name) for name in data["class_names"]],
-            contract=PreprocessContract.from_dict(data["preprocessing"]),
-            extra={"kind": "tflite", "embedded_metadata": data, "target": data.get("target")},
+            class_names=class_names,
+            contract=contract,
+            extra={"kind": "tflite", "embedded_metadata": data, "target": target if isinstance(target, str) else None},
         )
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ArtifactError(f"{source} carries an {EMBEDDED_METADATA_NAME!r} metadata entry that is not edgetl metadata ({exc})") from None
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise ArtifactError(f"{source} carries an {EMBEDDED_METADATA_NAME!r} metadata entry that is not edgetl metadata ({shown(str(exc))})") from None
+
+
+def labels_text(class_names: list[str]) -> str:
+    """``labels.txt``: one class name per line, in output order; exactly one line per class.
+
+    Raises:
+        ArtifactError: a name that would not be one line (see :func:`edgetl.contract.check_class_names`).
+    """
+    names = check_class_names(class_names, source="the labels being written")
+    text = "\n".join(names) + "\n"
+    if text.splitlines() != names:  # check_class_names refuses every line break; this keeps it so
+        raise ArtifactError(f"labels.txt would not hold one line per class for {shown(names)}")
+    return text
 
 
 def write_labels(path: Path, class_names: list[str]) -> Path:
     from edgetl._fs import write_text
 
-    return write_text(path, "\n".join(class_names) + "\n")
+    return write_text(path, labels_text(class_names))

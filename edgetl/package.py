@@ -34,8 +34,9 @@ from edgetl import _fs
 from edgetl.config import PackageConfig, PackageFor
 from edgetl.contract import PreprocessContract
 from edgetl.errors import ArtifactError, BudgetError, ConfigError, OutputExistsError, VerificationError
-from edgetl.metadata import SCHEMA_VERSION, ModelInfo, package_versions
+from edgetl.metadata import SCHEMA_VERSION, ModelInfo, checked_metadata, labels_text, package_versions
 from edgetl.progress import Progress, log_progress
+from edgetl.text import c_string, kotlin_string, markdown_code, markdown_text, python_string, swift_string
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,8 @@ def resolve_artifact(path: Path) -> Path:
             named = _fs.read_json(marker).get("model_file")
         except (OSError, ValueError):
             named = None
-    if isinstance(named, str) and (path / named).is_file() and Path(named).suffix.lower() in (".tflite", ".onnx"):
+    # model_file is one file name inside the folder: never a path that leads out of it
+    if isinstance(named, str) and named == Path(named).name and (path / named).is_file() and Path(named).suffix.lower() in (".tflite", ".onnx"):
         return path / named
     raise ArtifactError(f"{path} is not an edgetl build/export folder with a model (no {_fs.MARKER} naming a .tflite/.onnx model_file)")
 
@@ -170,7 +172,12 @@ def resolve_artifact(path: Path) -> Path:
 def _model_info(model: Path, metadata: dict[str, Any] | None) -> tuple[ModelInfo, dict[str, Any] | None]:
     """Labels and contract, and the full metadata when there is some that describes this very file."""
     if metadata is not None:
-        return ModelInfo(list(metadata["class_names"]), PreprocessContract.from_dict(metadata["preprocessing"]), metadata.get("backbone"), metadata), metadata
+        try:
+            class_names, contract = checked_metadata(metadata["class_names"], metadata["preprocessing"], f"the metadata of {model}")
+        except KeyError as exc:
+            raise ArtifactError(f"the metadata of {model} has no {exc.args[0]!r}; it needs class_names and preprocessing") from None
+        backbone = metadata.get("backbone")
+        return ModelInfo(class_names, contract, backbone if isinstance(backbone, str) else None, metadata), metadata
     from edgetl.evaluate import model_info_for
     from edgetl.metadata import read_model_info
 
@@ -314,16 +321,13 @@ def tflm_parity(model: Path, data: bytes, arena_size: int) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 
 
-def c_string(text: str) -> str:
-    """A C string literal for ``text`` (UTF-8; anything but printable ASCII as octal escapes)."""
-    out = []
-    for byte in text.encode("utf-8"):
-        char = chr(byte)
-        if 32 <= byte < 127 and char not in '"\\?':
-            out.append(char)
-        else:
-            out.append(f"\\{byte:03o}")
-    return '"' + "".join(out) + '"'
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.+-]{1,128}")
+
+
+def _c_comment(text: str) -> str:
+    """A value for a ``//`` comment: as is when it is a plain name, else as an escaped C string literal
+    (a raw newline would end the comment, a trailing backslash would splice the next line into it)."""
+    return text if _PLAIN_NAME.fullmatch(text) else c_string(text)
 
 
 def _c_float(value: float) -> str:
@@ -340,7 +344,7 @@ def _banner(what: str) -> str:
 def c_model_data_files(data: bytes, model_name: str) -> dict[str, str]:
     """``model_data.h`` and ``model_data.cc``: the model bytes as ``alignas(16) const unsigned char g_model_data[]``."""
     header = (
-        _banner(f"model_data.h: {model_name} ({len(data)} bytes, sha256 {_sha256(data)}) as a C array.")
+        _banner(f"model_data.h: {_c_comment(model_name)} ({len(data)} bytes, sha256 {_sha256(data)}) as a C array.")
         + "// It is const, so it stays in flash; TFLite Micro reads the flatbuffer in place, which is why the array is\n"
         "// 16-byte aligned (alignas(16) in model_data.cc).\n"
         "#ifndef EDGETL_MODEL_DATA_H_\n#define EDGETL_MODEL_DATA_H_\n\n"
@@ -351,7 +355,7 @@ def c_model_data_files(data: bytes, model_name: str) -> dict[str, str]:
     hexes = [f"0x{b:02x}" for b in data]
     rows = ",\n".join("    " + ", ".join(hexes[i : i + 12]) for i in range(0, len(hexes), 12))
     source = (
-        _banner(f"model_data.cc: {model_name} ({len(data)} bytes, sha256 {_sha256(data)}).")
+        _banner(f"model_data.cc: {_c_comment(model_name)} ({len(data)} bytes, sha256 {_sha256(data)}).")
         + '#include "model_data.h"\n\n'
         "alignas(16) const unsigned char g_model_data[] = {\n"
         f"{rows}\n}};\n\n"
@@ -377,7 +381,7 @@ def c_ops_file(ops: dict[str, int]) -> str:
     from edgetl.runtimes.tflm import resolver_method
 
     calls = "\n".join(
-        f"  if (resolver.{resolver_method(op)}() != kTfLiteOk) return kTfLiteError;  // {op} x{count}"
+        f"  if (resolver.{resolver_method(op)}() != kTfLiteOk) return kTfLiteError;  // {_c_comment(op)} x{count}"
         for op, count in sorted(ops.items())
     )
     return (
@@ -434,8 +438,8 @@ def c_settings_file(info: ModelInfo, model: dict[str, Any], arena: dict[str, Any
         f"typedef {out_type} OutputType;\n"
         f"constexpr float kOutputScale = {_c_float(out['scale'])};\nconstexpr int kOutputZeroPoint = {out['zero_point']};\n\n"
         "// ---- Preprocessing contract (what training fed the model):\n"
-        f"// resize the whole image (no crop, no padding) to {contract.input_size}x{contract.input_size} with {contract.resize} filtering,\n"
-        f"// {contract.channel_order} channel order, {contract.layout}; then per channel c: x = (pixel - kMean[c]) / kStd[c] and\n"
+        f"// resize the whole image (no crop, no padding) to {contract.input_size}x{contract.input_size} with {_c_comment(contract.resize)} filtering,\n"
+        f"// {_c_comment(contract.channel_order)} channel order, {_c_comment(contract.layout)}; then per channel c: x = (pixel - kMean[c]) / kStd[c] and\n"
         "// q = clamp(round_half_to_even(x / kInputScale) + kInputZeroPoint). kInputLookup holds q for every pixel value.\n"
         f"constexpr int kImageSize = {contract.input_size};\n"
         f"constexpr const char kChannelOrder[] = {c_string(contract.channel_order)};\n"
@@ -462,13 +466,17 @@ def c_settings_file(info: ModelInfo, model: dict[str, Any], arena: dict[str, Any
     )
 
 
+def _md_names(names: list[str]) -> str:
+    return ", ".join(markdown_text(name) for name in names)
+
+
 def c_readme(info: ModelInfo, model: dict[str, Any], report: dict[str, Any]) -> str:
     inp = model["inputs"][0]
     member = inp["dtype"]  # TfLiteTensor::data.int8 / data.uint8
     out_member = model["outputs"][0]["dtype"]
     arena, parity, budgets = report["tflm"]["arena"], report["tflm"]["parity"], report["budgets"]
     ref, default = parity["against_litert_reference_kernels"], parity["against_litert_default_kernels"]
-    ops = ", ".join(f"{op} ({n})" for op, n in sorted(report["tflm"]["ops"].items()))
+    ops = ", ".join(f"{markdown_text(op)} ({n})" for op, n in sorted(report["tflm"]["ops"].items()))
     parity_line = "identical outputs" if ref["exact"] else f"outputs within {ref['max_abs_diff_lsb']} LSB ({ref.get('reason', '')})"
     default_line = (
         "identical outputs" if default["exact"]
@@ -478,9 +486,9 @@ def c_readme(info: ModelInfo, model: dict[str, Any], report: dict[str, Any]) -> 
     for key, what, value in (("ram_bytes", "RAM (tensor arena)", arena["arena_bytes"]), ("flash_bytes", "flash (model array)", report["model"]["size_bytes"])):
         if budgets.get(key):
             budget_lines.append(f"- {what}: {human_size(value)} of a {human_size(budgets[key])} budget ({budgets[key]} bytes)")
-    return f"""# {report['model']['file']} for TFLite Micro (C++)
+    return f"""# {markdown_text(report['model']['file'])} for TFLite Micro (C++)
 
-Classes ({len(info.class_names)}): {', '.join(info.class_names)}.
+Classes ({len(info.class_names)}): {_md_names(info.class_names)}.
 Model: {report['model']['size_bytes']} bytes (sha256 `{report['model']['sha256']}`), input {inp['dtype']} {inp['shape']},
 operators: {ops}.
 
@@ -505,7 +513,7 @@ Add the four headers and `model_data.cc` to a project that builds TFLite Micro, 
 
 alignas(16) static uint8_t tensor_arena[kTensorArenaSize];
 
-// rgb: kImageSize x kImageSize x 3 bytes, {info.contract.channel_order}, the whole image resized ({info.contract.resize}).
+// rgb: kImageSize x kImageSize x 3 bytes, {_c_comment(info.contract.channel_order)}, the whole image resized ({_c_comment(info.contract.resize)}).
 // Returns the index of the best class (kCategoryLabels[index]) or -1.
 int Classify(const uint8_t* rgb, float* probability) {{
   static ModelOpResolver resolver;
@@ -668,17 +676,17 @@ def android_readme(model_name: str, info: ModelInfo, inp: dict[str, Any], out: d
         out_bytes = 1
     else:
         read, out_bytes = "output.getFloat()", 4
-    return f"""# {model_name} for Android (LiteRT)
+    return f"""# {markdown_text(model_name)} for Android (LiteRT)
 
-Classes ({n}): {', '.join(info.class_names)}. Files: `{model_name}`, `labels.txt` (one class per line, in output order),
+Classes ({n}): {_md_names(info.class_names)}. Files: {markdown_code(model_name)}, `labels.txt` (one class per line, in output order),
 `edgetl.json` (the same facts as data), `package.json` (what was checked).
 
-1. Copy `{model_name}` and `labels.txt` to `app/src/main/assets/`, and keep the model uncompressed
+1. Copy {markdown_code(model_name)} and `labels.txt` to `app/src/main/assets/`, and keep the model uncompressed
    (`android {{ androidResources {{ noCompress += "tflite" }} }}` in `build.gradle.kts`).
 2. Add LiteRT: `implementation("com.google.ai.edge.litert:litert:<version>")` (it keeps the
    `org.tensorflow.lite` package names).
 3. Preprocessing contract (what training fed the model): the whole image resized to {size}x{size} with
-   {contract.resize} filtering (no crop), {contract.channel_order}, then per channel `(pixel - mean) / std` with
+   {markdown_text(contract.resize)} filtering (no crop), {markdown_text(contract.channel_order)}, then per channel `(pixel - mean) / std` with
    mean {list(contract.mean)} and std {list(contract.std)}{f", then quantized with the input scale {inp['scale']!r} and zero point {inp['zero_point']}" if quantized_in else ""}.
    Input tensor: {inp['dtype']} {list(inp['shape'])}; output: {out['dtype']} {list(out['shape'])}{f" (scale {out['scale']!r}, zero point {out['zero_point']})" if quantized_out else ""}.
 
@@ -697,7 +705,7 @@ class ImageClassifier(context: Context) : AutoCloseable {{
     val labels: List<String> = context.assets.open("labels.txt").bufferedReader().readLines().filter {{ it.isNotBlank() }}
 
     private fun loadModel(context: Context): MappedByteBuffer =
-        context.assets.openFd("{model_name}").use {{ fd ->
+        context.assets.openFd({kotlin_string(model_name)}).use {{ fd ->
             FileInputStream(fd.fileDescriptor).channel.use {{ channel ->
                 channel.map(FileChannel.MapMode.READ_ONLY, fd.startOffset, fd.declaredLength)
             }}
@@ -764,15 +772,15 @@ def ios_readme(model_name: str, info: ModelInfo, inp: dict[str, Any], out: dict[
     else:
         scores = "raw"
         raw = "let raw = output.data.withUnsafeBytes { Array($0.bindMemory(to: Float32.self)) }"
-    return f"""# {model_name} for iOS (LiteRT, TensorFlowLiteSwift)
+    return f"""# {markdown_text(model_name)} for iOS (LiteRT, TensorFlowLiteSwift)
 
-Classes ({n}): {', '.join(info.class_names)}. Files: `{model_name}`, `labels.txt` (one class per line, in output order),
+Classes ({n}): {_md_names(info.class_names)}. Files: {markdown_code(model_name)}, `labels.txt` (one class per line, in output order),
 `edgetl.json` (the same facts as data), `package.json` (what was checked).
 
-1. Add `{model_name}` and `labels.txt` to the app target (Copy Bundle Resources).
+1. Add {markdown_code(model_name)} and `labels.txt` to the app target (Copy Bundle Resources).
 2. Add LiteRT for Swift: `pod 'TensorFlowLiteSwift'` in the Podfile.
 3. Preprocessing contract (what training fed the model): the whole image resized to {size}x{size} with
-   {contract.resize} filtering (no crop), {contract.channel_order}, then per channel `(pixel - mean) / std` with
+   {markdown_text(contract.resize)} filtering (no crop), {markdown_text(contract.channel_order)}, then per channel `(pixel - mean) / std` with
    mean {list(contract.mean)} and std {list(contract.std)}{f", then quantized with the input scale {inp['scale']!r} and zero point {inp['zero_point']}" if quantized_in else ""}.
    Input tensor: {inp['dtype']} {list(inp['shape'])}; output: {out['dtype']} {list(out['shape'])}{f" (scale {out['scale']!r}, zero point {out['zero_point']})" if quantized_out else ""}.
 
@@ -793,7 +801,7 @@ final class ImageClassifier {{
     private let interpreter: Interpreter
 
     init() throws {{
-        let modelPath = Bundle.main.path(forResource: "{stem}", ofType: "{ext}")!
+        let modelPath = Bundle.main.path(forResource: {swift_string(stem)}, ofType: {swift_string(ext)})!
         interpreter = try Interpreter(modelPath: modelPath)
         try interpreter.allocateTensors()
         let labelsPath = Bundle.main.path(forResource: "labels", ofType: "txt")!
@@ -831,9 +839,21 @@ final class ImageClassifier {{
 }}
 ```
 
-CoreGraphics' smooth resampling is close to, not identical with, the {contract.resize} filter edgetl
-trained with; resize with a {contract.resize} filter where the pixels must match exactly.
+CoreGraphics' smooth resampling is close to, not identical with, the {markdown_text(contract.resize)} filter edgetl
+trained with; resize with a {markdown_text(contract.resize)} filter where the pixels must match exactly.
 """
+
+
+#: The validated contract ``resize`` names (:data:`edgetl.contract.RESIZE_FILTERS`) -> Pillow's constant names.
+_PIL_RESAMPLING_NAMES = {"nearest": "NEAREST", "bilinear": "BILINEAR", "bicubic": "BICUBIC", "lanczos": "LANCZOS", "box": "BOX", "hamming": "HAMMING"}
+
+
+def _pil_resampling_name(resize: str) -> str:
+    """The ``Image.Resampling`` member for a contract's filter, by fixed lookup (never text the model supplied)."""
+    try:
+        return _PIL_RESAMPLING_NAMES[resize]
+    except KeyError:
+        raise ArtifactError(f"resize filter {resize!r} is not one of {', '.join(_PIL_RESAMPLING_NAMES)}") from None
 
 
 def python_script(model_name: str, info: ModelInfo) -> str:
@@ -843,7 +863,10 @@ def python_script(model_name: str, info: ModelInfo) -> str:
     if is_onnx:
         runtime = '''import onnxruntime as ort
 
-SESSION = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+OPTIONS = ort.SessionOptions()
+# x86 CPUs without VNNI: exact int8 kernels instead of saturating ones (no effect elsewhere)
+OPTIONS.add_session_config_entry("session.x64quantprecision", "1")
+SESSION = ort.InferenceSession(str(MODEL), OPTIONS, providers=["CPUExecutionProvider"])
 INPUT = SESSION.get_inputs()[0]
 
 
@@ -875,7 +898,7 @@ def scores(x: np.ndarray) -> np.ndarray:
     return y.astype(np.float32)
 '''
     needs = "onnxruntime" if is_onnx else "ai-edge-litert"
-    return f'''"""Classify images with {model_name}: `python predict.py IMAGE [IMAGE ...]`.
+    return f'''"""Classify images with the packaged model (MODEL below): `python predict.py IMAGE [IMAGE ...]`.
 
 Needs numpy, Pillow and {needs}. Generated by edgetl; the constants below are the model's
 preprocessing contract (what training fed it).
@@ -889,12 +912,12 @@ import numpy as np
 from PIL import Image, ImageOps
 
 HERE = Path(__file__).resolve().parent
-MODEL = HERE / "{model_name}"
+MODEL = HERE / {python_string(model_name)}
 LABELS = [line for line in (HERE / "labels.txt").read_text(encoding="utf-8").splitlines() if line]
 SIZE = {contract.input_size}
 MEAN = np.array({[float(v) for v in contract.mean]!r}, dtype=np.float32)
 STD = np.array({[float(v) for v in contract.std]!r}, dtype=np.float32)
-RESAMPLE = Image.Resampling.{contract.resize.upper()}
+RESAMPLE = Image.Resampling.{_pil_resampling_name(contract.resize)}
 
 {runtime}
 
@@ -924,9 +947,9 @@ if __name__ == "__main__":
 def python_readme(model_name: str, info: ModelInfo, inp: dict[str, Any]) -> str:
     contract = info.contract
     runtime = "onnxruntime" if model_name.lower().endswith(".onnx") else "ai-edge-litert"
-    return f"""# {model_name} for Python ({runtime})
+    return f"""# {markdown_text(model_name)} for Python ({runtime})
 
-Classes ({len(info.class_names)}): {', '.join(info.class_names)}. Files: `{model_name}`, `labels.txt` (one class per
+Classes ({len(info.class_names)}): {_md_names(info.class_names)}. Files: {markdown_code(model_name)}, `labels.txt` (one class per
 line, in output order), `edgetl.json` (the same facts as data), `predict.py`, `package.json`.
 
 ```bash
@@ -935,8 +958,8 @@ python predict.py photo.jpg          # one JSON line per image: the top-3 classe
 ```
 
 Preprocessing contract (what training fed the model), as `predict.py` applies it: the whole image
-resized to {contract.input_size}x{contract.input_size} with Pillow's {contract.resize} filter (no crop),
-{contract.channel_order}, then per channel `(pixel - mean) / std` with mean {list(contract.mean)} and std {list(contract.std)}.
+resized to {contract.input_size}x{contract.input_size} with Pillow's {markdown_text(contract.resize)} filter (no crop),
+{markdown_text(contract.channel_order)}, then per channel `(pixel - mean) / std` with mean {list(contract.mean)} and std {list(contract.std)}.
 Input tensor: {inp['dtype']} {list(inp['shape'])}{f"; integer inputs are quantized with the tensor's own scale ({inp['scale']!r}) and zero point ({inp['zero_point']}), rounding half to even" if inp['dtype'] in ('int8', 'uint8') else ''}.
 
 In your own code:
@@ -959,7 +982,7 @@ def build_app_package(target: PackageFor, model: Path, info: ModelInfo, metadata
     inp, out = io["inputs"][0], io["outputs"][0]
     files: dict[str, str | bytes] = {
         model.name: model.read_bytes(),
-        "labels.txt": "\n".join(info.class_names) + "\n",
+        "labels.txt": labels_text(info.class_names),
         _fs.MARKER: json.dumps(app_metadata(model, info, metadata, io), indent=2, default=str) + "\n",
     }
     if target is PackageFor.android:
