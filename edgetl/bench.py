@@ -175,6 +175,12 @@ SCHEMA_VERSION = 1
 #: The ``kind`` field that marks a JSON file as an edgetl benchmark.
 BENCH_KIND = "edgetl.bench"
 DEFAULT_RUNS = 200
+#: Upper bounds of the options, so that a typo (--runs 10**12) fails at once instead of running for ever.
+MAX_RUNS = 1_000_000
+MAX_WARMUP = 100_000
+MAX_DURATION_S = 3600.0
+MAX_THREADS = 1024
+MAX_PROFILE_RUNS = 10_000
 _PROGRESS_PREFIX = _runner.PROGRESS_PREFIX
 
 
@@ -272,8 +278,8 @@ def parse_threads(text: str) -> tuple[int, ...]:
     counts: list[int] = []
     for part in str(text).split(","):
         part = part.strip()
-        if not part.isdigit() or int(part) < 1:
-            raise ConfigError(f"Received --threads {text!r}; pass positive integers separated by commas, e.g. 1,2,4")
+        if not part.isdigit() or len(part) > 6 or not 1 <= int(part) <= MAX_THREADS:
+            raise ConfigError(f"Received --threads {text!r}; pass integers from 1 to {MAX_THREADS} separated by commas, e.g. 1,2,4")
         if int(part) not in counts:
             counts.append(int(part))
     return tuple(counts)
@@ -341,18 +347,18 @@ class BenchOptions:
     def __post_init__(self) -> None:
         if self.runs is not None and self.duration_s is not None:
             raise ConfigError("Received both --runs and --duration; pass one of them")
-        if not self.threads or any(not isinstance(t, int) or t < 1 for t in self.threads):
-            raise ConfigError(f"Received threads={list(self.threads)}; pass positive integers, e.g. 1,2,4")
-        if self.warmup < 0:
-            raise ConfigError(f"Received --warmup {self.warmup}; pass 0 or more")
-        if self.runs is not None and self.runs < 1:
-            raise ConfigError(f"Received --runs {self.runs}; pass 1 or more")
-        if self.duration_s is not None and not self.duration_s > 0:
-            raise ConfigError(f"Received a duration of {self.duration_s} s; pass a positive duration")
+        if not self.threads or any(not isinstance(t, int) or not 1 <= t <= MAX_THREADS for t in self.threads):
+            raise ConfigError(f"Received threads={list(self.threads)}; pass integers from 1 to {MAX_THREADS}, e.g. 1,2,4")
+        if not 0 <= self.warmup <= MAX_WARMUP:
+            raise ConfigError(f"Received --warmup {self.warmup}; pass 0 to {MAX_WARMUP:,}")
+        if self.runs is not None and not 1 <= self.runs <= MAX_RUNS:
+            raise ConfigError(f"Received --runs {self.runs}; pass 1 to {MAX_RUNS:,} (or --duration for a time budget)")
+        if self.duration_s is not None and not 0 < self.duration_s <= MAX_DURATION_S:
+            raise ConfigError(f"Received a duration of {self.duration_s} s; pass a positive duration of at most {MAX_DURATION_S:.0f} s (1 hour)")
         if self.batch is not None and self.batch < 1:
             raise ConfigError(f"Received --batch {self.batch}; pass 1 or more")
-        if self.profile_runs < 0:
-            raise ConfigError(f"Received profile_runs={self.profile_runs}; pass 0 or more")
+        if not 0 <= self.profile_runs <= MAX_PROFILE_RUNS:
+            raise ConfigError(f"Received profile_runs={self.profile_runs}; pass 0 to {MAX_PROFILE_RUNS:,}")
         if self.runtime is not None:
             RUNTIMES.get(self.runtime)
         object.__setattr__(self, "threads", tuple(self.threads))
@@ -399,6 +405,7 @@ def resolve_input_shapes(
     Raises:
         ConfigError: an unknown input name in ``shapes``, a shape that contradicts the declared
             one, a fixed batch dimension that differs from ``batch``, or an unresolved dimension.
+        ArtifactError: an absurd shape (a dimension above 2^20 or more than 2^31 elements).
     """
     unknown = sorted(set(shapes) - set(names))
     if unknown:
@@ -440,6 +447,10 @@ def resolve_input_shapes(
                 f"{', '.join(open_dims)} need a size; pass --shape {name}={example} with numbers"
             )
         resolved.append(tuple(int(d) for d in shape))
+    from edgetl.runtimes.isolation import check_input_shape
+
+    for name, shape in zip(names, resolved, strict=True):  # before anything is allocated for them
+        check_input_shape(shape, f"input {name!r} of {artifact}")
     return resolved
 
 

@@ -139,22 +139,24 @@ def model_info_for(artifact: Path) -> ModelInfo:
                 "evaluate a .tflite exported by edgetl, or put its edgetl.json beside it"
             )
         return model_info_from_embedded(entries[EMBEDDED_METADATA_NAME], artifact)
-    from edgetl.contract import PreprocessContract
+    from edgetl.metadata import checked_metadata
     from edgetl.runtimes.onnxruntime import ORTModel
 
     props = ORTModel(artifact).metadata
     try:
         import json
 
-        return ModelInfo(class_names=list(json.loads(props["labels"])), contract=PreprocessContract.from_dict(json.loads(props["preprocessing"])), extra={"kind": "onnx", "metadata_props": props})
-    except (KeyError, ValueError, TypeError):
+        labels, preprocessing = json.loads(props["labels"]), json.loads(props["preprocessing"])
+    except (KeyError, ValueError, TypeError, RecursionError):
         raise ArtifactError(
             f"{artifact} has no edgetl.json beside it and no `labels`/`preprocessing` in its metadata_props; "
             "evaluate an ONNX model exported by edgetl, or put its edgetl.json beside it"
         ) from None
+    class_names, contract = checked_metadata(labels, preprocessing, f"{artifact} (metadata_props)")
+    return ModelInfo(class_names=class_names, contract=contract, extra={"kind": "onnx", "metadata_props": props})
 
 
-def load_predictor(artifact: Path, *, num_threads: int | None = None) -> tuple[Predictor, ModelInfo, str]:
+def load_predictor(artifact: Path, *, num_threads: int | None = None, trust_model: bool = False) -> tuple[Predictor, ModelInfo, str]:
     """A function from uint8 pixels to probabilities for any supported artifact.
 
     Raises:
@@ -170,14 +172,20 @@ def load_predictor(artifact: Path, *, num_threads: int | None = None) -> tuple[P
         model = open_model(artifact, num_threads=num_threads)
 
         def predict(pixels: np.ndarray) -> np.ndarray:
-            return model.predict(contract.normalize(pixels))
+            scores = model.predict(contract.normalize(pixels))
+            if scores.ndim != 2 or scores.shape[1] != len(info.class_names):  # a corrupt or foreign model
+                raise ArtifactError(
+                    f"{artifact} outputs shape {tuple(scores.shape)}, but its metadata names {len(info.class_names)} classes; "
+                    "the model is corrupt or the labels do not belong to it"
+                )
+            return scores
 
         return predict, info, kind
 
     from edgetl.qat import load_keras_artifact
     from edgetl.train import predict_pixels
 
-    keras_model, _ = load_keras_artifact(artifact)
+    keras_model, _ = load_keras_artifact(artifact, trust_model=trust_model)  # no code from the file runs unless trusted
     return (lambda pixels: predict_pixels(keras_model, pixels, contract)), info, kind
 
 
@@ -187,7 +195,9 @@ def evaluate_predictor(predict: Predictor, pixels: np.ndarray, labels: np.ndarra
     return compute_metrics(probs, labels, class_names), probs
 
 
-def evaluate(artifact: Path, data_dir: Path, *, against: Path | None = None, strict: bool = False, num_threads: int | None = None) -> EvalReport:
+def evaluate(
+    artifact: Path, data_dir: Path, *, against: Path | None = None, strict: bool = False, num_threads: int | None = None, trust_model: bool = False,
+) -> EvalReport:
     """Evaluate ``artifact`` on every image of ``data_dir`` (class subfolders).
 
     Args:
@@ -198,12 +208,12 @@ def evaluate(artifact: Path, data_dir: Path, *, against: Path | None = None, str
     Raises:
         ArtifactError, DataError: unusable model or folder.
     """
-    predict, info, kind = load_predictor(artifact, num_threads=num_threads)
+    predict, info, kind = load_predictor(artifact, num_threads=num_threads, trust_model=trust_model)
     images, skipped = load_eval_set(Path(data_dir), info.contract.input_size, class_names=info.class_names, strict=strict, resize=info.contract.resize)
     metrics, probs = evaluate_predictor(predict, images.x, images.y, info.class_names)
     report = EvalReport(str(artifact), kind, metrics, [str(s.path) for s in skipped])
     if against is not None:
-        ref_predict, ref_info, ref_kind = load_predictor(against)
+        ref_predict, ref_info, ref_kind = load_predictor(against, trust_model=trust_model)
         if ref_info.class_names != info.class_names:
             raise DataError(f"{against} has classes {ref_info.class_names}, {artifact} has {info.class_names}; compare models of the same task")
         ref_pixels = images.x

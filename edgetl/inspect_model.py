@@ -61,14 +61,16 @@ def tflm_interpreter_check(data: bytes) -> dict[str, Any] | None:
     """
     from edgetl.runtimes import tflm
 
-    try:
-        tflm.isolated(tflm.loads, bytes(data), max(_TFLM_CHECK_ARENA_MIN, 10 * len(data)))
+    try:  # in a child process: TFLite Micro aborts or segfaults on some models instead of raising
+        status, detail = tflm.probe_arena(bytes(data), max(_TFLM_CHECK_ARENA_MIN, 10 * len(data)))
     except MissingDependencyError:
         return None
-    except tflm.UnsupportedOpsError as exc:
-        return {"loads": False, "missing_ops": list(exc.ops), "error": str(exc), "version": tflm.tflm_version()}
-    except ArtifactError as exc:
-        return {"loads": False, "missing_ops": [], "error": str(exc), "version": tflm.tflm_version()}
+    if status == "unsupported":
+        ops, message = detail
+        return {"loads": False, "missing_ops": list(ops), "error": message, "version": tflm.tflm_version()}
+    if status != "ok":
+        error = f"TFLite Micro's interpreter crashed ({detail}) on this model" if status == "crash" else str(detail or status)
+        return {"loads": False, "missing_ops": [], "error": error, "version": tflm.tflm_version()}
     return {"loads": True, "missing_ops": [], "error": None, "version": tflm.tflm_version()}
 
 
@@ -242,10 +244,12 @@ def inspect_tflite(path: Path) -> dict[str, Any]:
         ArtifactError: missing, unreadable, corrupt or not a TFLite model.
     """
     from edgetl.runtimes import tflm
+    from edgetl.runtimes.isolation import probe_model
     from edgetl.runtimes.litert import _litert_version, verify_tflite_file
 
     path = Path(path)
     data = verify_tflite_file(path)
+    probe_model(path, runtime="litert")  # a file that crashes LiteRT does so in a child, before xnnpack_delegation loads it here
     schema = _schema()
     try:
         model = schema.ModelT.InitFromPackedBuf(data, 0)
@@ -305,7 +309,7 @@ def _onnx_shape(value_info: Any) -> list[int | str]:
     tensor_type = value_info.type.tensor_type
     if not tensor_type.HasField("shape"):
         return []
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor_type.shape.dim]
+    return [int(d.dim_value) if d.HasField("dim_value") else (_text(d.dim_param) or "?") for d in tensor_type.shape.dim]
 
 
 def _onnx_dtype(onnx: Any, elem_type: int) -> str:
@@ -382,7 +386,7 @@ def inspect_onnx(path: Path) -> dict[str, Any]:
 
     def io_entry(value_info: Any, quantizer: Any) -> dict[str, Any]:
         entry: dict[str, Any] = {
-            "name": value_info.name,
+            "name": _text(value_info.name),
             "dtype": _onnx_dtype(onnx, value_info.type.tensor_type.elem_type),
             "shape": _onnx_shape(value_info),
             "quantization": None,
@@ -406,31 +410,33 @@ def inspect_onnx(path: Path) -> dict[str, Any]:
         producer = producers.get(value.name)
         outputs.append(io_entry(value, producer if producer is not None and producer.op_type == "DequantizeLinear" else None))
 
-    ops = Counter(node.op_type for node in graph.node)
+    ops = Counter(_text(node.op_type) for node in graph.node)
     quantizers = [n for n in graph.node if n.op_type == "QuantizeLinear"]
     pairs = sum(1 for q in quantizers if any(c.op_type == "DequantizeLinear" for c in consumers.get(q.output[0], [])))
     weight_dq = sum(1 for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in constants)
 
     from edgetl.exporters.onnx import ort_fusion_report
+    from edgetl.runtimes.isolation import probe_model
 
+    probe_model(path, runtime="onnxruntime")  # a file that crashes ONNX Runtime does so in a child, not here
     try:
         fusion = ort_fusion_report(path)
     except (*_ort_errors(), UnicodeDecodeError) as exc:
         raise ArtifactError(f"ONNX Runtime cannot load {path}: {_one_line(exc)}") from None
-    optimized = Counter(fusion["ort_optimized_ops"])
+    optimized = Counter({_text(op): n for op, n in fusion["ort_optimized_ops"].items()})
     int8_ops = {op: n for op, n in optimized.items() if op.startswith(_ORT_INT8_PREFIX) or op in _ORT_INT8_OPS}
     # Everything else: float compute, or data movement (Transpose, Reshape) on whatever dtype it is given.
     other_ops = {op: n for op, n in optimized.items() if op not in int8_ops and op not in _QDQ_OPS}
-    opsets = {(entry.domain or "ai.onnx"): int(entry.version) for entry in model.opset_import}
+    opsets = {(_text(entry.domain) or "ai.onnx"): int(entry.version) for entry in model.opset_import}
     return {
         "path": str(path),
         "format": "onnx",
         "size_bytes": size,
         "ir_version": int(model.ir_version),
-        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "producer": f"{_text(model.producer_name)} {_text(model.producer_version)}".strip(),
         "opset": opsets.get("ai.onnx"),
         "opsets": opsets,
-        "metadata": [p.key for p in model.metadata_props],
+        "metadata": [_text(p.key) for p in model.metadata_props],
         "inputs": inputs,
         "outputs": outputs,
         "ops": dict(sorted(ops.items())),
@@ -527,9 +533,18 @@ def _size_text(nbytes: int) -> str:
 
 
 def render(report: dict[str, Any]) -> list[Any]:
-    """Rich renderables (tables and lines) for an :func:`inspect_artifact` report."""
+    """Rich renderables (tables and lines) for an :func:`inspect_artifact` report.
+
+    Names come from the model file (anyone's): every one is shown through :func:`edgetl.text.display_safe`
+    (control and bidi characters escaped; rich markup escaped in table cells, which rich parses).
+    """
     from rich.table import Table
-    from rich.text import Text
+    from rich.text import Text as RichText
+
+    from edgetl.text import display_safe
+
+    def Text(text: str) -> RichText:  # noqa: N802 - a line of plain text (no markup), control and bidi characters escaped
+        return RichText(display_safe(text, markup=False))
 
     items: list[Any] = []
     params = report["parameters"]
@@ -548,7 +563,7 @@ def render(report: dict[str, Any]) -> list[Any]:
     for kind in ("inputs", "outputs"):
         for t in report[kind]:
             shape = t.get("declared_shape", t["shape"])
-            io.add_row(kind[:-1], t["name"], t["dtype"], _shape_text(shape), _quant_text(t["quantization"]))
+            io.add_row(kind[:-1], display_safe(t["name"]), display_safe(t["dtype"]), display_safe(_shape_text(shape)), display_safe(_quant_text(t["quantization"])))
     items.append(io)
 
     ops = Table(title="operators")
@@ -561,7 +576,7 @@ def render(report: dict[str, Any]) -> list[Any]:
         for op, n in report["ops"].items():
             delegated, fallback = xnn.get("delegated", {}).get(op, 0), xnn.get("fallback", {}).get(op, 0)
             where = "n/a" if "error" in xnn else "delegated" if not fallback else "fallback" if not delegated else f"{delegated} delegated, {fallback} fallback"
-            ops.add_row(op, str(n), where, "[red]not supported[/]" if op in tflm["unsupported"] else "yes")
+            ops.add_row(display_safe(op), str(n), where, "[red]not supported[/]" if op in tflm["unsupported"] else "yes")
         items.append(ops)
         if "error" in xnn:
             items.append(Text(f"XNNPACK: not measured ({xnn['error']})"))
@@ -589,7 +604,7 @@ def render(report: dict[str, Any]) -> list[Any]:
 
     ort = report["ort_cpu"]
     for op, n in report["ops"].items():
-        ops.add_row(op, str(n))
+        ops.add_row(display_safe(op), str(n))
     items.append(ops)
     qdq = report["qdq"]
     items.append(Text(
@@ -602,8 +617,8 @@ def render(report: dict[str, Any]) -> list[Any]:
     kernels.add_column("count", justify="right")
     kernels.add_column("computes in")
     for op, n in ort["int8_ops"].items():
-        kernels.add_row(op, str(n), "int8")
+        kernels.add_row(display_safe(op), str(n), "int8")
     for op, n in {**ort["quantize_dequantize_left"], **ort["other_ops"]}.items():
-        kernels.add_row(op, str(n), "(de)quantize" if op in _QDQ_OPS else "float / data movement")
+        kernels.add_row(display_safe(op), str(n), "(de)quantize" if op in _QDQ_OPS else "float / data movement")
     items.append(kernels)
     return items

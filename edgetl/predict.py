@@ -121,6 +121,7 @@ def predict_images(
     *,
     top_k: int = 3,
     num_threads: int | None = None,
+    trust_model: bool = False,
 ) -> PredictReport:
     """Top-k labels and scores of ``artifact`` for each image.
 
@@ -131,6 +132,8 @@ def predict_images(
             are handled as in training, see :mod:`edgetl.data`).
         top_k: classes to list per image; clamped to the number of classes.
         num_threads: runtime threads; None: the runtime's default.
+        trust_model: load a Keras model even if it carries code (Lambda layers); see
+            :mod:`edgetl.keras_safety`.
 
     Returns:
         A :class:`PredictReport`.
@@ -156,7 +159,7 @@ def predict_images(
         raise ArtifactError(f"the metadata of {artifact} lists no class names; predict needs the labels")
     pixels = load_images(paths, info.contract.input_size, info.contract.resize)
     with captured_native_output() as native:  # LiteRT's "INFO: Created ... XNNPACK delegate" line
-        predict, info, kind = load_predictor(artifact, num_threads=num_threads)
+        predict, info, kind = load_predictor(artifact, num_threads=num_threads, trust_model=trust_model)
     logger.debug("runtime output while loading %s: %s", artifact, native.get("text", "").strip())
     scores = np.asarray(predict(pixels), dtype=np.float32)
     if scores.ndim != 2 or scores.shape[1] != len(info.class_names):

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.errors import ArtifactError, ConfigError, DataError
+from edgetl.runtimes.isolation import probe_model
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +220,33 @@ def _check_indices(values: np.ndarray, count: int, what: str, allow_optional: bo
         raise _CorruptModel(f"{what} refers to a tensor that does not exist")
 
 
+#: TensorType -> bytes per element, for the types whose constant buffers are checked against their
+#: shape (schema.fbs numbering); others (STRING, INT4, variants, resources) are not size-checked.
+_ELEMENT_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8, 13: 8, 15: 4, 16: 2}
+#: TensorType -> (lowest, highest) zero point a quantized tensor of that type may have.
+_ZERO_POINT_RANGE = {9: (-128, 127), 3: (0, 255), 7: (-32768, 32767), 16: (0, 65535), 2: (-(2**31), 2**31 - 1), 15: (0, 2**32 - 1)}
+#: The most bytes any one tensor may declare (a corrupt dimension overflows allocations otherwise).
+_MAX_TENSOR_BYTES = 2**34
+
+
+def _check_quantization(reader: _FlatbufferReader, quant: _Table, shape: np.ndarray, tensor_type: int, what: str) -> None:
+    """Scales finite and positive, zero points in the type's range, per-channel counts that fit the shape."""
+    scales = reader.ints(quant, 8, "f4", f"{what}.quantization.scale")
+    zero_points = reader.ints(quant, 10, "i8", f"{what}.quantization.zero_point")
+    if scales.size and not (np.isfinite(scales).all() and (scales > 0).all()):
+        bad = scales[~(np.isfinite(scales) & (scales > 0))][0]
+        raise _CorruptModel(f"{what} has quantization scale {bad}; scales must be finite and positive")
+    if zero_points.size and scales.size and zero_points.size != scales.size:
+        raise _CorruptModel(f"{what} has {scales.size} quantization scales but {zero_points.size} zero points")
+    low, high = _ZERO_POINT_RANGE.get(tensor_type, (-(2**63), 2**63 - 1))
+    if zero_points.size and (zero_points.min() < low or zero_points.max() > high):
+        raise _CorruptModel(f"{what} has a zero point outside [{low}, {high}] for its element type")
+    if scales.size > 1:  # per-channel: one scale per slice along quantized_dimension
+        axis = reader.scalar(quant, 16, "i", 0, f"{what}.quantization.quantized_dimension")
+        if not 0 <= axis < shape.size or int(shape[axis]) != scales.size:
+            raise _CorruptModel(f"{what} has {scales.size} per-channel scales along dimension {axis} of shape {shape.tolist()}")
+
+
 def _walk_model(buf: bytes, file_size: int) -> dict[str, int]:
     """Check every part of the model the interpreter reads; return a few counts."""
     reader = _FlatbufferReader(buf, min(file_size, _MAX_FLATBUFFER_BYTES))
@@ -248,20 +276,42 @@ def _walk_model(buf: bytes, file_size: int) -> dict[str, int]:
     for s, subgraph in enumerate(subgraphs):
         where = f"subgraphs[{s}]"
         tensors = reader.tables(subgraph, 4, f"{where}.tensors")
+        constant: set[int] = set()  # tensors backed by weight data, which no operator may write
+        readable: set[int] = set()  # variables; then graph inputs, constants and what earlier operators wrote
         for t, tensor in enumerate(tensors):
             what = f"{where}.tensors[{t}]"
             shape = reader.ints(tensor, 4, "i4", f"{what}.shape")
             if (shape < -1).any():
                 raise _CorruptModel(f"{what} has a negative dimension")
             reader.ints(tensor, 18, "i4", f"{what}.shape_signature")
-            if reader.scalar(tensor, 6, "b", 0, f"{what}.type") not in tensor_types:
+            tensor_type = reader.scalar(tensor, 6, "b", 0, f"{what}.type")
+            if tensor_type not in tensor_types:
                 raise _CorruptModel(f"{what} has an unknown element type")
-            if reader.scalar(tensor, 8, "I", 0, f"{what}.buffer") >= max(len(buffers), 1):
+            buffer_index = reader.scalar(tensor, 8, "I", 0, f"{what}.buffer")
+            if buffer_index >= max(len(buffers), 1):
                 raise _CorruptModel(f"{what} refers to a buffer that does not exist")
+            elements = int(np.prod(np.maximum(shape.astype(np.int64), 1), dtype=np.float64)) if shape.size else 1
+            if elements * _ELEMENT_BYTES.get(tensor_type, 1) > _MAX_TENSOR_BYTES:
+                raise _CorruptModel(f"{what} declares shape {shape.tolist()}, more than {_MAX_TENSOR_BYTES} bytes")
+            sparse = reader.ref(tensor, 16, f"{what}.sparsity") is not None
+            variable = reader.scalar(tensor, 14, "B", 0, f"{what}.is_variable")
+            if variable:
+                readable.add(t)
+            elif 0 < buffer_index < len(buffers):
+                data_span = reader.vector(buffers[buffer_index], 4, 1, f"buffers[{buffer_index}].data")
+                if (data_span is not None and data_span[1]) or reader.scalar(buffers[buffer_index], 6, "Q", 0, "buffer.offset") > 1:
+                    constant.add(t)
+            if 0 < buffer_index < len(buffers) and tensor_type in _ELEMENT_BYTES and not sparse and (shape >= 0).all():
+                span = reader.vector(buffers[buffer_index], 4, 1, f"buffers[{buffer_index}].data")
+                if span is not None and span[1] and span[1] != elements * _ELEMENT_BYTES[tensor_type]:
+                    raise _CorruptModel(
+                        f"{what} of shape {shape.tolist()} needs {elements * _ELEMENT_BYTES[tensor_type]} bytes, its buffer holds {span[1]}"
+                    )
             reader.string(tensor, 10, f"{what}.name")
             quant_pos = reader.ref(tensor, 12, f"{what}.quantization")
             if quant_pos is not None:
                 quant = reader.table(quant_pos, f"{what}.quantization")
+                _check_quantization(reader, quant, shape, tensor_type, what)
                 for slot, fmt, name in (
                     (4, "f4", "min"),
                     (6, "f4", "max"),
@@ -274,7 +324,9 @@ def _walk_model(buf: bytes, file_size: int) -> dict[str, int]:
             if sparsity_pos is not None:
                 reader.table(sparsity_pos, f"{what}.sparsity")
 
-        _check_indices(reader.ints(subgraph, 6, "i4", f"{where}.inputs"), len(tensors), f"{where}.inputs", False)
+        graph_inputs = reader.ints(subgraph, 6, "i4", f"{where}.inputs")
+        _check_indices(graph_inputs, len(tensors), f"{where}.inputs", False)
+        readable |= constant | set(graph_inputs.tolist())
         _check_indices(reader.ints(subgraph, 8, "i4", f"{where}.outputs"), len(tensors), f"{where}.outputs", False)
         reader.string(subgraph, 12, f"{where}.name")
         for o, operator in enumerate(reader.tables(subgraph, 10, f"{where}.operators")):
@@ -284,6 +336,14 @@ def _walk_model(buf: bytes, file_size: int) -> dict[str, int]:
             for slot, name in ((6, "inputs"), (8, "outputs"), (20, "intermediates")):
                 indices = reader.ints(operator, slot, "i4", f"{what}.{name}")
                 _check_indices(indices, len(tensors), f"{what}.{name}", True)
+                if name == "inputs":
+                    unwritten = sorted(i for i in indices.tolist() if i >= 0 and i not in readable)
+                    if unwritten:  # LiteRT: "Input tensor N lacks data" at invoke
+                        raise _CorruptModel(f"{what} reads tensor {unwritten[0]}, which is no input or constant and no earlier operator writes")
+                if name == "outputs" and constant.intersection(indices.tolist()):
+                    raise _CorruptModel(f"{what} writes to constant tensor {sorted(constant.intersection(indices.tolist()))[0]}")
+                if name == "outputs":
+                    readable.update(indices.tolist())
             reader.union_table(operator, 10, 12, f"{what}.builtin_options")
             reader.vector(operator, 14, 1, f"{what}.custom_options")
             reader.ints(operator, 18, "u1", f"{what}.mutating_variable_inputs")
@@ -589,6 +649,8 @@ class LiteRTModel:
 
         self.path = Path(path)
         self.size_bytes = len(verify_tflite_file(self.path))
+        # a model that crashes LiteRT does so in a child, not here
+        probe_model(self.path, runtime="litert", kernels="reference" if reference_kernels else "default")
         if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
             raise ConfigError(f"Received num_threads={num_threads!r}; pass a positive integer or None")
         self.num_threads = num_threads
@@ -695,15 +757,23 @@ class LiteRTModel:
             if rows < batch:  # pad the last chunk rather than re-planning the interpreter
                 pad = np.zeros((batch - rows, *chunk.shape[1:]), dtype=chunk.dtype)
                 chunk = np.concatenate([chunk, pad])
-            self._interpreter.set_tensor(in_info.index, chunk)
-            self._interpreter.invoke()
-            results.append(self._interpreter.get_tensor(self.outputs[0].index)[:rows])
+            try:
+                self._interpreter.set_tensor(in_info.index, chunk)
+                self._interpreter.invoke()
+                results.append(self._interpreter.get_tensor(self.outputs[0].index)[:rows])
+            except (ValueError, RuntimeError) as exc:
+                raise ArtifactError(f"LiteRT failed to run {self.path}: {_one_line(exc)}; the file is malformed or not supported") from None
         out = np.concatenate(results)
         out_info = self.outputs[0]
         return dequantize(out, out_info) if out_info.quantized else out.astype(np.float32, copy=False)
 
     def invoke_raw(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """Set raw input tensors (the model's own dtypes and shapes), invoke, return raw outputs."""
+        """Set raw input tensors (the model's own dtypes and shapes), invoke, return raw outputs.
+
+        Raises:
+            DataError: wrong number, dtype or shape of inputs.
+            ArtifactError: LiteRT fails while invoking (e.g. an operator reads a tensor nothing wrote).
+        """
         if len(inputs) != len(self.inputs):
             raise DataError(f"Received {len(inputs)} input arrays; {self.path} has {len(self.inputs)} inputs")
         try:
@@ -711,8 +781,11 @@ class LiteRTModel:
                 self._interpreter.set_tensor(info.index, array)
         except ValueError as exc:
             raise DataError(f"{self.path} rejected the raw inputs: {_one_line(exc)}") from None
-        self._interpreter.invoke()
-        return [self._interpreter.get_tensor(info.index) for info in self.outputs]
+        try:
+            self._interpreter.invoke()
+            return [self._interpreter.get_tensor(info.index) for info in self.outputs]
+        except (ValueError, RuntimeError) as exc:
+            raise ArtifactError(f"LiteRT failed to run {self.path}: {_one_line(exc)}; the file is malformed or not supported") from None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -748,6 +821,7 @@ def op_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     verify_tflite_file(path)
+    probe_model(path, runtime="litert")
     try:
         interpreter = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         interpreter.allocate_tensors()

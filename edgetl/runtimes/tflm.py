@@ -80,7 +80,8 @@ TFLM_CUSTOM_OP_RESOLVER_METHODS: dict[str, str] = {
 ARENA_STEP = 16
 #: The largest arena tried before a model that will not allocate is declared unloadable.
 ARENA_LIMIT = 256 * 2**20
-_FIRST_ARENA = 64 * 2**10
+#: The smallest upper bound tried first (above the lower bound read from the model).
+_FIRST_ARENA = 16 * 2**10
 
 _MISSING_OP = re.compile(r"Didn't find op for (?:builtin opcode|custom opcode) '([^']+)'")
 
@@ -263,35 +264,150 @@ def allocates(data: bytes, arena_size: int) -> bool:
     return True
 
 
+#: Operators TFLite Micro may run in place (output sharing the input's memory): left out of the
+#: "an operator's inputs and outputs are all live at once" lower bound.
+_IN_PLACE_OPS = frozenset({"RESHAPE", "SQUEEZE", "EXPAND_DIMS"})
+_ELEMENT_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1, 10: 8, 15: 4, 16: 2}
+
+
+def arena_lower_bound(data: bytes) -> int:
+    """Bytes every arena for this model needs at least, read from its flatbuffer (no interpreter).
+
+    The larger of: the biggest non-constant tensor of the main subgraph, and, over its operators
+    (those that cannot run in place), the sum of the distinct non-constant tensors an operator
+    reads and writes (all live while it runs). TFLite Micro adds bookkeeping and alignment on
+    top, so a real arena is always larger.
+
+    Raises:
+        ArtifactError: not a valid TFLite model.
+    """
+    from edgetl.runtimes.litert import _checked_model, tflite_operator_counts
+
+    tflite_operator_counts(data)  # verifies the file, as every reader here does
+    _, reader, model = _checked_model(data)
+    buffers = reader.tables(model, 12, "buffers")
+    subgraph = reader.tables(model, 8, "subgraphs")[0]
+    sizes: dict[int, int] = {}
+    for t, tensor in enumerate(reader.tables(subgraph, 4, "tensors")):
+        buffer = reader.scalar(tensor, 8, "I", 0, "tensor.buffer")
+        span = reader.vector(buffers[buffer], 4, 1, "buffer.data") if 0 < buffer < len(buffers) else None
+        if span is not None and span[1]:
+            continue  # constant: stays in flash
+        shape = reader.ints(tensor, 4, "i4", "tensor.shape")
+        elements = int(np.prod(np.maximum(shape.astype(np.int64), 1))) if shape.size else 1
+        sizes[t] = elements * _ELEMENT_BYTES.get(reader.scalar(tensor, 6, "b", 0, "tensor.type"), 1)
+    names = []
+    for i, opcode in enumerate(reader.tables(model, 6, "operator_codes")):
+        code = max(reader.scalar(opcode, 4, "b", 0, f"operator_codes[{i}]"), reader.scalar(opcode, 10, "i", 0, f"operator_codes[{i}]"))
+        names.append(_builtin_name(code))
+    bound = max(sizes.values(), default=0)
+    for operator in reader.tables(subgraph, 10, "operators"):
+        if names[reader.scalar(operator, 4, "I", 0, "operator.opcode_index")] in _IN_PLACE_OPS:
+            continue
+        live = {int(i) for slot in (6, 8) for i in reader.ints(operator, slot, "i4", "operator tensors") if int(i) in sizes}
+        bound = max(bound, sum(sizes[i] for i in live))
+    return bound
+
+
+def _builtin_name(code: int) -> str:
+    from edgetl.runtimes.litert import _builtin_names
+
+    return _builtin_names().get(code, f"BUILTIN_{code}")
+
+
+def _probe_child(data: bytes, arena_size: int, invoke: bool, conn) -> None:
+    """In a child: does the model allocate (and, with ``invoke``, run) in ``arena_size`` bytes?"""
+    try:
+        model = TFLMModel(data, arena_size)
+        if invoke:
+            model.invoke_raw(model.zero_inputs())
+        conn.send(("ok", None))
+    except UnsupportedOpsError as exc:
+        conn.send(("unsupported", (list(exc.ops), str(exc))))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as text
+        conn.send(("fail", " ".join(str(exc).split())[:300]))
+
+
+def probe_arena(data: bytes, arena_size: int, *, invoke: bool = False, timeout: float = 300.0) -> tuple[str, Any]:
+    """One allocation (and, with ``invoke``, one inference) in a child process of its own.
+
+    TFLite Micro's Python interpreter segfaults, instead of raising, when some arenas are too
+    small ("Failed to allocate tail memory"); in a child that ends the probe, not the measurement.
+
+    Returns:
+        ``("ok", None)``, ``("fail", message)``, ``("crash", signal name)``, ``("hang", None)`` or
+        ``("unsupported", (ops, message))``.
+    """
+    import signal
+
+    from edgetl.runtimes.isolation import mp_context
+
+    _runtime()  # a missing package is reported here, and the child (forked) does not import it again
+    context = mp_context()
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=_probe_child, args=(data, arena_size, invoke, send), daemon=True)
+    process.start()
+    send.close()
+    try:
+        if receive.poll(timeout):
+            try:
+                outcome = receive.recv()
+            except EOFError:  # died before it could answer
+                outcome = None
+        else:
+            outcome = ("hang", None) if process.is_alive() else None
+    finally:
+        receive.close()
+        if process.is_alive() and outcome is not None and outcome[0] == "hang":
+            process.kill()
+        process.join()
+    if outcome is None:
+        code = process.exitcode or 0
+        try:
+            name = signal.Signals(-code).name if code < 0 else f"exit code {code}"
+        except ValueError:
+            name = f"signal {-code}"
+        return "crash", name
+    return outcome
+
+
 def measure_arena(data: bytes, *, step: int = ARENA_STEP, limit: int = ARENA_LIMIT) -> ArenaMeasurement:
     """Bisect for the smallest tensor arena (in ``step``-byte steps) in which the model allocates.
 
-    Doubling from 64 KiB finds an arena that works; bisection then narrows the gap between the
-    largest failing and the smallest working size to ``step`` bytes. The result is invoked once
-    (with every input at its zero point) to show the arena holds a whole inference.
+    Every probe runs in a child process of its own, and a probe that crashes the interpreter
+    counts as "does not fit" (TFLite Micro segfaults on some arenas that are too small). The
+    search starts from :func:`arena_lower_bound` (checked to fail), grows an upper bound by
+    doubling until the model allocates, then bisects the gap to ``step`` bytes. The result is
+    invoked once (with every input at its zero point) to show the arena holds a whole inference.
 
     Raises:
         ArtifactError: an operator TFLite Micro lacks, the model does not allocate even in
-            ``limit`` bytes, or it fails to invoke in the arena found.
+            ``limit`` bytes, or it fails (or crashes) to invoke in the arena found.
         MissingDependencyError: ``tflite-micro`` is not installed.
     """
     data = bytes(data)
     probes = 0
+    last_failure = ""
 
     def works(size: int) -> bool:
-        nonlocal probes
+        nonlocal probes, last_failure
         probes += 1
-        return allocates(data, size)
+        status, detail = probe_arena(data, size)
+        if status == "unsupported":
+            raise UnsupportedOpsError(*detail)
+        if status != "ok":
+            last_failure = f"{status}: {detail}" if detail else status
+        logger.debug("arena %d bytes: %s", size, status)
+        return status == "ok"
 
-    low, high = 0, _round_up(_FIRST_ARENA, step)  # invariant once found: `low` fails (or is 0), `high` works
+    bound = arena_lower_bound(data) // step * step
+    low = 0  # invariant once found: `low` fails (or is 0), `high` works
+    if bound >= step and not works(bound):
+        low = bound
+    high = _round_up(max(2 * bound, _FIRST_ARENA) if low else max(bound, step), step)
     while not works(high):
         if high >= limit:
-            try:
-                TFLMModel(data, high)
-            except UnsupportedOpsError:
-                raise
-            except ArtifactError as exc:
-                raise ArtifactError(f"the model does not allocate even in a {limit // 2**20} MiB arena: {exc}") from None
+            raise ArtifactError(f"the model does not allocate even in a {limit // 2**20} MiB arena in TFLite Micro ({last_failure})")
         low, high = high, min(high * 2, _round_up(limit, step))
     while high - low > step:
         middle = max(low + step, (low + high) // 2 // step * step)
@@ -299,9 +415,13 @@ def measure_arena(data: bytes, *, step: int = ARENA_STEP, limit: int = ARENA_LIM
             high = middle
         else:
             low = middle
-    model = TFLMModel(data, high)
-    model.invoke_raw(model.zero_inputs())
-    logger.debug("tensor arena: %d bytes (%d probes)", high, probes)
+    status, detail = probe_arena(data, high, invoke=True)
+    if status == "unsupported":
+        raise UnsupportedOpsError(*detail)
+    if status != "ok":
+        what = f"crashed ({detail})" if status == "crash" else f"failed ({detail})" if detail else status
+        raise ArtifactError(f"TFLite Micro allocates the model in {high} bytes but {what} running it; it cannot run this model")
+    logger.debug("tensor arena: %d bytes (%d probes, lower bound %d)", high, probes, bound)
     return ArenaMeasurement(
         min_bytes=high, step_bytes=step, probes=probes, invoked=True,
         allocator="Python interpreter, RecordingMicroAllocator, reference kernels, 64-bit host",
@@ -333,11 +453,12 @@ def isolated(fn, *args):
     come back as themselves.
     """
     import importlib
-    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    from edgetl.runtimes.isolation import mp_context
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp_context()) as pool:
         try:
             status, value = pool.submit(_call_in_child, fn, args).result()
         except BrokenProcessPool:
