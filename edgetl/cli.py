@@ -8,6 +8,7 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -23,6 +24,7 @@ from rich.table import Table
 from edgetl import __version__
 from edgetl.config import IODType, PackageFor, QuantMode
 from edgetl.errors import EdgetlError
+from edgetl.text import display_safe
 
 app = typer.Typer(
     name="edgetl",
@@ -51,13 +53,23 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", help="edgetl.toml wi
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an output folder that holds a different run or build.")]
 StrictOpt = Annotated[bool | None, typer.Option("--strict", help="Fail on unreadable image files instead of skipping them.")]
 VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-v info, -vv debug).")]
+TrustModelOpt = Annotated[
+    bool,
+    typer.Option("--trust-model", help="Load a Keras model even if it carries Python code (Lambda layers, custom modules), which then runs: only for files you trust."),
+]
+DeterministicOpt = Annotated[
+    bool,
+    typer.Option("--deterministic", help="TensorFlow op determinism: the same --seed gives the same weights, metrics and model bytes (slower). Default: [train] deterministic, else off."),
+]
 
 
 def _setup_logging(verbose: int) -> None:
     from rich.logging import RichHandler
 
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err_console, show_path=False)], force=True)
+    handler = RichHandler(console=err_console, show_path=False)
+    handler.addFilter(_display_safe_record)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
     for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
     if verbose == 0:  # TensorFlow's deprecation chatter is not the user's business
@@ -68,17 +80,42 @@ def _setup_logging(verbose: int) -> None:
         warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+def _display_safe_record(record: logging.LogRecord) -> bool:
+    """Log messages carry file and class names: escape control and bidi characters before they reach the terminal."""
+    try:
+        record.msg, record.args = display_safe(record.getMessage(), markup=False), None
+    except (TypeError, ValueError):  # a malformed log call: let the handler report it as usual
+        pass
+    return True
+
+
 @contextmanager
 def _errors_as_exit():
     """EdgetlError -> one line on stderr, non-zero exit, no traceback."""
     try:
         yield
     except EdgetlError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {display_safe(exc)}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted[/]: nothing half-written was left under a final name")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        how, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+        err_console.print(f"[bold red]{how}[/]: nothing half-written was left under a final name")
+        raise typer.Exit(code) from None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is so that the same clean-up as for Ctrl-C runs (exit 143)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _handle_sigterm() -> None:
+    import signal
+
+    with contextlib.suppress(ValueError, OSError):  # not the main thread, or no SIGTERM on this platform
+        signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 class RichProgress:
@@ -104,6 +141,13 @@ class RichProgress:
 
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
+
+
+def _output_lock(out: Path):
+    """Refuse to write ``out`` while another edgetl process writes it (one line, see edgetl._fs.output_lock)."""
+    from edgetl._fs import output_lock
+
+    return output_lock(out)
 
 
 def _resolve(config: Path | None, flags: dict[str, Any]):
@@ -153,11 +197,11 @@ def data_check(
         if as_json:
             console.print_json(json.dumps(report))
             return
-        t = Table(title=f"{scan.root}: {len(scan.class_names)} classes, {report['images']} readable images")
+        t = Table(title=f"{display_safe(scan.root)}: {len(scan.class_names)} classes, {report['images']} readable images")
         t.add_column("class")
         t.add_column("images", justify="right")
         for name in scan.class_names:
-            t.add_row(name, str(scan.counts.get(name, 0)))
+            t.add_row(display_safe(name), str(scan.counts.get(name, 0)))
         console.print(t)
         sizes = ", ".join(f"{k} ({v})" for k, v in list(report["sizes"].items())[:8])
         console.print(f"sizes: {sizes}{' ...' if len(report['sizes']) > 8 else ''}")
@@ -167,11 +211,11 @@ def data_check(
         if scan.skipped:
             console.print(f"[yellow]{len(scan.skipped)} unreadable file(s), skipped in training:[/]")
             for s in scan.skipped[:20]:
-                console.print(f"  {s.path}: {s.reason}", highlight=False)
+                console.print(f"  {display_safe(s.path)}: {display_safe(s.reason)}", highlight=False)
             if len(scan.skipped) > 20:
                 console.print(f"  ... and {len(scan.skipped) - 20} more (see --json)")
         for p in problems:
-            console.print(f"[yellow]warning:[/] {p}")
+            console.print(f"[yellow]warning:[/] {display_safe(p)}", highlight=False)
 
 
 def _data_problems(report: dict[str, Any]) -> list[str]:
@@ -238,18 +282,20 @@ def train(
     augment: AugmentOpt = None,
     clean_epochs: CleanEpochsOpt = None,
     strict: StrictOpt = None,
+    deterministic: DeterministicOpt = False,
     force: ForceOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
     """Freeze-then-unfreeze transfer learning: a new head on the frozen backbone, then its top layers."""
     _setup_logging(verbose)
     with _errors_as_exit():
-        cfg = _resolve(config, _training_flags(data, backbone, input_size, alpha, weights, val, val_split, seed, batch_size, head_epochs, fine_tune_epochs, unfreeze, unfreeze_from, augment, strict, unfreeze_blocks, clean_epochs))
+        flags = _training_flags(data, backbone, input_size, alpha, weights, val, val_split, seed, batch_size, head_epochs, fine_tune_epochs, unfreeze, unfreeze_from, augment, strict, unfreeze_blocks, clean_epochs)
+        cfg = _resolve(config, {**flags, "train.deterministic": True if deterministic else None})
         from edgetl.train import train as run_train
 
-        with RichProgress() as progress:
+        with _output_lock(out), RichProgress() as progress:
             result = run_train(cfg, out, force=force, progress=progress)
-        console.print(f"trained {cfg.model.name}: validation top-1 [bold]{_pct(result.val_accuracy)}[/] -> {result.out_dir}")
+        console.print(f"trained {cfg.model.name}: validation top-1 [bold]{_pct(result.val_accuracy)}[/] -> {display_safe(result.out_dir)}")
 
 
 # ----------------------------------------------------------------------------- qat
@@ -264,6 +310,8 @@ def qat(
     samples: Annotated[int, typer.Option("--samples", help="PTQ: training images used to calibrate int8 ranges.")] = 200,
     config: ConfigOpt = None,
     strict: StrictOpt = None,
+    deterministic: DeterministicOpt = False,
+    trust_model: TrustModelOpt = False,
     force: ForceOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -280,10 +328,11 @@ def qat(
             from edgetl.api import export_model
 
             target = out or model.with_name(model.name + "-ptq")
-            artifact, meta = export_model(model, "tflite-int8", data=data, out=target, samples=samples, force=force)
+            with _output_lock(target):
+                artifact, meta = export_model(model, "tflite-int8", data=data, out=target, samples=samples, force=force, trust_model=trust_model)
             console.print(
                 f"PTQ int8 (LiteRT): validation top-1 [bold]{_pct(meta['accuracy']['artifact_top1'])}[/] (float {_pct(float_top1)}), "
-                f"{meta['size_bytes'] / 1024:.1f} KiB -> {artifact}"
+                f"{meta['size_bytes'] / 1024:.1f} KiB -> {display_safe(artifact)}"
             )
             return
         run_cfg = info.extra.get("config", {})
@@ -294,18 +343,19 @@ def qat(
             "data.val_path": run_cfg.get("data", {}).get("val_path"), "data.val_split": run_cfg.get("data", {}).get("val_split"),
             "data.seed": run_cfg.get("data", {}).get("seed"), "data.strict": strict,
             "qat.epochs": epochs, "qat.lr": lr, "qat.mode": QuantMode.qat.value,
+            "train.deterministic": True if deterministic else run_cfg.get("train", {}).get("deterministic"),
         }
         cfg = _resolve(config, flags)
         from edgetl.qat import load_keras_artifact
         from edgetl.qat import qat as run_qat
 
-        float_model, _ = load_keras_artifact(model)
+        float_model, _ = load_keras_artifact(model, trust_model=trust_model)
         target = out or model.with_name(model.name + "-qat")
-        with RichProgress() as progress:
+        with _output_lock(target), RichProgress() as progress:
             result = run_qat(cfg, float_model, class_names=info.class_names, contract=info.contract, out_dir=target, force=force, progress=progress)
         console.print(
-            f"QAT model (Keras, fake-quantized): validation top-1 [bold]{_pct(result.val_accuracy)}[/] (float {_pct(float_top1)}) -> {target}; "
-            f"`edgetl export --model {target}` makes the int8 .tflite"
+            f"QAT model (Keras, fake-quantized): validation top-1 [bold]{_pct(result.val_accuracy)}[/] (float {_pct(float_top1)}) -> {display_safe(target)}; "
+            f"`edgetl export --model {display_safe(target)}` makes the int8 .tflite"
         )
 
 
@@ -319,6 +369,7 @@ def export(
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: <model>-<format>).")] = None,
     io_dtype: Annotated[IODType, typer.Option("--io-dtype", help="Input/output dtype of int8 models.")] = IODType.int8,
     samples: Annotated[int, typer.Option("--samples", help="Training images used to calibrate int8.")] = 200,
+    trust_model: TrustModelOpt = False,
     force: ForceOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -330,8 +381,9 @@ def export(
         target = TARGETS.get(fmt)
         from edgetl.api import export_model
 
-        artifact, meta = export_model(model, target.name, data=data, out=out, io_dtype=io_dtype, samples=samples, force=force, opset=opset)
-        console.print(f"wrote {artifact} ({meta['size_bytes'] / 1024:.1f} KiB, {target.name}{', ' + meta['quantization_mode'] if meta.get('quantization_mode') else ''})")
+        with _output_lock(out or model.with_name(f"{model.name}-{target.name}")):  # export_model's default folder
+            artifact, meta = export_model(model, target.name, data=data, out=out, io_dtype=io_dtype, samples=samples, force=force, opset=opset, trust_model=trust_model)
+        console.print(f"wrote {display_safe(artifact)} ({meta['size_bytes'] / 1024:.1f} KiB, {target.name}{', ' + meta['quantization_mode'] if meta.get('quantization_mode') else ''})")
 
 
 # ----------------------------------------------------------------------------- eval
@@ -342,6 +394,7 @@ def eval_cmd(
     against: Annotated[Path | None, typer.Option("--against", help="Float reference model: adds top-1 agreement and accuracy drop.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Fail on unreadable image files.")] = False,
+    trust_model: TrustModelOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
     """Top-1/top-5, per-class accuracy and confusion matrix, with the artifact's own preprocessing."""
@@ -349,27 +402,27 @@ def eval_cmd(
     with _errors_as_exit():
         from edgetl.evaluate import evaluate
 
-        report = evaluate(_model_file(artifact), data, against=_model_file(against) if against else None, strict=strict)
+        report = evaluate(_model_file(artifact), data, against=_model_file(against) if against else None, strict=strict, trust_model=trust_model)
         if as_json:
             console.print_json(json.dumps(report.to_dict()))
             return
         m = report.metrics
-        console.print(f"{report.artifact} ({report.kind}) on {m.num_images} images: top-1 [bold]{_pct(m.top1)}[/], top-{m.top_k} {_pct(m.top5)}")
+        console.print(f"{display_safe(report.artifact)} ({report.kind}) on {m.num_images} images: top-1 [bold]{_pct(m.top1)}[/], top-{m.top_k} {_pct(m.top5)}")
         if report.against:
             a = report.against
-            console.print(f"against {a['artifact']}: its top-1 {_pct(a['top1'])}, drop {100 * a['top1_drop']:+.1f} points, top-1 agreement {_pct(a['top1_agreement'])}")
+            console.print(f"against {display_safe(a['artifact'])}: its top-1 {_pct(a['top1'])}, drop {100 * a['top1_drop']:+.1f} points, top-1 agreement {_pct(a['top1_agreement'])}")
         t = Table(title="per class")
         for col in ("class", "accuracy", "images"):
             t.add_column(col)
         for name, v in m.per_class.items():
-            t.add_row(name, _pct(v["accuracy"]), str(v["support"]))
+            t.add_row(display_safe(name), _pct(v["accuracy"]), str(v["support"]))
         console.print(t)
         c = Table(title="confusion (rows: true, columns: predicted)")
         c.add_column("")
         for name in m.class_names:
-            c.add_column(name[:10], justify="right")
+            c.add_column(display_safe(name[:10]), justify="right")
         for name, row in zip(m.class_names, m.confusion, strict=True):
-            c.add_row(name, *[str(v) for v in row])
+            c.add_row(display_safe(name), *[str(v) for v in row])
         console.print(c)
 
 
@@ -382,7 +435,9 @@ def _model_file(path: Path) -> Path:
                 named = json.loads(marker.read_text()).get("model_file")
             except (OSError, ValueError):
                 named = None
-            if isinstance(named, str) and (path / named).is_file():
+            from edgetl.metadata import is_plain_file_name
+
+            if is_plain_file_name(named) and (path / named).is_file():
                 return path / named
         for name in ("model.tflite", "model.onnx"):
             if (path / name).is_file():
@@ -420,6 +475,8 @@ def build(
     strict: StrictOpt = None,
     package: Annotated[list[PackageFor] | None, typer.Option("--package", help="Also bundle the artifact for apps into <target>/package-<for>/: c (TFLite Micro, needs tflite-int8), android, ios, python; repeat for several. Budgets: [package] in --config.", show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved configuration and exit.")] = False,
+    deterministic: DeterministicOpt = False,
+    trust_model: TrustModelOpt = False,
     force: ForceOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -428,6 +485,7 @@ def build(
     with _errors_as_exit():
         flags = _training_flags(data, backbone, input_size, alpha, weights, val, val_split, seed, batch_size, head_epochs, fine_tune_epochs, unfreeze, unfreeze_from, augment, strict, unfreeze_blocks, clean_epochs)
         flags.update({
+            "train.deterministic": True if deterministic else None,
             "target": target, "out": str(out) if out else None, "name": name,
             "qat.mode": mode.value if mode else None, "qat.epochs": qat_epochs,
             "export.io_dtype": io_dtype.value if io_dtype else None, "export.opset": opset,
@@ -440,15 +498,15 @@ def build(
         if dry_run:
             console.print_json(json.dumps(cfg.to_toml_dict()))
             return
-        result = _run_build(cfg, force)
+        result = _run_build(cfg, force, trust_model=trust_model)
         _print_build_summary(result)
 
 
-def _run_build(cfg, force: bool):
+def _run_build(cfg, force: bool, trust_model: bool = False):
     from edgetl.pipeline import build as run_build
 
     with RichProgress() as progress:
-        return run_build(cfg, force=force, progress=progress)
+        return run_build(cfg, force=force, progress=progress, trust_model=trust_model)
 
 
 def _print_build_summary(result, elapsed_s: float | None = None) -> None:
@@ -456,7 +514,7 @@ def _print_build_summary(result, elapsed_s: float | None = None) -> None:
     s = result.summary
     runtime = names.get(s.get("runtime", "litert"), s.get("runtime"))
     other = s.get("companion")
-    t = Table(title=f"edgetl build -> {result.out_dir}")
+    t = Table(title=f"edgetl build -> {display_safe(result.out_dir)}")
     for col, justify in (("model", "left"), ("runtime", "left"), ("top-1", "right"), ("p50 ms, 1 thread", "right")):
         t.add_column(col, justify=justify)
     t.add_row("float", "Keras", _pct(s["float_top1"]), "")
@@ -480,9 +538,9 @@ def _print_build_summary(result, elapsed_s: float | None = None) -> None:
         lat.add_row(str(entry["threads"]), f"{st['p50_ms']:.3f}", f"{st['p90_ms']:.3f}", f"{st['p99_ms']:.3f}")
     console.print(lat)
     if elapsed_s is not None:
-        console.print(f"done in {elapsed_s:.0f} s; report: {result.out_dir / 'report.md'}")
+        console.print(f"done in {elapsed_s:.0f} s; report: {display_safe(result.out_dir / 'report.md')}")
     else:
-        console.print(f"report: {result.out_dir / 'report.md'}")
+        console.print(f"report: {display_safe(result.out_dir / 'report.md')}")
 
 
 # ----------------------------------------------------------------------------- demo
@@ -593,15 +651,15 @@ def bench_cmd(
                 s = r["stats"]
                 rss = "n/a" if r["peak_rss_mib"] is None else f"{r['peak_rss_mib']:.0f}"
                 t.add_row(
-                    entry["label"], str(r["threads"]), f"{s['p50_ms']:.3f}", f"{s['p90_ms']:.3f}",
+                    display_safe(entry["label"]), str(r["threads"]), f"{s['p50_ms']:.3f}", f"{s['p90_ms']:.3f}",
                     f"{s['p99_ms']:.3f}", f"{s['mean_ms']:.3f}", f"{s['throughput_ips']:.0f}", f"{r['cold_start_ms']:.1f}", rss,
                 )
         console.print(t)
         from edgetl.bench_report import warnings as bench_warnings
 
         for warning in bench_warnings(doc):
-            err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
-        console.print(f"wrote {written['json']}, {written['markdown'].name}, {written['html'].name}", highlight=False)
+            err_console.print(f"[bold yellow]warning:[/] {display_safe(warning)}", highlight=False)
+        console.print(display_safe(f"wrote {written['json']}, {written['markdown'].name}, {written['html'].name}"), highlight=False)
 
 
 # ----------------------------------------------------------------------------- compare
@@ -623,7 +681,7 @@ def compare(
         if as_json:
             console.print_json(json.dumps({"a": str(a), "b": str(b), "comparisons": [c.to_dict() for c in comparisons]}))
             return
-        console.print(f"A = {a}\nB = {b}", highlight=False)
+        console.print(f"A = {display_safe(a)}\nB = {display_safe(b)}", highlight=False)
         t = Table(title="p50 latency of B / A, bootstrap 95% confidence interval")
         t.add_column("artifact", no_wrap=True)
         for col in ("threads", "A p50 ms", "B p50 ms", "B/A [95% CI]"):
@@ -631,7 +689,7 @@ def compare(
         t.add_column("verdict", no_wrap=True)
         for c in comparisons:
             name = c.artifact_a if c.artifact_a == c.artifact_b else f"{c.artifact_a} -> {c.artifact_b}"
-            t.add_row(name, str(c.threads), f"{c.p50_a_ms:.3f}", f"{c.p50_b_ms:.3f}", f"{c.ratio:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]", c.verdict)
+            t.add_row(display_safe(name), str(c.threads), f"{c.p50_a_ms:.3f}", f"{c.p50_b_ms:.3f}", f"{c.ratio:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]", c.verdict)
         console.print(t)
         cpu_a, cpu_b = doc_a.get("machine", {}).get("cpu"), doc_b.get("machine", {}).get("cpu")
         if cpu_a != cpu_b:
@@ -645,6 +703,7 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files.", show_default=False)],
     top_k: Annotated[int, typer.Option("--top-k", help="Classes to list per image; more than the model has lists all of them, with a note.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON.")] = False,
+    trust_model: TrustModelOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
     """Top-k labels and scores for image files, preprocessed as in training (.tflite/.onnx need no TensorFlow)."""
@@ -652,18 +711,18 @@ def predict(
     with _errors_as_exit():
         from edgetl.predict import predict_images
 
-        report = predict_images(_model_file(artifact), images, top_k=top_k)
+        report = predict_images(_model_file(artifact), images, top_k=top_k, trust_model=trust_model)
         if report.clamped:
             err_console.print(f"[yellow]note:[/] --top-k {report.requested_top_k} is more than the model's {len(report.class_names)} classes; listing all {report.top_k}", highlight=False)
         if as_json:
             console.print_json(json.dumps(report.to_dict()))
             return
-        t = Table(title=f"{report.artifact} ({report.kind}): top {report.top_k} of {len(report.class_names)} classes")
+        t = Table(title=f"{display_safe(report.artifact)} ({report.kind}): top {report.top_k} of {len(report.class_names)} classes")
         for col, justify in (("image", "left"), ("rank", "right"), ("label", "left"), ("score", "right")):
             t.add_column(col, justify=justify, no_wrap=col == "image")
         for image, top in report.predictions:
             for rank, p in enumerate(top, 1):
-                t.add_row(image if rank == 1 else "", str(rank), p.label, f"{p.score:.4f}", end_section=rank == len(top))
+                t.add_row(display_safe(image) if rank == 1 else "", str(rank), display_safe(p.label), f"{p.score:.4f}", end_section=rank == len(top))
         console.print(t)
 
 
@@ -705,10 +764,10 @@ def package_cmd(
         from edgetl.package import human_size, package, resolve_artifact
 
         target = out if out is not None else resolve_artifact(artifact).parent / f"package-{for_.value}"
-        with err_console.status(f"packaging {artifact} for {for_.value}"):  # seconds: a spinner, gone before any error line
+        with _output_lock(target), err_console.status(f"packaging {display_safe(artifact)} for {for_.value}"):  # seconds: a spinner, gone before any error line
             result = package(artifact, for_, target, ram_budget=ram_budget, flash_budget=flash_budget, arena_margin=arena_margin, force=force)
         report = result.report
-        console.print(f"wrote the {for_.value} package of {report['model']['file']} ({human_size(report['model']['size_bytes'])}) to {result.out_dir}: {', '.join(result.files)}", highlight=False)
+        console.print(f"wrote the {for_.value} package of {display_safe(report['model']['file'])} ({human_size(report['model']['size_bytes'])}) to {display_safe(result.out_dir)}: {display_safe(', '.join(result.files))}", highlight=False)
         if "tflm" in report:
             arena, parity = report["tflm"]["arena"], report["tflm"]["parity"]
             console.print(
@@ -725,7 +784,12 @@ def package_cmd(
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    app(args=argv if argv is not None else sys.argv[1:], prog_name="edgetl")
+    _handle_sigterm()
+    try:
+        app(args=argv if argv is not None else sys.argv[1:], prog_name="edgetl")
+    except Terminated:  # before or after a command's own handling (argument parsing, imports)
+        err_console.print("[bold red]terminated (SIGTERM)[/]")
+        sys.exit(143)
 
 
 

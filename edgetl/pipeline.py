@@ -8,14 +8,22 @@ Layout of ``<out>/<name>/``::
 
 Each stage's folder records the fingerprint of the configuration (and image files) that made it,
 so a second ``build`` that changes only later settings (target, QAT epochs, bench) reuses the
-earlier stages instead of training again. ``--force`` starts over.
+earlier stages instead of training again. ``--force`` starts over. A later stage's fingerprint
+also covers the exact file of the model it was made from, so a stage left over from another run is
+never reused. Every stage is written into a temporary sibling folder and the finished folders
+replace the previous ones only when the whole build succeeds: an interrupted (or forced) build
+leaves the previous complete build as it was. A lock on ``<out>/<name>`` refuses a second
+concurrent build into the same folder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,12 +86,37 @@ def stage_fingerprints(config: BuildConfig) -> dict[str, str]:
     return {"train": train_fp, "qat": qat_fp, "export": export_fp}
 
 
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def after_parent(stage_fp: str, parent_model: Path) -> str:
+    """``stage_fp`` bound to the exact model file the stage starts from.
+
+    The float model is trained anew whenever its own stage is not reused, and training does not
+    give the same bytes twice: a QAT folder made from an earlier float model must not be reused.
+    """
+    return fingerprint({"stage": stage_fp, "parent_sha256": file_sha256(parent_model)})
+
+
 def build_name(config: BuildConfig) -> str:
+    """The build's folder name under ``config.out``: ``config.name`` or the data folder's name.
+
+    Raises:
+        ConfigError: no name and no data folder, or a name that is not a single folder name.
+    """
+    from edgetl.config import check_path_component
+
     if config.name:
-        return config.name
+        return check_path_component(config.name, "name")
     if config.data.path is None:
         raise ConfigError("no training data: pass --data DIR (a folder with one subfolder per class)")
-    return Path(config.data.path).resolve().name or "model"
+    return check_path_component(Path(config.data.path).resolve().name or "model", "build name (the data folder's name; pass --name to choose one)")
 
 
 def check_build(config: BuildConfig) -> TargetSpec:
@@ -289,21 +322,37 @@ def quick_latency(artifact: Path, config: BuildConfig) -> list[dict[str, Any]]:
     return results
 
 
-def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_progress) -> BuildResult:
+def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_progress, trust_model: bool = False) -> BuildResult:
     """Run the whole pipeline for ``config.target`` and write ``<out>/<name>/<target>/``.
 
+    The stages write temporary sibling folders; the previous build's folders are replaced only
+    when every stage has succeeded, so an interrupted build (``--force`` too) leaves them intact.
+
     Raises:
-        ConfigError, DataError, OutputExistsError, ExportError, VerificationError.
+        ConfigError, DataError, OutputExistsError (also: another process is writing the same
+        ``<out>/<name>``), ExportError, VerificationError.
     """
+    target = check_build(config)
+    root = Path(config.out) / build_name(config)
+    from edgetl.train import deterministic_ops
+
+    # trust_model: the Keras models of earlier builds reused from <out>/<name> load without the code check
+    with _fs.output_lock(root), _fs.staged_dirs() as stage, deterministic_ops(config.train.deterministic):
+        return _build_stages(config, target, root, stage, force=force, progress=progress, trust_model=trust_model)
+
+
+def _build_stages(
+    config: BuildConfig, target: TargetSpec, root: Path, stage: Callable[[Path], Path], *, force: bool, progress: Progress,
+    trust_model: bool = False,
+) -> BuildResult:
+    """The body of :func:`build`; ``stage(folder)`` gives the temporary folder that replaces ``folder`` at the end."""
     from edgetl.bench import machine_info
     from edgetl.qat import QAT_MODEL_FILE, load_keras_artifact, qat, representative_images
     from edgetl.train import MODEL_FILE, train
 
-    target = check_build(config)
     fps = stage_fingerprints(config)
-    root = Path(config.out) / build_name(config)
     target_dir = root / target.name
-    _fs.prepare_output_dir(target_dir, fps["export"], force=force, what="build")  # refuse before training
+    _fs.check_output_dir(target_dir, fps["export"], force=force, what="build")  # refuse before training
     timings: dict[str, float] = {}
 
     start = time.perf_counter()
@@ -312,12 +361,15 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
         log.info("reusing the float model in %s (same data and training settings)", float_dir)
         from edgetl.data import load_split
 
-        float_model, info = load_keras_artifact(float_dir)
+        float_model, info = load_keras_artifact(float_dir, trust_model=trust_model)
         class_names, contract = info.class_names, info.contract
         split = load_split(config.data, contract.input_size)
+        float_file = float_dir / MODEL_FILE
     else:
-        trained = train(config, float_dir, force=True, progress=progress, run_fingerprint=fps["train"])
+        trained = train(config, stage(float_dir), force=True, progress=progress, run_fingerprint=fps["train"])
         float_model, class_names, contract, split = trained.model, trained.class_names, trained.contract, trained.split
+        float_file = Path(trained.out_dir) / MODEL_FILE
+    qat_fp = after_parent(fps["qat"], float_file)  # a QAT folder made from another float model is stale
     timings["train_s"] = time.perf_counter() - start
 
     quant_model, quant_acc, mode = None, None, None
@@ -325,9 +377,9 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
     if target.needs_quantized_model:
         mode = QuantMode(config.qat.mode)
         qat_dir = root / "qat"
-        if mode is QuantMode.qat and not force and _reusable(qat_dir, fps["qat"], QAT_MODEL_FILE):
+        if mode is QuantMode.qat and not force and _reusable(qat_dir, qat_fp, QAT_MODEL_FILE):
             log.info("reusing the QAT model in %s", qat_dir)
-            quant_model, _ = load_keras_artifact(qat_dir)
+            quant_model, _ = load_keras_artifact(qat_dir, trust_model=trust_model)
             from edgetl.train import accuracy
 
             quant_acc = accuracy(quant_model, split.val, contract)
@@ -335,8 +387,8 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
             float_copy = _clone(float_model)
             result = qat(
                 config, float_copy, class_names=class_names, contract=contract, split=split,
-                out_dir=qat_dir if mode is QuantMode.qat else None, force=True, progress=progress,
-                run_fingerprint=fps["qat"],
+                out_dir=stage(qat_dir) if mode is QuantMode.qat else None, force=True, progress=progress,
+                run_fingerprint=qat_fp,
             )
             quant_model, quant_acc = result.model, result.val_accuracy
     timings["qat_s"] = time.perf_counter() - start
@@ -345,7 +397,7 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
     progress("export", 0, 1, target.name)
     source = quant_model if quant_model is not None else float_model
     representative = representative_images(split, config.export.representative_samples, config.data.seed)
-    with _fs.atomic_dir(target_dir) as staging:
+    with contextlib.nullcontext(stage(target_dir)) as staging:  # replaces target_dir when build() completes
         artifact, meta = export_artifact(
             source, target.name, staging, class_names=class_names, contract=contract,
             representative=representative, config=config, write_marker=False,
@@ -380,7 +432,8 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
         ptq = None
         if mode is QuantMode.qat and config.export.compare_ptq:
             progress("PTQ comparison", 0, 1, "int8 from the float model, calibrated")
-            ptq = compare_ptq(float_model, target, root / "ptq-int8", class_names, contract, representative, split, config, float_metrics)
+            ptq_dir = root / "ptq-int8"
+            ptq = compare_ptq(float_model, target, ptq_dir, class_names, contract, representative, split, config, float_metrics, staging=stage(ptq_dir))
             progress("PTQ comparison", 1, 1, "")
         accuracy_block = {
             "split": "validation",
@@ -404,6 +457,7 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
         meta.update(
             {
                 "fingerprint": fps["export"],
+                "stage_fingerprints": {"train": fps["train"], "qat": qat_fp if mode is QuantMode.qat else None, "float_model_sha256": file_sha256(float_file)},
                 "name": root.name,
                 "quantization_mode": mode.value if mode else None,
                 "accuracy": accuracy_block,
@@ -489,13 +543,14 @@ def _clone(model):
 
 def compare_ptq(
     float_model, target: TargetSpec, out_dir: Path, class_names: list[str], contract: PreprocessContract,
-    representative: np.ndarray, split, config: BuildConfig, float_metrics,
+    representative: np.ndarray, split, config: BuildConfig, float_metrics, *, staging: Path | None = None,
 ) -> dict[str, Any]:
     """Post-training int8 of the float model, beside the QAT artifact, so the report can show
-    what QAT bought. Written to ``<name>/ptq-int8/`` with its own metadata."""
+    what QAT bought. Written to ``<name>/ptq-int8/`` with its own metadata (into ``staging``,
+    a temporary folder that replaces ``out_dir`` later, when given)."""
     from edgetl.evaluate import compute_metrics
 
-    with _fs.atomic_dir(out_dir) as staging:
+    with _fs.atomic_dir(out_dir) if staging is None else contextlib.nullcontext(staging) as staging:
         artifact, meta = export_artifact(
             float_model, target.name, staging, class_names=class_names, contract=contract,
             representative=representative, config=config, write_marker=False,
