@@ -98,6 +98,7 @@ def _errors_as_exit():
         err_console.print(f"[bold red]error:[/] {display_safe(exc)}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt as exc:
+        _stop_terminate_retry()
         how, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
         err_console.print(f"[bold red]{how}[/]: nothing half-written was left under a final name")
         raise typer.Exit(code) from None
@@ -107,15 +108,33 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is so that the same clean-up as for Ctrl-C runs (exit 143)."""
 
 
+#: Seconds after SIGTERM before Terminated is raised again, while it has not ended the command.
+TERMINATE_RETRY_S = 2.0
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
+    import signal
+
+    # Python ignores an exception raised while a finalizer or weakref callback runs ("Exception ignored
+    # in ..."): if the signal lands there, SIGALRM raises it again until _errors_as_exit or main() stop it.
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        signal.setitimer(signal.ITIMER_REAL, TERMINATE_RETRY_S)
     raise Terminated()
+
+
+def _stop_terminate_retry() -> None:
+    import signal
+
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def _handle_sigterm() -> None:
     import signal
 
-    with contextlib.suppress(ValueError, OSError):  # not the main thread, or no SIGTERM on this platform
+    with contextlib.suppress(ValueError, OSError, AttributeError):  # not the main thread, or no such signals here
         signal.signal(signal.SIGTERM, _raise_terminated)
+        signal.signal(signal.SIGALRM, _raise_terminated)
 
 
 class RichProgress:
@@ -788,6 +807,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv if argv is not None else sys.argv[1:], prog_name="edgetl")
     except Terminated:  # before or after a command's own handling (argument parsing, imports)
+        _stop_terminate_retry()
         err_console.print("[bold red]terminated (SIGTERM)[/]")
         sys.exit(143)
 

@@ -175,25 +175,32 @@ int main() {
 """
 
 
-def test_generated_c_compiles_and_holds_the_model(c_package, int8_export, tmp_path):
+def compile_and_run_c_package(out: Path, build: Path) -> dict[str, str]:
+    """Compile a `--for c` package in ``out`` with :data:`MAIN_CC` (g++, -Werror) in ``build``, run it,
+    and return what it printed as ``{key: rest of line}``; skips (or fails under EDGETL_REQUIRE_GXX) without g++."""
     gxx = shutil.which("g++")
     if gxx is None:
         if os.environ.get("EDGETL_REQUIRE_GXX"):
             pytest.fail("g++ is required (EDGETL_REQUIRE_GXX is set) but not installed")
         pytest.skip("g++ not installed (apt-get install g++)")
-    out, report, _ = c_package
+    build.mkdir(parents=True, exist_ok=True)
     for name in ("labels.h", "model_data.h", "model_data.cc", "model_ops.h", "model_settings.h"):
-        shutil.copy(out / name, tmp_path / name)
-    (tmp_path / "stub_tflm.h").write_text(_stub_resolver())
-    (tmp_path / "main.cc").write_text(MAIN_CC)
+        shutil.copy(out / name, build / name)
+    (build / "stub_tflm.h").write_text(_stub_resolver())
+    (build / "main.cc").write_text(MAIN_CC)
     compiled = subprocess.run(
         [gxx, "-std=c++17", "-Wall", "-Wextra", "-Werror", "-O0", "main.cc", "model_data.cc", "-o", "check"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        cwd=build, capture_output=True, text=True, timeout=600,
     )
     assert compiled.returncode == 0, compiled.stderr[-3000:]
-    ran = subprocess.run([str(tmp_path / "check")], capture_output=True, text=True, timeout=60)
+    ran = subprocess.run([str(build / "check")], capture_output=True, text=True, timeout=60)
     assert ran.returncode == 0, ran.stderr
-    lines = dict(line.split(" ", 1) for line in ran.stdout.strip().splitlines())
+    return dict(line.split(" ", 1) for line in ran.stdout.strip().splitlines())
+
+
+def test_generated_c_compiles_and_holds_the_model(c_package, int8_export, tmp_path):
+    out, report, _ = c_package
+    lines = compile_and_run_c_package(out, tmp_path)
     count, *ops = lines["ops"].split()
     assert int(count) == len(ops) == len(report["tflm"]["ops"]) and sorted(ops) == sorted(report["tflm"]["ops"])
     data = int8_export[0].read_bytes()

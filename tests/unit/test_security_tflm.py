@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,7 @@ import pytest
 
 from edgetl.package import package
 from edgetl.runtimes.tflm import arena_lower_bound, probe_arena
-from tests.unit.test_package import MAIN_CC, _stub_resolver
+from tests.unit.test_package import compile_and_run_c_package
 
 
 def mobilenet_v2_int8(alpha: float, size: int, out_dir: Path) -> Path:
@@ -51,27 +49,9 @@ def mobilenet_v2_int8(alpha: float, size: int, out_dir: Path) -> Path:
     return path
 
 
-def _compile(out: Path, tmp_path: Path) -> None:
-    gxx = shutil.which("g++")
-    if gxx is None:
-        if os.environ.get("EDGETL_REQUIRE_GXX"):
-            pytest.fail("g++ is required (EDGETL_REQUIRE_GXX is set) but not installed")
-        pytest.skip("g++ not installed (apt-get install g++)")
-    build = tmp_path / "cc"
-    build.mkdir()
-    for name in ("labels.h", "model_data.h", "model_data.cc", "model_ops.h", "model_settings.h"):
-        shutil.copy(out / name, build / name)
-    (build / "stub_tflm.h").write_text(_stub_resolver())
-    (build / "main.cc").write_text(MAIN_CC)
-    compiled = subprocess.run(
-        [gxx, "-std=c++17", "-Wall", "-Wextra", "-Werror", "-O0", "main.cc", "model_data.cc", "-o", "check"],
-        cwd=build, capture_output=True, text=True, timeout=600,
-    )
-    assert compiled.returncode == 0, compiled.stderr[-3000:]
-    ran = subprocess.run([str(build / "check")], capture_output=True, text=True, timeout=60)
-    assert ran.returncode == 0, ran.stderr
-    lines = dict(line.split(" ", 1) for line in ran.stdout.strip().splitlines())
-    return int(lines["arena"])
+def _compile(out: Path, tmp_path: Path) -> int:
+    """Compile and run the package's C; the kTensorArenaSize it was built with."""
+    return int(compile_and_run_c_package(out, tmp_path / "cc")["arena"])
 
 
 def _packages_for_c(alpha: float, size: int, tmp_path: Path) -> None:

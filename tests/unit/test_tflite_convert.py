@@ -50,6 +50,7 @@ def test_structure_tells_different_models_apart(int8_export, fp32_export):
     assert int8 != fp32 and len(int8) > 50
 
 
+@pytest.mark.slow  # 90 s for the SavedModel route; the slow QAT matrix asserts the same on every backbone's QAT model
 def test_qat_int8_conversion_equals_the_savedmodel_route(qat_run, trained_run):
     """The QAT model (FakeQuant ranges) -> full-integer int8: identical to the SavedModel route."""
     from edgetl.qat import representative_images
