@@ -117,32 +117,30 @@ def _utf16_units(char: str) -> list[int]:
     return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
 
 
-def kotlin_string(text: str) -> str:
-    """A Kotlin (or Java) string literal for ``text``: ``\\``, ``"`` and ``$`` (string templates) escaped,
-    and anything but printable ASCII as ``\\uXXXX`` UTF-16 units."""
+def _quoted(text: str, escaped: str, non_ascii) -> str:
+    """``"..."`` with each character of ``escaped`` backslash-escaped, printable ASCII as is, and
+    everything else spelled by ``non_ascii(char)``."""
     out = []
     for char in text:
-        if char in '\\"$':
+        if char in escaped:
             out.append("\\" + char)
         elif " " <= char <= "~":
             out.append(char)
         else:
-            out.extend(f"\\u{unit:04X}" for unit in _utf16_units(char))
+            out.append(non_ascii(char))
     return '"' + "".join(out) + '"'
+
+
+def kotlin_string(text: str) -> str:
+    """A Kotlin (or Java) string literal for ``text``: ``\\``, ``"`` and ``$`` (string templates) escaped,
+    and anything but printable ASCII as ``\\uXXXX`` UTF-16 units."""
+    return _quoted(text, '\\"$', lambda char: "".join(f"\\u{unit:04X}" for unit in _utf16_units(char)))
 
 
 def swift_string(text: str) -> str:
     """A Swift string literal for ``text``: ``\\`` (so ``\\(`` interpolation cannot start) and ``"``
     escaped, anything but printable ASCII as ``\\u{X}`` Unicode scalars."""
-    out = []
-    for char in text:
-        if char in '\\"':
-            out.append("\\" + char)
-        elif " " <= char <= "~":
-            out.append(char)
-        else:
-            out.append(f"\\u{{{ord(char):X}}}")
-    return '"' + "".join(out) + '"'
+    return _quoted(text, '\\"', lambda char: f"\\u{{{ord(char):X}}}")
 
 
 def python_string(text: str) -> str:
