@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -148,3 +150,59 @@ def test_demo_meets_its_promise(tmp_path):
     meta = json.loads((tmp_path / "demo" / "build" / "shapes" / "tflite-int8" / "edgetl.json").read_text())
     assert meta["accuracy"]["artifact_top1"] >= 0.9, meta["accuracy"]
     assert elapsed < 360, elapsed
+
+
+# Issue 13 moved every module: the outputs users and scripts read must not change. The golden files were
+# written by the code before the move (EDGETL_WRITE_GOLDEN=1 rewrites them on purpose).
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+
+
+def _key_paths(value, prefix="", depth=0):
+    """Key paths of a JSON document to depth 3 (lists: the union over their items, as ``[]``)."""
+    paths = set()
+    if depth >= 3:
+        return paths
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{prefix}.{key}" if prefix else key
+            paths.add(path)
+            if key not in ("per_class", "versions", "config", "ops"):  # data-dependent keys; config is checked by the dry-run golden
+                paths |= _key_paths(item, path, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            paths |= _key_paths(item, f"{prefix}[]", depth)
+    return paths
+
+
+def _check_golden(name: str, actual):
+    path = GOLDEN / name
+    if os.environ.get("EDGETL_WRITE_GOLDEN") == "1":
+        path.write_text(json.dumps(actual, indent=2, sort_keys=True) + "\n")
+    assert actual == json.loads(path.read_text()), f"{name} changed"
+
+
+def test_edgetl_json_keys_are_unchanged(built):
+    root = built[0] / "build" / "shapes"
+    keys = {
+        folder.name: sorted(_key_paths(json.loads((folder / "edgetl.json").read_text())))
+        for folder in sorted(root.iterdir()) if (folder / "edgetl.json").is_file() and folder.name in ("float", "qat", "ptq-int8", "tflite-int8")
+    }
+    assert set(keys) == {"float", "qat", "ptq-int8", "tflite-int8"}
+    _check_golden("build_edgetl_json_keys.json", keys)
+
+
+DRY_RUNS = {
+    "default": [],
+    "c-package": ["--package", "c", "--val-split", "0.3", "--batch-size", "8"],
+    "onnx-ptq": ["--target", "onnx-int8", "--mode", "ptq", "--opset", "13", "--alpha", "0.5", "--input-size", "96"],
+    "fp16-no-aug": ["--target", "tflite-fp16", "--no-augment", "--fine-tune-epochs", "2", "--head-epochs", "1", "--qat-epochs", "4", "--seed", "7", "--package", "android", "--clean-epochs", "0"],
+}
+
+
+def test_build_dry_run_output_is_unchanged(shapes_dir):
+    outputs = {}
+    for name, extra in DRY_RUNS.items():
+        result = runner.invoke(app, ["build", "--dry-run", "--data", str(shapes_dir), "--weights", "none", *extra])
+        assert result.exit_code == 0, result.output + result.stderr
+        outputs[name] = json.loads(result.stdout.replace(str(shapes_dir), "<data>"))
+    _check_golden("build_dry_run.json", outputs)
