@@ -183,13 +183,13 @@ def make_models(out: Path) -> list[Path]:
     paths = [out / "mnv2-int8.tflite", out / "mnv2-int8.onnx", out / "mnv2-fp32.tflite"]
     if all(p.exists() for p in paths):
         return paths
-    from edgetl.backbones import BACKBONES, build_classifier
-    from edgetl.config import IODType
-    from edgetl.exporters.onnx import export_onnx
-    from edgetl.exporters.tflite import export_tflite
+    from edgetl.export.onnx import export_onnx
+    from edgetl.export.tflite import export_tflite
+    from edgetl.ml.backbones import BACKBONES, build_classifier
+    from edgetl.pipeline.config import IODType
 
     out.mkdir(parents=True, exist_ok=True)
-    from edgetl.train import reestimate_batchnorm
+    from edgetl.ml.train import reestimate_batchnorm
 
     model, contract = build_classifier(BACKBONES.get("mobilenet_v2"), 3, 32, 0.35, "none")
     pixels = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
@@ -214,7 +214,7 @@ def _runner(prefix: list[str], env: dict | None, args: list[str], timeout: float
 
 def check_artifact(path: Path, out: Path, guest: tuple[list[str], dict], runs: int, warmup: int) -> dict:
     """Run the runner on ``path`` with a fixed input, on x86 and emulated arm64; compare the first run's outputs."""
-    from edgetl.bench import BenchOptions, plan_bench
+    from edgetl.bench.harness import BenchOptions, plan_bench
 
     options = BenchOptions(threads=(1,), warmup=warmup, runs=runs, profile_runs=0)
     (plan,) = plan_bench([path], options)
@@ -223,7 +223,7 @@ def check_artifact(path: Path, out: Path, guest: tuple[list[str], dict], runs: i
     rng = np.random.default_rng(0)
     input_files = []
     for i, info in enumerate(plan.inputs):
-        from edgetl.remote_runner import synthetic_input
+        from edgetl.bench.board_runner import synthetic_input
 
         file = work / f"input{i}.npy"
         np.save(file, synthetic_input(info["shape"], info["dtype"], rng))
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     checks_s = round(time.perf_counter() - start, 1)
-    from edgetl.remote_runner import machine_info
+    from edgetl.bench.board_runner import machine_info
 
     doc = {
         "kind": "edgetl.arm64_qemu", "note": NOT_LATENCY, "qemu": qemu_version(), "host": machine_info(),

@@ -33,7 +33,7 @@ SHAPES = ("circle", "square", "triangle", "star", "pentagon", "hexagon")
 
 
 def make_data(root: Path, args) -> Path:
-    from edgetl.synthetic import SUPPORTED_SHAPES, make_shapes_dataset
+    from edgetl.data.synthetic import SUPPORTED_SHAPES, make_shapes_dataset
 
     data = root / "data"
     if not data.is_dir():
@@ -63,9 +63,9 @@ def settings(backbone: str, data: Path, out: Path, args, target: str) -> dict:
 
 
 def run_one(backbone: str, data: Path, out: Path, args) -> dict:
-    from edgetl.bench import bench_tflite
-    from edgetl.config import validate
-    from edgetl.pipeline import build
+    from edgetl.bench.harness import bench_tflite
+    from edgetl.pipeline.build import build
+    from edgetl.pipeline.config import validate
 
     start = time.perf_counter()
     int8 = build(validate(settings(backbone, data, out, args, "tflite-int8"), "bench"), force=False)
@@ -113,12 +113,12 @@ def run_one(backbone: str, data: Path, out: Path, args) -> dict:
 
 def latency_at(backbone: str, size: int, out: Path, args) -> dict:
     """fp32 vs int8 LiteRT latency at ``size`` px (random weights: latency does not depend on them)."""
-    from edgetl.backbones import BACKBONES, build_classifier
-    from edgetl.bench import bench_tflite
-    from edgetl.exporters.tflite import export_tflite
-    from edgetl.inspect_model import inspect_tflite
-    from edgetl.quantize import calibrate_ranges, quantize_model
-    from edgetl.runtimes.litert import op_report
+    from edgetl.bench.harness import bench_tflite
+    from edgetl.device.inspect import inspect_tflite
+    from edgetl.export.tflite import export_tflite
+    from edgetl.ml.backbones import BACKBONES, build_classifier
+    from edgetl.ml.quantize import calibrate_ranges, quantize_model
+    from edgetl.runtime.litert import op_report
 
     spec = BACKBONES.get(backbone)
     model, contract = build_classifier(spec, 6, size, spec.default_alpha, "none")
@@ -184,7 +184,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    from edgetl.backbones import BACKBONES
+    from edgetl.ml.backbones import BACKBONES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="*", default=None)

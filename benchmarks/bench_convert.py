@@ -5,7 +5,7 @@ tensor, weight for weight.
 
 Cases (random weights: conversion time does not depend on them):
 - ``mnv2-float-int8``: MobileNetV2 1.0, float model -> PTQ int8 (converter calibration);
-- ``mnv2-qat-int8``: the same model QAT-wrapped by edgetl.quantize (FakeQuant ranges) -> int8;
+- ``mnv2-qat-int8``: the same model QAT-wrapped by edgetl.ml.quantize (FakeQuant ranges) -> int8;
 - ``mnv3s-qat-int8``: MobileNetV3-Small, QAT-wrapped (split hard-swish recipe) -> int8;
 - ``mnv2-float-fp32``: MobileNetV2 1.0 -> fp32.
 
@@ -25,8 +25,8 @@ import numpy as np
 
 
 def make_model(case: str, size: int):
-    from edgetl.backbones import BACKBONES, build_classifier
-    from edgetl.quantize import calibrate_ranges, quantize_model
+    from edgetl.ml.backbones import BACKBONES, build_classifier
+    from edgetl.ml.quantize import calibrate_ranges, quantize_model
 
     name = "mobilenet_v3_small" if case.startswith("mnv3s") else "mobilenet_v2"
     spec = BACKBONES.get(name)
@@ -39,7 +39,7 @@ def make_model(case: str, size: int):
 
 
 def main() -> None:
-    from edgetl.exporters import tflite as exporter
+    from edgetl.export import tflite as exporter
     from tests.unit.test_tflite_convert import structure
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -25,12 +25,12 @@ import numpy as np
 
 
 def epoch_times(args) -> dict:
-    from edgetl._keras import keras
-    from edgetl.backbones import BACKBONES, build_classifier
-    from edgetl.config import validate
-    from edgetl.contract import PreprocessContract
-    from edgetl.data import ImageData, SplitData
-    from edgetl.train import _compile, freeze_backbone, make_dataset, train_head_on_features
+    from edgetl.core.contract import PreprocessContract
+    from edgetl.data.images import ImageData, SplitData
+    from edgetl.ml._keras import keras
+    from edgetl.ml.backbones import BACKBONES, build_classifier
+    from edgetl.ml.train import _compile, freeze_backbone, make_dataset, train_head_on_features
+    from edgetl.pipeline.config import validate
 
     k = keras()
     rng = np.random.default_rng(0)
@@ -105,10 +105,10 @@ def epoch_times(args) -> dict:
 
 
 def latency_ratio(args, out: Path) -> dict:
-    from edgetl.backbones import BACKBONES, build_classifier
-    from edgetl.bench import bench_tflite
-    from edgetl.contract import PreprocessContract
-    from edgetl.exporters.tflite import export_tflite
+    from edgetl.bench.harness import bench_tflite
+    from edgetl.core.contract import PreprocessContract
+    from edgetl.export.tflite import export_tflite
+    from edgetl.ml.backbones import BACKBONES, build_classifier
 
     spec = BACKBONES.get("mobilenet_v2")
     model = build_classifier(spec, 10, 224, 1.0, "none").model
@@ -140,8 +140,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from edgetl.bench import machine_info
-    from edgetl.metadata import package_versions
+    from edgetl.bench.harness import machine_info
+    from edgetl.core.metadata import package_versions
 
     epochs = epoch_times(args)
     latency = latency_ratio(args, args.out)

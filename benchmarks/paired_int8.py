@@ -25,10 +25,10 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
 
 
 def compare(build: Path) -> dict:
-    from edgetl.config import validate
-    from edgetl.data import load_split
-    from edgetl.metadata import read_model_info
-    from edgetl.runtimes.litert import LiteRTModel
+    from edgetl.core.metadata import read_model_info
+    from edgetl.data.images import load_split
+    from edgetl.pipeline.config import validate
+    from edgetl.runtime.litert import LiteRTModel
 
     info = read_model_info(build / "tflite-int8")
     meta, contract = info.extra, info.contract

@@ -13,7 +13,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from edgetl.config import BuildConfig, validate  # noqa: E402
+from edgetl.pipeline.config import BuildConfig, validate  # noqa: E402
 
 #: MobileNetV2 alpha 0.35 at 32 px (as tfmot's own tests), trained for a few seconds.
 TINY_SETTINGS = {
@@ -28,7 +28,7 @@ TINY_SETTINGS = {
 
 
 def tiny_config(data: Path, **sections) -> BuildConfig:
-    from edgetl.config import deep_merge
+    from edgetl.pipeline.config import deep_merge
 
     settings = deep_merge(TINY_SETTINGS, {"data": {"path": str(data)}})
     return validate(deep_merge(settings, sections), "test settings")
@@ -36,7 +36,7 @@ def tiny_config(data: Path, **sections) -> BuildConfig:
 
 @pytest.fixture(scope="session")
 def shapes_dir(tmp_path_factory) -> Path:
-    from edgetl.synthetic import make_shapes_dataset
+    from edgetl.data.synthetic import make_shapes_dataset
 
     return make_shapes_dataset(
         tmp_path_factory.mktemp("data") / "shapes", images_per_class=60, image_size=40, seed=0,
@@ -47,15 +47,15 @@ def shapes_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_run(shapes_dir, tmp_path_factory):
     """A float training run folder (weights=none) and its TrainResult."""
-    from edgetl.train import train
+    from edgetl.ml.train import train
 
     return train(tiny_config(shapes_dir), tmp_path_factory.mktemp("runs") / "float")
 
 
 @pytest.fixture(scope="session")
 def qat_run(trained_run, shapes_dir, tmp_path_factory):
-    from edgetl.pipeline import _clone
-    from edgetl.qat import qat
+    from edgetl.ml.qat import qat
+    from edgetl.pipeline.build import _clone
 
     out = tmp_path_factory.mktemp("runs") / "qat"
     float_copy = _clone(trained_run.model)  # QAT must not alter the float model other tests read
@@ -68,7 +68,7 @@ def qat_run(trained_run, shapes_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def int8_export(qat_run, shapes_dir, tmp_path_factory):
     """(artifact path, metadata) of the QAT model exported to full-integer int8 TFLite."""
-    from edgetl.api import export_model
+    from edgetl.pipeline.api import export_model
 
     out = tmp_path_factory.mktemp("exports") / "int8"
     return export_model(qat_run.out_dir, "tflite-int8", data=shapes_dir, out=out, samples=16)
@@ -76,7 +76,7 @@ def int8_export(qat_run, shapes_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def fp32_export(trained_run, shapes_dir, tmp_path_factory):
-    from edgetl.api import export_model
+    from edgetl.pipeline.api import export_model
 
     out = tmp_path_factory.mktemp("exports") / "fp32"
     return export_model(trained_run.out_dir, "tflite-fp32", data=shapes_dir, out=out)

@@ -194,7 +194,7 @@ def worker(command: str, list_file: str, out_file: str, extra_json: str) -> None
 
     from typer.testing import CliRunner
 
-    from edgetl.cli import app
+    from edgetl.cli.app import app
 
     extra = json.loads(extra_json)
     runner = CliRunner()
@@ -292,9 +292,9 @@ def make_seed_models(out_dir: Path) -> tuple[dict[str, Path], bytes]:
     import tf_keras as keras
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgetl.contract import PreprocessContract
-    from edgetl.metadata import embedded_metadata
-    from edgetl.runtimes.litert import add_tflite_metadata
+    from edgetl.core.contract import PreprocessContract
+    from edgetl.core.metadata import embedded_metadata
+    from edgetl.runtime.litert import add_tflite_metadata
 
     out_dir.mkdir(parents=True, exist_ok=True)
     classes, contract = ["a", "b"], PreprocessContract(input_size=8)

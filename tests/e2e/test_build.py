@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgetl.cli import app
+from edgetl.cli.app import app
 
 runner = CliRunner()
 

@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetl.backbones import BACKBONES, block_starts, build_backbone, build_classifier, resolve_weights
-from edgetl.errors import ConfigError, ExportError
+from edgetl.core.errors import ConfigError, ExportError
+from edgetl.ml.backbones import BACKBONES, block_starts, build_backbone, build_classifier, resolve_weights
 
 STOCK = [name for name, spec in BACKBONES.items() if spec.stock_builder is not None]
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _settle_batchnorm(model, size: int) -> None:
-    from edgetl._keras import keras
+    from edgetl.ml._keras import keras
 
     x = np.random.default_rng(1).integers(0, 256, (32, size, size, 3)).astype(np.float32)
     for layer in model.layers:
@@ -32,9 +32,9 @@ def _settle_batchnorm(model, size: int) -> None:
 
 def _stock_and_rebuilt(name: str):
     """``(spec, stock model with settled BatchNorm, its edgetl form, the folded contract)`` at 32 px."""
-    from edgetl._keras import keras
-    from edgetl.backbones.graph import to_edgetl_form
-    from edgetl.contract import PreprocessContract
+    from edgetl.core.contract import PreprocessContract
+    from edgetl.ml._keras import keras
+    from edgetl.ml.backbones.graph import to_edgetl_form
 
     keras().utils.set_random_seed(0)
     spec = BACKBONES.get(name)
@@ -45,8 +45,8 @@ def _stock_and_rebuilt(name: str):
 
 
 def test_registry_entries_are_complete():
-    from edgetl.exporters import TARGETS
-    from edgetl.quantize import QAT_RECIPES
+    from edgetl.export import TARGETS
+    from edgetl.ml.quantize import QAT_RECIPES
 
     assert set(BACKBONES.names()) >= {
         "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "efficientnet_v2_b0", "efficientnet_lite0",
@@ -61,8 +61,8 @@ def test_registry_entries_are_complete():
 @pytest.mark.parametrize("name", STOCK)
 def test_rebuilt_graph_equals_stock(name):
     """Same tensor in (the stock scaling's output): the rebuilt graph gives the stock outputs."""
-    from edgetl._keras import keras
-    from edgetl.backbones.graph import input_scaling_prefix
+    from edgetl.ml._keras import keras
+    from edgetl.ml.backbones.graph import input_scaling_prefix
 
     k = keras()
     spec, stock, model, contract = _stock_and_rebuilt(name)
@@ -117,14 +117,14 @@ def test_rebuilt_backbone_matches_stock_from_pixels(name):
 
 def _hard_swish_multiplies(model) -> int:
     """Multiply layers whose inputs are ``x`` and ``HardSigmoid(x)``."""
-    from edgetl.backbones.graph import hard_swish_multiplies
+    from edgetl.ml.backbones.graph import hard_swish_multiplies
 
     return len(hard_swish_multiplies(model))
 
 
 def test_mobilenet_v3_hard_swish_becomes_layers():
-    from edgetl._keras import keras
-    from edgetl.backbones.graph import to_edgetl_form
+    from edgetl.ml._keras import keras
+    from edgetl.ml.backbones.graph import to_edgetl_form
 
     spec = BACKBONES.get("mobilenet_v3_small")
     model, contract = build_backbone(spec, 32, None, "none")
@@ -147,7 +147,7 @@ def test_efficientnet_contracts_follow_the_weights(monkeypatch, tmp_path):
     """Random weights: x/255 (what the un-adapted Normalization does). ImageNet weights: ImageNet mean
     and std, read from the weights (Keras' Normalization + its 1/sqrt(std) fix), checked offline by
     serving a stand-in weights file through Keras' downloader."""
-    from edgetl._keras import keras
+    from edgetl.ml._keras import keras
 
     k = keras()
     spec = BACKBONES.get("efficientnet_b0")
@@ -171,7 +171,7 @@ def test_efficientnet_contracts_follow_the_weights(monkeypatch, tmp_path):
 
 
 def test_efficientnet_lite0_follows_the_published_design():
-    from edgetl.backbones import describe_backbone
+    from edgetl.ml.backbones import describe_backbone
 
     spec = BACKBONES.get("efficientnet_lite0")
     info = describe_backbone(spec)
@@ -211,8 +211,8 @@ def test_input_size_below_minimum_says_which_sizes_work(name):
 
 
 def test_block_starts_and_unfreeze_blocks(tmp_path):
-    from edgetl.config import validate
-    from edgetl.train import unfreeze_index
+    from edgetl.ml.train import unfreeze_index
+    from edgetl.pipeline.config import validate
 
     spec = BACKBONES.get("mobilenet_v3_small")
     model, _ = build_classifier(spec, 3, 32, None, "none")
@@ -227,7 +227,7 @@ def test_block_starts_and_unfreeze_blocks(tmp_path):
 
 
 def _model_with_custom_op():
-    from edgetl._keras import keras, tf
+    from edgetl.ml._keras import keras, tf
 
     k = keras()
     inputs = k.Input((32, 32, 3))
@@ -238,7 +238,7 @@ def _model_with_custom_op():
 
 
 def test_qat_refuses_an_uncovered_layer_by_name_and_type():
-    from edgetl.quantize import quantize_model
+    from edgetl.ml.quantize import quantize_model
 
     model = _model_with_custom_op()
     bad = next(layer for layer in model.layers if type(layer).__name__ == "TFOpLambda")
@@ -251,8 +251,8 @@ def test_qat_refuses_an_uncovered_layer_by_name_and_type():
 
 def test_qat_hook_covers_a_custom_layer():
     """The Python API hook: a QuantizeConfig for a user's layer the recipe does not know."""
-    from edgetl._keras import keras, tfmot
-    from edgetl.quantize import _config_classes, plan_quantization, quantize_model
+    from edgetl.ml._keras import keras, tfmot
+    from edgetl.ml.quantize import _config_classes, plan_quantization, quantize_model
 
     k = keras()
 

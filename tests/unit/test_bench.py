@@ -1,4 +1,4 @@
-"""edgetl.bench: statistics, the timing loop, LiteRT benchmarks, and the `edgetl bench`/`compare` harness on tiny models."""
+"""edgetl.bench.harness: statistics, the timing loop, LiteRT benchmarks, and the `edgetl bench`/`compare` harness on tiny models."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetl.bench import (
+from edgetl.bench.harness import (
     BENCH_KIND,
     LITERT_OP_PROFILE_NOTE,
     SCHEMA_VERSION,
@@ -39,7 +39,7 @@ from edgetl.bench import (
     time_calls,
     timed_loop,
 )
-from edgetl.errors import ArtifactError, ConfigError
+from edgetl.core.errors import ArtifactError, ConfigError
 from tests.unit.test_runtime_litert import INPUT_SHAPE, build_tflite_models
 from tests.unit.test_runtime_onnx import build_onnx_model
 
@@ -367,7 +367,7 @@ def test_bench_and_compare_cli_never_import_tensorflow(models, onnx_model, tmp_p
     (site / "sitecustomize.py").write_text(BLOCK_TF)  # reaches the worker processes too
     code = """
     import sys
-    from edgetl.cli import main
+    from edgetl.cli.app import main
 
     def run(*args):
         try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgetl.cli import app
+from edgetl.cli.app import app
 from tests.unit.test_cli import assert_one_line_error
 from tests.unit.test_runtime_onnx import build_onnx_model
 
@@ -198,7 +198,7 @@ def test_compare_finds_a_real_difference(bench_runs, tmp_path):
         (None, ["does not exist"]),
         ("{not json", ["not an edgetl bench file", "not readable JSON"]),
         (json.dumps({"hello": "world"}), ["not an edgetl bench file"]),
-        (json.dumps({"schema_version": 99, "kind": "edgetl.bench", "artifacts": []}), ["schema_version 99", "reads schema_version 1"]),
+        (json.dumps({"schema_version": 99, "kind": "edgetl.bench.harness", "artifacts": []}), ["schema_version 99", "reads schema_version 1"]),
     ],
     ids=["missing", "not-json", "not-bench", "schema-version"],
 )

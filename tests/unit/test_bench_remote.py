@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgetl import remote_runner
-from edgetl.cli import app
-from edgetl.errors import ConfigError
-from edgetl.remote import INSECURE_FLAG, parse_ssh_url
+from edgetl.bench import board_runner as remote_runner
+from edgetl.bench.remote import INSECURE_FLAG, parse_ssh_url
+from edgetl.cli.app import app
+from edgetl.core.errors import ConfigError
 from tests.unit.test_cli import assert_one_line_error
 from tests.unit.test_runtime_litert import build_tflite_models
 from tests.unit.test_runtime_onnx import build_onnx_model
@@ -292,7 +292,7 @@ def _run_runner_without_edgetl(*args: str, cwd: Path) -> subprocess.CompletedPro
 def test_runner_runs_stand_alone_and_agrees_with_bench_measure(models, tmp_path):
     import numpy as np
 
-    from edgetl.bench import measure
+    from edgetl.bench.harness import measure
 
     x = np.random.default_rng(1).integers(-128, 127, (1, 16, 16, 3), dtype=np.int8)
     np.save(tmp_path / "x.npy", x)
@@ -308,7 +308,7 @@ def test_runner_runs_stand_alone_and_agrees_with_bench_measure(models, tmp_path)
             "warmup": 1, "runs": 7, "duration_s": None, "profile_runs": 0, "seed": 0}
     assert set(measure(spec)) | {"input_source"} == set(result)
     # the saved outputs are what LiteRT gives for that input, and the digest says so
-    from edgetl.runtimes.litert import LiteRTModel
+    from edgetl.runtime.litert import LiteRTModel
 
     (expected,) = LiteRTModel(models["int8"]).invoke_raw([x])
     saved = np.load(tmp_path / "out.npz")["arr_0"]
@@ -338,14 +338,14 @@ def test_cpu_model_names_arm_boards():
 
 
 def test_runner_statistics_are_bench_summarize():
-    from edgetl.bench import summarize
+    from edgetl.bench.harness import summarize
 
     samples = [3.0, 1.0, 2.0, 10.0, 4.0]
     assert summarize(samples, 2, batch=2).to_dict() == remote_runner.latency_stats(samples, 2, batch=2)
 
 
 def test_runner_op_profile_is_the_runtime_modules():
-    from edgetl.runtimes.onnxruntime import top_ops_from_profile
+    from edgetl.runtime.onnxruntime import top_ops_from_profile
 
     events = [
         {"cat": "Node", "name": "conv_kernel_time", "dur": 30, "args": {"op_name": "Conv"}},

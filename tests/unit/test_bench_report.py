@@ -1,4 +1,4 @@
-"""edgetl.bench_report: report.md and a self-contained report.html whose plots a real browser renders."""
+"""edgetl.bench.report: report.md and a self-contained report.html whose plots a real browser renders."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from edgetl.bench import BenchOptions, run_bench, write_bench
-from edgetl.bench_report import plots, render_html, render_markdown
+from edgetl.bench.harness import BenchOptions, run_bench, write_bench
+from edgetl.bench.report import plots, render_html, render_markdown
 from tests.unit.test_runtime_onnx import build_onnx_model
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

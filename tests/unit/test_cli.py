@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from edgetl.cli import app
+from edgetl.cli.app import app
 
 runner = CliRunner()
 COMMANDS = ["train", "qat", "export", "eval", "build", "demo", "backbones", "data", "data check"]
@@ -33,7 +33,7 @@ def assert_one_line_error(result, *fragments: str) -> None:
 
 
 def test_help_does_not_import_tensorflow():
-    code = "import sys; import edgetl.cli; assert 'tensorflow' not in sys.modules and 'tf_keras' not in sys.modules"
+    code = "import sys; import edgetl.cli.app; assert 'tensorflow' not in sys.modules and 'tf_keras' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
@@ -177,7 +177,7 @@ def test_backbones_lists_registry_with_params_and_macs():
     # Figures keras.applications and the papers publish (same GAP + dense 1000-class top).
     assert rows["efficientnet_b0"]["params"] == 5_330_564 and abs(rows["efficientnet_b0"]["macs"] - 390e6) / 390e6 < 0.02
     assert rows["efficientnet_v2_b0"]["params"] == 7_200_312 and abs(rows["efficientnet_v2_b0"]["macs"] - 720e6) / 720e6 < 0.02
-    from edgetl.backbones import BACKBONES
+    from edgetl.ml.backbones import BACKBONES
 
     assert sorted(rows) == BACKBONES.names()
     assert rows["efficientnet_lite0"]["imagenet_weights"] is False and rows["mobilenet_v3_small"]["qat_recipe"] == "mobilenet_v3"
@@ -211,7 +211,7 @@ def test_qat_mode_ptq_writes_calibrated_int8(trained_run, shapes_dir, tmp_path):
 
 def test_qat_refuses_a_model_no_recipe_covers(trained_run, shapes_dir, tmp_path):
     """A user's run folder whose model has an op no QAT recipe knows: one line naming it, nothing written."""
-    from edgetl._keras import keras, tf
+    from edgetl.ml._keras import keras, tf
 
     k = keras()
     inputs = k.Input((32, 32, 3))

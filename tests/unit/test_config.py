@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgetl.config import recipes_dir, resolve_config
-from edgetl.errors import ConfigError
+from edgetl.core.errors import ConfigError
+from edgetl.pipeline.config import recipes_dir, resolve_config
 
 
 def test_recipe_then_toml_then_flags(tmp_path):
@@ -21,7 +21,7 @@ def test_recipe_then_toml_then_flags(tmp_path):
 
 
 def test_every_registered_backbone_has_a_recipe():
-    from edgetl.backbones import BACKBONES
+    from edgetl.ml.backbones import BACKBONES
 
     for name in BACKBONES:
         assert (recipes_dir() / f"{name}.toml").is_file(), f"models/{name}.toml missing"
@@ -55,7 +55,7 @@ def test_missing_config_file(tmp_path):
 
 
 def test_unknown_backbone_lists_registered():
-    from edgetl.backbones import BACKBONES
+    from edgetl.ml.backbones import BACKBONES
 
     with pytest.raises(ConfigError, match="unknown backbone 'resnet50'; known backbones: ") as excinfo:
         resolve_config(None, {"model.name": "resnet50"})
@@ -64,7 +64,7 @@ def test_unknown_backbone_lists_registered():
 
 
 def test_stage_fingerprints_separate_stages(tmp_path):
-    from edgetl.pipeline import stage_fingerprints
+    from edgetl.pipeline.build import stage_fingerprints
 
     base = resolve_config(None, {"data.path": str(tmp_path)})
     more_qat = resolve_config(None, {"data.path": str(tmp_path), "qat.epochs": 9})

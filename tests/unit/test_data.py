@@ -1,4 +1,4 @@
-"""edgetl.data: folder scanning, decoding every image mode to RGB, splitting and the errors users see."""
+"""edgetl.data.images: folder scanning, decoding every image mode to RGB, splitting and the errors users see."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from edgetl.config import DataConfig
-from edgetl.data import (
+from edgetl.core.errors import ConfigError, DataError
+from edgetl.data.images import (
     ALPHA_BACKGROUND,
     IMAGE_SUFFIXES,
     check_folder,
@@ -23,7 +23,7 @@ from edgetl.data import (
     split_indices,
     to_rgb,
 )
-from edgetl.errors import ConfigError, DataError
+from edgetl.pipeline.config import DataConfig
 
 SIZE = 16
 
@@ -131,7 +131,7 @@ def test_scan_layout_hidden_nested_and_top_level(tmp_path, caplog):
     write_rgb(tmp_path / "a" / ".hidden.png")  # hidden file: ignored
     write_rgb(tmp_path / ".cache" / "x.png")  # hidden class folder: ignored
     write_rgb(tmp_path / "stray.png")  # top level: ignored, with a warning
-    with caplog.at_level(logging.WARNING, logger="edgetl.data"):
+    with caplog.at_level(logging.WARNING, logger="edgetl.data.images"):
         scan = scan_folder(tmp_path)
     assert scan.class_names == ["a", "b"]
     assert scan.counts == {"a": 4, "b": 2}
@@ -153,7 +153,7 @@ def test_bad_files_skipped_and_logged(tmp_path, caplog):
     text_png.write_text("this is not a png")
     notes = tmp_path / "dog" / "notes.txt"
     notes.write_text("hello")
-    with caplog.at_level(logging.WARNING, logger="edgetl.data"):
+    with caplog.at_level(logging.WARNING, logger="edgetl.data.images"):
         scan = scan_folder(tmp_path)
     reasons = {s.path: s.reason for s in scan.skipped}
     assert reasons[truncated] == "truncated image"
@@ -410,6 +410,6 @@ def test_different_sizes_resized(tmp_path):
 
 
 def test_imports_without_tensorflow():
-    code = "import sys, edgetl.data, edgetl.synthetic; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    code = "import sys, edgetl.data.images, edgetl.data.synthetic; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetl.errors import ArtifactError
-from edgetl.evaluate import agreement, compute_metrics, evaluate
+from edgetl.core.errors import ArtifactError
+from edgetl.device.evaluate import agreement, compute_metrics, evaluate
 
 
 def test_metrics_on_known_predictions():
@@ -42,7 +42,7 @@ def test_eval_tflite_and_against_keras(int8_export, trained_run, shapes_dir):
 
 def test_eval_keras_run_matches_training_accuracy(trained_run, shapes_dir):
     report = evaluate(trained_run.out_dir, shapes_dir)
-    from edgetl.train import predict_pixels
+    from edgetl.ml.train import predict_pixels
 
     pixels = np.concatenate([trained_run.split.train.x, trained_run.split.val.x])
     labels = np.concatenate([trained_run.split.train.y, trained_run.split.val.y])
@@ -62,7 +62,7 @@ def test_eval_without_metadata_is_a_clear_error(tmp_path, shapes_dir):
 
 def test_tflite_eval_never_imports_tensorflow(int8_export, shapes_dir):
     code = (
-        "import sys, json; from edgetl.evaluate import evaluate; "
+        "import sys, json; from edgetl.device.evaluate import evaluate; "
         f"r = evaluate({str(int8_export[0])!r}, {str(shapes_dir)!r}); "
         "assert 'tensorflow' not in sys.modules and 'tf_keras' not in sys.modules, 'TF imported'; "
         "print(json.dumps({'top1': r.metrics.top1}))"

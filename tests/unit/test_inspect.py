@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgetl.cli import app
-from edgetl.inspect_model import inspect_artifact
-from edgetl.runtimes.litert import LiteRTModel, op_report
-from edgetl.runtimes.tflm import unsupported_ops
+from edgetl.cli.app import app
+from edgetl.device.inspect import inspect_artifact
+from edgetl.runtime.litert import LiteRTModel, op_report
+from edgetl.runtime.tflm import unsupported_ops
 from tests.unit.test_cli import assert_one_line_error
 
 runner = CliRunner()
@@ -228,8 +228,8 @@ def test_qdq_onnx(tmp_path):
 
 
 def test_edgetl_onnx_int8_export_runs_every_conv_in_int8(int8_export, tmp_path):
-    from edgetl.exporters.onnx import export_onnx
-    from edgetl.metadata import read_model_info
+    from edgetl.core.metadata import read_model_info
+    from edgetl.export.onnx import export_onnx
 
     info = read_model_info(int8_export[0])
     path, details = export_onnx("onnx-int8", tmp_path / "model.onnx", tflite_int8=int8_export[0], class_names=info.class_names, contract=info.contract)

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from edgetl.errors import ArtifactError, DataError
-from edgetl.runtimes import tflm
+from edgetl.core.errors import ArtifactError, DataError
+from edgetl.runtime import tflm
 
 
 def _abort() -> None:

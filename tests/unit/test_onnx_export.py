@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgetl.cli import app
-from edgetl.errors import ConfigError
+from edgetl.cli.app import app
+from edgetl.core.errors import ConfigError
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def onnx_int8(int8_export, tmp_path_factory):
-    from edgetl.exporters.onnx import export_onnx
-    from edgetl.metadata import read_model_info
+    from edgetl.core.metadata import read_model_info
+    from edgetl.export.onnx import export_onnx
 
     tflite, _ = int8_export
     info = read_model_info(tflite)
@@ -71,7 +71,7 @@ def test_onnx_int8_weights_are_int8_per_channel_and_activations_uint8(onnx_int8)
 
 
 def test_onnx_runtime_fuses_every_conv_to_int8(onnx_int8):
-    from edgetl.exporters.onnx import ort_fusion_report
+    from edgetl.export.onnx import ort_fusion_report
 
     path, details, _, _ = onnx_int8
     graph = ort_fusion_report(path)
@@ -81,8 +81,8 @@ def test_onnx_runtime_fuses_every_conv_to_int8(onnx_int8):
 
 
 def test_onnx_int8_agrees_with_litert_int8(onnx_int8, trained_run):
-    from edgetl.runtimes.litert import LiteRTModel
-    from edgetl.runtimes.onnxruntime import ORTModel
+    from edgetl.runtime.litert import LiteRTModel
+    from edgetl.runtime.onnxruntime import ORTModel
 
     path, _, tflite, info = onnx_int8
     x = _val_input(trained_run, info.contract)
@@ -104,7 +104,7 @@ def test_rewrite_changes_no_value(int8_export, trained_run, tmp_path):
     import onnxruntime as ort
     import tf2onnx
 
-    from edgetl.exporters.onnx import optimize_qdq_for_ort
+    from edgetl.export.onnx import optimize_qdq_for_ort
 
     tflite, meta = int8_export
     raw, _ = tf2onnx.convert.from_tflite(str(tflite), opset=17)
@@ -128,8 +128,8 @@ def test_rewrite_changes_no_value(int8_export, trained_run, tmp_path):
 def test_opset_is_configurable_and_checked(int8_export, tmp_path):
     import onnx
 
-    from edgetl.exporters.onnx import export_onnx
-    from edgetl.metadata import read_model_info
+    from edgetl.core.metadata import read_model_info
+    from edgetl.export.onnx import export_onnx
 
     tflite, _ = int8_export
     info = read_model_info(tflite)
@@ -141,9 +141,9 @@ def test_opset_is_configurable_and_checked(int8_export, tmp_path):
 
 
 def test_onnx_fp32_export_reproduces_keras(trained_run, shapes_dir, tmp_path):
-    from edgetl.api import export_model
-    from edgetl.runtimes.onnxruntime import ORTModel
-    from edgetl.train import predict_pixels
+    from edgetl.ml.train import predict_pixels
+    from edgetl.pipeline.api import export_model
+    from edgetl.runtime.onnxruntime import ORTModel
 
     path, meta = export_model(trained_run.out_dir, "onnx-fp32", data=shapes_dir, out=tmp_path / "fp32")
     assert path.name == "model.onnx" and meta["kind"] == "onnx" and meta["runtime"] == "onnxruntime"
@@ -197,7 +197,7 @@ def test_onnx_int8_opens_with_exact_int8_kernels_on_x86(onnx_int8):
 
     import onnx
 
-    from edgetl.runtimes.onnxruntime import ORTModel
+    from edgetl.runtime.onnxruntime import ORTModel
 
     path, details, _, _ = onnx_int8
     model = onnx.load(str(path))

@@ -17,11 +17,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from edgetl.cli import app
-from edgetl.errors import ArtifactError, BudgetError, ConfigError, OutputExistsError
-from edgetl.package import input_lookup_table, package, parse_margin, parse_size
-from edgetl.runtimes.litert import LiteRTModel, quantize, tflite_operator_counts
-from edgetl.runtimes.tflm import (
+from edgetl.cli.app import app
+from edgetl.core.errors import ArtifactError, BudgetError, ConfigError, OutputExistsError
+from edgetl.package.stage import input_lookup_table, package, parse_margin, parse_size
+from edgetl.runtime.litert import LiteRTModel, quantize, tflite_operator_counts
+from edgetl.runtime.tflm import (
     TFLM_CUSTOM_OP_RESOLVER_METHODS,
     TFLM_OP_RESOLVER_METHODS,
     TFLMModel,
@@ -210,7 +210,7 @@ def test_generated_c_compiles_and_holds_the_model(c_package, int8_export, tmp_pa
     assert lines["model"].split() == [str(len(data)), str(fnv), "0"], "array length, content and 16-byte alignment"
     assert lines["labels"].split() == CLASSES
     inp = report["tflm"]["inputs"][0]
-    from edgetl.contract import PreprocessContract
+    from edgetl.core.contract import PreprocessContract
 
     table = input_lookup_table(PreprocessContract.from_dict(report["preprocessing"]), inp["scale"], inp["zero_point"], inp["dtype"])
     assert [int(v) for v in lines["lookup"].split()] == table.ravel().tolist()
@@ -221,7 +221,7 @@ def test_generated_c_compiles_and_holds_the_model(c_package, int8_export, tmp_pa
 
 def test_tflm_in_the_measured_arena_matches_litert_on_images(c_package, int8_export, shapes_dir):
     """The C package's inputs (its lookup table) on real images: TFLite Micro == LiteRT's reference kernels, bit for bit."""
-    from edgetl.data import load_eval_set
+    from edgetl.data.images import load_eval_set
 
     _, report, _ = c_package
     model = int8_export[0]
@@ -231,7 +231,7 @@ def test_tflm_in_the_measured_arena_matches_litert_on_images(c_package, int8_exp
     images, _ = load_eval_set(shapes_dir, 32, class_names=CLASSES)
     pixels = images.x[::12][:20]
     inp = reference.inputs[0]
-    from edgetl.contract import PreprocessContract
+    from edgetl.core.contract import PreprocessContract
 
     table = input_lookup_table(PreprocessContract.from_dict(report["preprocessing"]), inp.scale, inp.zero_point, inp.dtype)
     via_table = table[np.arange(3), pixels].astype(np.int8)  # what QuantizePixel() gives, element by element
@@ -362,7 +362,7 @@ def test_app_packages(target, int8_export, tmp_path):
 
 
 def test_python_package_predicts_like_edgetl(int8_export, shapes_dir, tmp_path):
-    from edgetl.evaluate import load_predictor
+    from edgetl.device.evaluate import load_predictor
 
     out = tmp_path / "py"
     package(int8_export[0], "python", out)
@@ -371,7 +371,7 @@ def test_python_package_predicts_like_edgetl(int8_export, shapes_dir, tmp_path):
     assert ran.returncode == 0, ran.stderr[-2000:]
     rows = [json.loads(line) for line in ran.stdout.splitlines() if line.startswith("{")]
     predict, info, _ = load_predictor(int8_export[0])
-    from edgetl.data import load_images
+    from edgetl.data.images import load_images
 
     probs = predict(load_images(images, 32))
     for row, p in zip(rows, probs, strict=True):
@@ -397,7 +397,7 @@ def _tiny_onnx_classifier(path: Path) -> Path:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    from edgetl.contract import PreprocessContract
+    from edgetl.core.contract import PreprocessContract
 
     for key, value in {"labels": json.dumps(["red", "blue"]), "preprocessing": json.dumps(PreprocessContract(input_size=8).to_dict())}.items():
         entry = model.metadata_props.add()
@@ -407,7 +407,7 @@ def _tiny_onnx_classifier(path: Path) -> Path:
 
 
 def test_python_package_of_an_onnx_model(tmp_path):
-    from edgetl.runtimes.onnxruntime import ORTModel
+    from edgetl.runtime.onnxruntime import ORTModel
 
     model = _tiny_onnx_classifier(tmp_path / "tiny.onnx")
     out = tmp_path / "py"
@@ -440,7 +440,7 @@ def test_build_flag_reaches_the_config(tmp_path, shapes_dir):
 @pytest.mark.slow  # a whole build (~45 s); the package code itself is tested above on the shared int8 model
 def test_build_package_c(trained_run, qat_run, shapes_dir, tmp_path):
     """`build` with [package] targets = ["c"]: the float and QAT stages of the session fixtures are reused (same fingerprints)."""
-    from edgetl.pipeline import build
+    from edgetl.pipeline.build import build
 
     config = tiny_config(
         shapes_dir, out=str(tmp_path / "build"), package={"targets": ["c"], "ram_budget": "512KB"},

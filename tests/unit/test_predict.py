@@ -15,12 +15,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from edgetl.cli import app
-from edgetl.contract import PreprocessContract
-from edgetl.data import load_eval_set, load_images
-from edgetl.errors import ConfigError
-from edgetl.evaluate import load_predictor
-from edgetl.predict import predict_images, top_k_of
+from edgetl.cli.app import app
+from edgetl.core.contract import PreprocessContract
+from edgetl.core.errors import ConfigError
+from edgetl.data.images import load_eval_set, load_images
+from edgetl.device.evaluate import load_predictor
+from edgetl.device.predict import predict_images, top_k_of
 from tests.unit.test_cli import assert_one_line_error
 from tests.unit.test_inspect import build_tflite
 
@@ -153,7 +153,7 @@ def test_cli_table_json_folder_and_clamped_top_k(int8_export, images):
 
 def test_lone_tflite_reads_its_embedded_labels(int8_export, images, tmp_path):
     """A .tflite copied away from its edgetl.json predicts the same, from the metadata inside the flatbuffer."""
-    import edgetl.runtimes.litert as litert
+    import edgetl.runtime.litert as litert
 
     if not hasattr(litert, "tflite_metadata"):
         pytest.skip("this tree's .tflite export does not embed edgetl metadata yet")
@@ -241,7 +241,7 @@ def test_predict_cli_never_imports_tensorflow(int8_export, onnx_classifier, imag
     """`edgetl[runtime]` only: TensorFlow, tf2onnx and onnx made unimportable, .tflite and .onnx still predict."""
     code = BLOCKER + textwrap.dedent("""
     import json, sys
-    from edgetl.cli import main
+    from edgetl.cli.app import main
 
     for artifact in sys.argv[1:3]:
         try:

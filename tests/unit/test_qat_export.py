@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from edgetl.errors import ConfigError
+from edgetl.core.errors import ConfigError
 
 
 def test_qat_model_holds_quantize_wrappers(qat_run):
@@ -20,8 +20,8 @@ def test_qat_model_holds_quantize_wrappers(qat_run):
 
 
 def test_qat_model_reloads(qat_run):
-    from edgetl.qat import load_keras_artifact
-    from edgetl.train import predict_pixels
+    from edgetl.ml.qat import load_keras_artifact
+    from edgetl.ml.train import predict_pixels
 
     model, info = load_keras_artifact(qat_run.out_dir)
     pixels = qat_run.split.val.x[:8]
@@ -49,8 +49,8 @@ def test_int8_tflite_is_full_integer(int8_export):
 
 
 def test_int8_agrees_with_qat_keras_model(int8_export, qat_run):
-    from edgetl.runtimes.litert import LiteRTModel
-    from edgetl.train import predict_pixels
+    from edgetl.ml.train import predict_pixels
+    from edgetl.runtime.litert import LiteRTModel
 
     path, meta = int8_export
     pixels = np.concatenate([qat_run.split.train.x, qat_run.split.val.x])
@@ -75,8 +75,8 @@ def test_fp32_export_matches_keras(fp32_export, trained_run):
 
 
 def test_ptq_int8_and_uint8_io_from_float_model(trained_run, shapes_dir, tmp_path):
-    from edgetl.api import export_model
-    from edgetl.runtimes.litert import LiteRTModel
+    from edgetl.pipeline.api import export_model
+    from edgetl.runtime.litert import LiteRTModel
 
     path, meta = export_model(trained_run.out_dir, "tflite-int8", data=shapes_dir, out=tmp_path / "ptq", io_dtype="uint8", samples=16)
     assert meta["quantization_mode"] == "ptq"
@@ -89,7 +89,7 @@ def test_ptq_int8_and_uint8_io_from_float_model(trained_run, shapes_dir, tmp_pat
 
 
 def test_fp16_export_is_smaller_and_agrees(trained_run, fp32_export, shapes_dir, tmp_path):
-    from edgetl.api import export_model
+    from edgetl.pipeline.api import export_model
 
     path, meta = export_model(trained_run.out_dir, "tflite-fp16", data=shapes_dir, out=tmp_path / "fp16")
     assert path.stat().st_size < 0.6 * fp32_export[0].stat().st_size
@@ -97,7 +97,7 @@ def test_fp16_export_is_smaller_and_agrees(trained_run, fp32_export, shapes_dir,
 
 
 def test_qat_model_cannot_export_to_float(qat_run, shapes_dir, tmp_path):
-    from edgetl.api import export_model
+    from edgetl.pipeline.api import export_model
 
     with pytest.raises(ConfigError, match="int8 targets only"):
         export_model(qat_run.out_dir, "tflite-fp32", data=shapes_dir, out=tmp_path / "x")
@@ -105,16 +105,16 @@ def test_qat_model_cannot_export_to_float(qat_run, shapes_dir, tmp_path):
 
 
 def test_unknown_target_lists_known_ones(trained_run, tmp_path):
-    from edgetl.api import export_model
+    from edgetl.pipeline.api import export_model
 
     with pytest.raises(ConfigError, match="tflite-fp16, tflite-fp32, tflite-int8"):
         export_model(trained_run.out_dir, "coreml", out=tmp_path / "x")
 
 
 def test_quantize_refuses_nested_model_clearly():
-    from edgetl._keras import keras
-    from edgetl.errors import ExportError
-    from edgetl.qat import quantize_model
+    from edgetl.core.errors import ExportError
+    from edgetl.ml._keras import keras
+    from edgetl.ml.qat import quantize_model
 
     k = keras()
     inner = k.Sequential([k.Input((8,)), k.layers.Dense(4)], name="inner")
@@ -124,9 +124,9 @@ def test_quantize_refuses_nested_model_clearly():
 
 
 def test_unsupported_layer_is_named():
-    from edgetl._keras import keras
-    from edgetl.errors import ExportError
-    from edgetl.qat import quantize_model
+    from edgetl.core.errors import ExportError
+    from edgetl.ml._keras import keras
+    from edgetl.ml.qat import quantize_model
 
     k = keras()
     inputs = k.Input((8, 8, 3))
@@ -138,7 +138,7 @@ def test_unsupported_layer_is_named():
 
 
 def test_op_report_tells_full_integer_from_float(int8_export, fp32_export):
-    from edgetl.runtimes.litert import op_report
+    from edgetl.runtime.litert import op_report
 
     int8 = op_report(int8_export[0])
     assert int8["full_integer"] and not int8["float_ops"] and int8["ops"].get("CONV_2D", 0) > 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgetl.backbones import BACKBONES
+from edgetl.ml.backbones import BACKBONES
 
 #: The matrix: every registered backbone, and whether it is slow to convert here.
 MATRIX = {
@@ -47,14 +47,14 @@ def _case(name: str):
 
 @pytest.mark.parametrize("name", [_case(n) for n in MATRIX])
 def test_qat_int8_litert(name, tmp_path):
-    from edgetl._keras import keras
-    from edgetl.backbones import build_classifier
-    from edgetl.config import IODType
-    from edgetl.exporters.tflite import export_tflite
-    from edgetl.inspect_model import inspect_tflite
-    from edgetl.quantize import calibrate_ranges, plan_quantization, quantize_model
-    from edgetl.runtimes.litert import LiteRTModel, op_report
-    from edgetl.train import reestimate_batchnorm, set_batchnorm_momentum
+    from edgetl.device.inspect import inspect_tflite
+    from edgetl.export.tflite import export_tflite
+    from edgetl.ml._keras import keras
+    from edgetl.ml.backbones import build_classifier
+    from edgetl.ml.quantize import calibrate_ranges, plan_quantization, quantize_model
+    from edgetl.ml.train import reestimate_batchnorm, set_batchnorm_momentum
+    from edgetl.pipeline.config import IODType
+    from edgetl.runtime.litert import LiteRTModel, op_report
 
     k = keras()
     k.utils.set_random_seed(0)  # same initial weights and batch order on every run
@@ -75,7 +75,7 @@ def test_qat_int8_litert(name, tmp_path):
     q_model = quantize_model(model, spec.qat_recipe)
     wrapped = sum(type(layer).__name__.startswith("QuantizeWrapper") for layer in q_model.layers)
     assert wrapped >= len([p for p in plans if p.how in ("registry", "output")]) - 1
-    # as edgetl.qat does: activation ranges start at the observed ones, not tfmot's [-6, 6]
+    # as edgetl.ml.qat does: activation ranges start at the observed ones, not tfmot's [-6, 6]
     calibrate_ranges(q_model, [contract.normalize(x_train[i : i + 32]) for i in range(0, len(x_train), 32)])
     q_model.compile(optimizer=k.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy")
     q_model.fit(contract.normalize(x_train), y_train, epochs=2, batch_size=16, verbose=0)
@@ -112,8 +112,8 @@ def test_qat_int8_litert(name, tmp_path):
         assert np.mean(keras_top1[decided] == int8_top1[decided]) >= 0.9
 
     # The same int8 model as ONNX: every conv runs as int8 in ONNX Runtime and it agrees with LiteRT.
-    from edgetl.exporters.onnx import export_onnx
-    from edgetl.runtimes.onnxruntime import ORTModel
+    from edgetl.export.onnx import export_onnx
+    from edgetl.runtime.onnxruntime import ORTModel
 
     onnx_path, details = export_onnx("onnx-int8", tmp_path / "model.onnx", tflite_int8=artifact, class_names=["r", "g", "b"], contract=contract)
     assert details["graph"]["int8_convs"] == details["graph"]["convs"] > 0
@@ -125,10 +125,10 @@ def _check_graph_ptq(float_model, contract, x_train, x_test, tmp_path):
     """PTQ of a MobileNetV3 goes through the calibrated QAT graph: the converter's own PTQ fuses
     hard-swish into int8 HARD_SWISH, which XNNPACK does not run (19-21 partitions, int8 slower than
     fp32, benchmarks/RESULTS.md). This int8 model keeps one partition and agrees with float."""
-    from edgetl.exporters.tflite import export_tflite
-    from edgetl.inspect_model import inspect_tflite
-    from edgetl.quantize import graph_ptq_model, is_quantized
-    from edgetl.runtimes.litert import LiteRTModel, op_report
+    from edgetl.device.inspect import inspect_tflite
+    from edgetl.export.tflite import export_tflite
+    from edgetl.ml.quantize import graph_ptq_model, is_quantized
+    from edgetl.runtime.litert import LiteRTModel, op_report
 
     before = [w.copy() for w in float_model.get_weights()]
     graph = graph_ptq_model(float_model, x_train[:64], contract)

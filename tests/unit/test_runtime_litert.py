@@ -1,4 +1,4 @@
-"""edgetl.runtimes.litert: loading, predicting, describing, and refusing bad files without crashing."""
+"""edgetl.runtime.litert: loading, predicting, describing, and refusing bad files without crashing."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetl.errors import ArtifactError, ConfigError, DataError
-from edgetl.runtimes.litert import LiteRTModel, TensorInfo, _walk_model, verify_tflite_file
+from edgetl.core.errors import ArtifactError, ConfigError, DataError
+from edgetl.runtime.litert import LiteRTModel, TensorInfo, _walk_model, verify_tflite_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INPUT_SHAPE = (16, 16, 3)
@@ -183,8 +183,8 @@ def test_verifier_agrees_with_generated_schema(models):
 LOAD_AND_RUN = """
 import sys
 import numpy as np
-from edgetl.errors import ArtifactError
-from edgetl.runtimes.litert import LiteRTModel
+from edgetl.core.errors import ArtifactError
+from edgetl.runtime.litert import LiteRTModel
 try:
     model = LiteRTModel(sys.argv[1])
     model.predict(np.zeros((2, 16, 16, 3), np.float32))
@@ -257,8 +257,8 @@ def test_verifier_catches_damage_before_the_interpreter(models, tmp_path, key, c
 FUZZ = """
 import sys
 import numpy as np
-from edgetl.errors import ArtifactError, DataError
-from edgetl.runtimes.litert import LiteRTModel
+from edgetl.core.errors import ArtifactError, DataError
+from edgetl.runtime.litert import LiteRTModel
 source, scratch = sys.argv[1], sys.argv[2]
 data = open(source, "rb").read()
 outcomes = {"ok": 0, "refused": 0}
@@ -290,11 +290,11 @@ def test_runtime_imports_and_runs_without_tensorflow(models):
     code = """
     import sys
     import numpy as np
-    import edgetl.bench
-    from edgetl.runtimes.litert import LiteRTModel
+    import edgetl.bench.harness
+    from edgetl.runtime.litert import LiteRTModel
     out = LiteRTModel(sys.argv[1]).predict(np.zeros((3, 16, 16, 3), np.float32))
     assert out.shape == (3, 3), out.shape
-    edgetl.bench.bench_tflite(sys.argv[1], threads=[1], warmup=1, runs=2)
+    edgetl.bench.harness.bench_tflite(sys.argv[1], threads=[1], warmup=1, runs=2)
     loaded = sorted(m for m in sys.modules if m == "tensorflow" or m.startswith(("tensorflow.", "tf_keras")))
     assert not loaded, loaded
     print("no tensorflow")

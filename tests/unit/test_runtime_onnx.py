@@ -1,4 +1,4 @@
-"""edgetl.runtimes.onnxruntime: loading, predicting, profiling, and refusing bad files, with real ONNX Runtime."""
+"""edgetl.runtime.onnxruntime: loading, predicting, profiling, and refusing bad files, with real ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetl.errors import ArtifactError, ConfigError, DataError
-from edgetl.runtimes.litert import TensorInfo
-from edgetl.runtimes.onnxruntime import ORTModel, top_ops_from_profile
+from edgetl.core.errors import ArtifactError, ConfigError, DataError
+from edgetl.runtime.litert import TensorInfo
+from edgetl.runtime.onnxruntime import ORTModel, top_ops_from_profile
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NUM_CLASSES = 4
@@ -285,8 +285,8 @@ def test_unknown_op_is_an_artifact_error(models, tmp_path):
 FUZZ = """
 import sys
 import numpy as np
-from edgetl.errors import ArtifactError, DataError
-from edgetl.runtimes.onnxruntime import ORTModel
+from edgetl.core.errors import ArtifactError, DataError
+from edgetl.runtime.onnxruntime import ORTModel
 source, scratch = sys.argv[1], sys.argv[2]
 data = open(source, "rb").read()
 outcomes = {"ok": 0, "refused": 0}
@@ -325,7 +325,7 @@ def test_imports_lazily_and_runs_without_tensorflow(models):
 
     sys.meta_path.insert(0, Block())
     import numpy as np
-    import edgetl.runtimes.onnxruntime as rt
+    import edgetl.runtime.onnxruntime as rt
     assert "onnxruntime" not in sys.modules, "onnxruntime imported at module import"
     out = rt.ORTModel(sys.argv[1]).predict(np.zeros((3, 3, 32, 32), np.float32))
     assert out.shape == (3, 4), out.shape

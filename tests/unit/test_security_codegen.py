@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgetl.cli import app
-from edgetl.contract import RESIZE_FILTERS, PreprocessContract, check_class_names
-from edgetl.errors import ArtifactError
-from edgetl.metadata import (
+from edgetl.cli.app import app
+from edgetl.core.contract import RESIZE_FILTERS, PreprocessContract, check_class_names
+from edgetl.core.errors import ArtifactError
+from edgetl.core.metadata import (
     EMBEDDED_FORMAT,
     EMBEDDED_METADATA_NAME,
     ModelInfo,
@@ -35,9 +35,9 @@ from edgetl.metadata import (
     read_model_info,
     write_labels,
 )
-from edgetl.package import c_settings_file, package, python_script
-from edgetl.runtimes.litert import add_tflite_metadata
-from edgetl.text import c_string, kotlin_string, python_string, swift_string
+from edgetl.core.text import c_string, kotlin_string, python_string, swift_string
+from edgetl.package.stage import c_settings_file, package, python_script
+from edgetl.runtime.litert import add_tflite_metadata
 from tests.unit.test_cli import assert_one_line_error
 
 runner = CliRunner()
@@ -192,7 +192,7 @@ def test_good_metadata_reads_back_exactly(tmp_path):
 
 
 def test_resize_filters_are_the_ones_data_loading_knows():
-    from edgetl.data import RESAMPLING
+    from edgetl.data.images import RESAMPLING
 
     assert set(RESIZE_FILTERS) == set(RESAMPLING)
 
@@ -454,8 +454,8 @@ def test_model_file_in_metadata_cannot_leave_its_folder(tmp_path, model_file):
     """`model_file` in a stranger's edgetl.json names a file inside that folder, never a path out of it."""
     import json
 
-    from edgetl.contract import PreprocessContract
-    from edgetl.metadata import read_model_info
+    from edgetl.core.contract import PreprocessContract
+    from edgetl.core.metadata import read_model_info
 
     (tmp_path / "outside.h5").write_bytes(b"not a model")
     run = tmp_path / "run"

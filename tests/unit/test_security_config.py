@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from edgetl.config import resolve_config, validate
-from edgetl.errors import ConfigError
+from edgetl.core.errors import ConfigError
+from edgetl.pipeline.config import resolve_config, validate
 
 #: Runs the real CLI in a fresh interpreter and reports on stdout whether TensorFlow was imported.
 _CLI = (
     "import sys\n"
-    "from edgetl.cli import main\n"
+    "from edgetl.cli.app import main\n"
     "try:\n"
     "    main(sys.argv[1:])\n"
     "finally:\n"
@@ -96,7 +96,7 @@ def test_build_name_flag_is_checked_too(tmp_path, tiny_data):
 
 
 def test_build_name_helper_refuses_escaping_names():
-    from edgetl.pipeline import build_name
+    from edgetl.pipeline.build import build_name
 
     config = validate({"data": {"path": "/tmp/shapes"}}, "test")
     assert build_name(config) == "shapes"
@@ -176,7 +176,7 @@ def test_bench_refuses_absurd_options_at_once(tmp_path, args, needle):
 
 
 def test_bench_options_bounds_in_the_api():
-    from edgetl.bench import MAX_RUNS, BenchOptions
+    from edgetl.bench.harness import MAX_RUNS, BenchOptions
 
     assert BenchOptions(runs=MAX_RUNS).timed_runs == MAX_RUNS
     with pytest.raises(ConfigError, match="pass 1 to 1,000,000"):

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from edgetl.errors import ConfigError
+from edgetl.core.errors import ConfigError
 from tests.conftest import TINY_SETTINGS
 from tests.unit.test_cli import assert_one_line_error, run
 
@@ -18,7 +18,7 @@ QUICK = {"train": {"head_epochs": 2, "fine_tune_epochs": 2, "augment": True, "cl
 
 def tiny_config(shapes_dir, **sections):
     """conftest's tiny settings with ``sections`` merged in (a ``data`` section too)."""
-    from edgetl.config import deep_merge, validate
+    from edgetl.pipeline.config import deep_merge, validate
 
     return validate(deep_merge(deep_merge(TINY_SETTINGS, {"data": {"path": str(shapes_dir)}}), sections), "test settings")
 
@@ -51,7 +51,7 @@ def test_deterministic_flag_reaches_the_config(shapes_dir):
 def test_diverged_training_is_refused_before_anything_is_written(shapes_dir, tmp_path):
     """A non-finite learning rate (``head_lr = inf`` ran 287 s, then failed in the converter) is
     caught after phase 1 with one clear error, and no model file is written."""
-    from edgetl.train import train
+    from edgetl.ml.train import train
 
     config = _with(tiny_config(shapes_dir, train={"head_epochs": 1, "fine_tune_epochs": 0}), "train", head_lr=float("inf"))
     out = tmp_path / "run"
@@ -64,7 +64,7 @@ def test_diverged_training_is_refused_before_anything_is_written(shapes_dir, tmp
 @pytest.mark.slow  # a from-scratch phase 2 epoch: ~40 s on 2 busy cores
 def test_huge_learning_rate_diverges_in_phase_2_and_is_refused(shapes_dir, tmp_path):
     """The issue's case: ``head_lr = 1e30`` (from scratch, phase 2 trains at it too) made build segfault in TFLite export."""
-    from edgetl.train import train
+    from edgetl.ml.train import train
 
     config = _with(tiny_config(shapes_dir, train={"head_epochs": 0, "fine_tune_epochs": 1}), "train", head_lr=1e30)
     out = tmp_path / "run"
@@ -75,8 +75,8 @@ def test_huge_learning_rate_diverges_in_phase_2_and_is_refused(shapes_dir, tmp_p
 
 @pytest.mark.slow  # quantizing and one QAT epoch: ~30 s idle, a minute on busy cores
 def test_diverged_qat_is_refused_before_anything_is_written(trained_run, shapes_dir, tmp_path):
-    from edgetl.pipeline import _clone
-    from edgetl.qat import qat
+    from edgetl.ml.qat import qat
+    from edgetl.pipeline.build import _clone
 
     config = _with(tiny_config(shapes_dir, qat={"epochs": 1}), "qat", lr=float("inf"))
     out = tmp_path / "qat"
@@ -86,7 +86,7 @@ def test_diverged_qat_is_refused_before_anything_is_written(trained_run, shapes_
 
 
 def _train_twice(shapes_dir, tmp_path, **sections):
-    from edgetl.train import train
+    from edgetl.ml.train import train
 
     config = tiny_config(shapes_dir, **sections)
     return [train(config, tmp_path / f"run{i}") for i in range(2)]
@@ -110,7 +110,7 @@ def test_deterministic_phase_1_repeats_bit_for_bit(shapes_dir, tmp_path):
 @pytest.mark.slow  # two trainings (all three phases) and two int8 conversions: minutes on 2 cores
 def test_deterministic_train_and_export_give_identical_tflite_bytes(shapes_dir, tmp_path):
     """Phases 1-3 with augmentation, then PTQ int8 export: identical history, accuracy and model.tflite bytes."""
-    from edgetl.api import export_model
+    from edgetl.pipeline.api import export_model
 
     runs = _train_twice(shapes_dir, tmp_path, train={**QUICK["train"], "deterministic": True}, data={"seed": 7})
     for a, b in zip(runs[0].model.get_weights(), runs[1].model.get_weights(), strict=True):

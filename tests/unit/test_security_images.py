@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from edgetl.config import DataConfig
-from edgetl.data import MAX_PIXELS_ENV, check_folder, load_images, load_split
-from edgetl.errors import ConfigError, DataError
+from edgetl.core.errors import ConfigError, DataError
+from edgetl.data.images import MAX_PIXELS_ENV, check_folder, load_images, load_split
+from edgetl.pipeline.config import DataConfig
 
 BIG_REASON = "12000x12000 = 144 MP is over the 64 MP limit"
 
@@ -109,7 +109,7 @@ def test_load_images_names_the_limit_in_one_line(big_png):
 
 def test_predict_on_a_huge_image_is_one_line_error(int8_export, big_png):
     artifact, _ = int8_export
-    code = "import sys\nfrom edgetl.cli import main\nmain(sys.argv[1:])\n"
+    code = "import sys\nfrom edgetl.cli.app import main\nmain(sys.argv[1:])\n"
     result = subprocess.run([sys.executable, "-c", code, "predict", str(artifact), str(big_png)], capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()

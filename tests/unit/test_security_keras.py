@@ -18,15 +18,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgetl.contract import PreprocessContract
-from edgetl.errors import ArtifactError, ConfigError
+from edgetl.core.contract import PreprocessContract
+from edgetl.core.errors import ArtifactError, ConfigError
 from tests.unit.test_cli import assert_one_line_error, run
 
 CLASSES = ["a", "b"]
 
 
 def _keras():
-    from edgetl._keras import keras
+    from edgetl.ml._keras import keras
 
     return keras()
 
@@ -119,8 +119,8 @@ def test_trust_model_loads_it_and_runs_its_code(env, layout):
 
 
 def test_python_api_refuses_too(env):
-    from edgetl.evaluate import evaluate
-    from edgetl.qat import load_keras_artifact
+    from edgetl.device.evaluate import evaluate
+    from edgetl.ml.qat import load_keras_artifact
 
     for layout in ("h5", "named", "zip"):
         with pytest.raises(ArtifactError, match=r"Lambda layer 'evil' \(Python code\)"):
@@ -137,7 +137,7 @@ def _save_h5(model, path: Path) -> Path:
 
 def test_lambda_nested_in_an_inner_model_and_in_a_wrapper_is_found(env, tmp_path):
     """The walk reaches layers of models inside models and layers inside wrappers."""
-    from edgetl.keras_safety import load_keras_model
+    from edgetl.ml.keras_safety import load_keras_model
 
     k = _keras()
     inner = _lambda_model(env["marker"])
@@ -164,7 +164,7 @@ def _edit_config(src: Path, dst: Path, edit) -> Path:
 def test_unknown_classes_foreign_modules_and_weights_only_files_are_refused(tmp_path):
     """No Lambda needed: a class outside tf_keras/tfmot/edgetl, a module tf_keras would import,
     a TFOpLambda carrying bytecode, and an HDF5 file with weights only."""
-    from edgetl.keras_safety import load_keras_model
+    from edgetl.ml.keras_safety import load_keras_model
 
     k = _keras()
     inputs = k.Input((4,))
@@ -199,7 +199,7 @@ def test_unknown_classes_foreign_modules_and_weights_only_files_are_refused(tmp_
 def test_weights_option_reads_weights_only(env):
     """``--weights PATH`` goes to ``load_weights``, which reads weight arrays, never the config:
     a hostile model given as weights fails to fit, and its code does not run."""
-    from edgetl.backbones import BACKBONES, build_classifier
+    from edgetl.ml.backbones import BACKBONES, build_classifier
 
     for layout, name in (("h5", "m.h5"), ("zip", "model.keras")):
         with pytest.raises(ConfigError, match="cannot load weights"):
@@ -220,9 +220,9 @@ def test_edgetl_models_pass_the_check(trained_run, shapes_dir):
 def test_mobilenet_v3_float_and_qat_models_pass_the_check(tmp_path):
     """edgetl's own layers (HardSigmoid) and QAT configs (EdgetlOutputQuantizeConfig) are allowed
     (checked by hand as well for efficientnet_b0, efficientnet_v2_b0, efficientnet_lite0, mobilenet_v3_large)."""
-    from edgetl.backbones import BACKBONES, build_classifier
-    from edgetl.keras_safety import load_keras_model
-    from edgetl.quantize import quantize_model
+    from edgetl.ml.backbones import BACKBONES, build_classifier
+    from edgetl.ml.keras_safety import load_keras_model
+    from edgetl.ml.quantize import quantize_model
 
     spec = BACKBONES.get("mobilenet_v3_small")
     model, _ = build_classifier(spec, 3, 32, spec.default_alpha, "none")

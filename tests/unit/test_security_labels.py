@@ -4,7 +4,7 @@ A class folder whose name holds a control character (a newline made labels.txt h
 classes) or bytes that are not UTF-8 (which passed ``data check`` and then failed in ``write_labels``
 after training) is refused when the folder is read, before any training, with one line naming the
 folder. Names that are legal but hostile to a terminal (U+202E, rich markup) and file names with ANSI
-escapes are escaped wherever edgetl prints them, by one function, :func:`edgetl.text.display_safe`.
+escapes are escaped wherever edgetl prints them, by one function, :func:`edgetl.core.text.display_safe`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
-from edgetl.cli import app
-from edgetl.errors import DataError
-from edgetl.metadata import labels_text, write_labels
-from edgetl.text import class_name_problem, display_safe
+from edgetl.cli.app import app
+from edgetl.core.errors import DataError
+from edgetl.core.metadata import labels_text, write_labels
+from edgetl.core.text import class_name_problem, display_safe
 from tests.unit.test_cli import assert_one_line_error
 
 runner = CliRunner()
@@ -101,7 +101,7 @@ def test_data_check_refuses_the_folder_by_name(case, tmp_path):
     result = run("data", "check", root)
     assert_one_line_error(result, "class folder", "rename")
     assert repr(bad)[1:-1] in result.stderr, "the folder is named, escaped (repr)"
-    from edgetl.data import load_eval_set, scan_folder
+    from edgetl.data.images import load_eval_set, scan_folder
 
     with pytest.raises(DataError, match="rename"):
         scan_folder(root)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from edgetl import _fs
-from edgetl.errors import OutputExistsError
+from edgetl.core import fs as _fs
+from edgetl.core.errors import OutputExistsError
 from tests.conftest import tiny_config
 
 _CLI = "import sys\nfrom edgetl.cli import main\nmain(sys.argv[1:])\n"
@@ -81,7 +81,7 @@ def _set_fingerprint(folder: Path, value: str) -> None:
 @pytest.fixture
 def previous_build(tmp_path, shapes_dir, trained_run, qat_run, int8_export):
     """``<out>/shapes/`` holding a complete earlier build: float/, qat/ and tflite-int8/ (copies of the session chain)."""
-    from edgetl.pipeline import after_parent, stage_fingerprints
+    from edgetl.pipeline.build import after_parent, stage_fingerprints
 
     config = tiny_config(shapes_dir, out=str(tmp_path / "build"), train={"head_epochs": 1, "fine_tune_epochs": 0, "clean_epochs": 0})
     fps = stage_fingerprints(config)
@@ -96,8 +96,8 @@ def previous_build(tmp_path, shapes_dir, trained_run, qat_run, int8_export):
 
 
 def _patch_stages(monkeypatch, *, qat_raises: type[BaseException] = _Reached) -> None:
-    import edgetl.pipeline
-    import edgetl.qat
+    import edgetl.ml.qat
+    import edgetl.pipeline.build
 
     def qat(*args, **kwargs):
         raise qat_raises("qat")
@@ -105,8 +105,8 @@ def _patch_stages(monkeypatch, *, qat_raises: type[BaseException] = _Reached) ->
     def export_artifact(*args, **kwargs):
         raise _Reached("export")
 
-    monkeypatch.setattr(edgetl.qat, "qat", qat)
-    monkeypatch.setattr(edgetl.pipeline, "export_artifact", export_artifact)
+    monkeypatch.setattr(edgetl.ml.qat, "qat", qat)
+    monkeypatch.setattr(edgetl.pipeline.build, "export_artifact", export_artifact)
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
@@ -114,7 +114,7 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 
 
 def test_interrupted_forced_rebuild_leaves_the_previous_build_intact(previous_build, monkeypatch):
-    from edgetl.pipeline import build
+    from edgetl.pipeline.build import build
 
     config, root, _ = previous_build
     before = _snapshot(root)
@@ -128,8 +128,8 @@ def test_interrupted_forced_rebuild_leaves_the_previous_build_intact(previous_bu
 
 
 def test_qat_stage_is_reused_only_with_the_float_model_it_was_made_from(previous_build, monkeypatch):
-    from edgetl._keras import keras
-    from edgetl.pipeline import build
+    from edgetl.ml._keras import keras
+    from edgetl.pipeline.build import build
 
     config, root, fps = previous_build
     _patch_stages(monkeypatch)
@@ -310,7 +310,7 @@ def test_cli_build_and_train_refuse_a_folder_being_written(tmp_path, shapes_dir)
 
 _SWALLOWED_SIGTERM = """
 import os, signal, sys, time
-from edgetl import cli
+from edgetl.cli import app as cli
 cli._handle_sigterm()
 class Finalized:
     def __del__(self):

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgetl.cli import app
-from edgetl.errors import ArtifactError
-from edgetl.runtimes import isolation
-from edgetl.runtimes.litert import verify_tflite_file
+from edgetl.cli.app import app
+from edgetl.core.errors import ArtifactError
+from edgetl.runtime import isolation
+from edgetl.runtime.litert import verify_tflite_file
 from tests.fuzz_helpers import make_inputs, run_command
 from tests.unit.test_cli import assert_one_line_error
 
@@ -172,7 +172,7 @@ def test_the_probe_survives_a_file_that_kills_litert(hostile):
 
 
 def test_the_probe_turns_a_runtime_crash_into_one_line_and_caches_it(reference_crasher):
-    from edgetl.runtimes.litert import LiteRTModel
+    from edgetl.runtime.litert import LiteRTModel
 
     path = reference_crasher
     verify_tflite_file(path)  # passes every structural check: only the child-process probe stands between it and an abort()

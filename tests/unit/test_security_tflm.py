@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetl.package import package
-from edgetl.runtimes.tflm import arena_lower_bound, probe_arena
+from edgetl.package.stage import package
+from edgetl.runtime.tflm import arena_lower_bound, probe_arena
 from tests.unit.test_package import compile_and_run_c_package
 
 
@@ -25,9 +25,9 @@ def mobilenet_v2_int8(alpha: float, size: int, out_dir: Path) -> Path:
     with edgetl's metadata beside it. BatchNorm statistics are re-estimated on the calibration batch first
     (one forward pass in training mode, momentum 0), as a trained model would have them."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    from edgetl._keras import keras as _keras
-    from edgetl.contract import PreprocessContract
-    from edgetl.exporters.tflite import convert
+    from edgetl.core.contract import PreprocessContract
+    from edgetl.export.tflite import convert
+    from edgetl.ml._keras import keras as _keras
 
     keras = _keras()
     keras.utils.set_random_seed(0)

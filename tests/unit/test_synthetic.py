@@ -1,4 +1,4 @@
-"""edgetl.synthetic: deterministic, learnable PNG shape folders written atomically."""
+"""edgetl.data.synthetic: deterministic, learnable PNG shape folders written atomically."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgetl.data import load_eval_set, scan_folder
-from edgetl.errors import ConfigError, DataError
-from edgetl.synthetic import DEFAULT_SHAPES, SUPPORTED_SHAPES, make_shapes_dataset
+from edgetl.core.errors import ConfigError, DataError
+from edgetl.data.images import load_eval_set, scan_folder
+from edgetl.data.synthetic import DEFAULT_SHAPES, SUPPORTED_SHAPES, make_shapes_dataset
 
 
 def file_bytes(root):

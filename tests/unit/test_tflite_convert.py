@@ -10,7 +10,7 @@ import logging
 import numpy as np
 import pytest
 
-from edgetl.exporters import tflite as tflite_exporter
+from edgetl.export import tflite as tflite_exporter
 
 
 def structure(data: bytes) -> list:
@@ -53,7 +53,7 @@ def test_structure_tells_different_models_apart(int8_export, fp32_export):
 @pytest.mark.slow  # 90 s for the SavedModel route; the slow QAT matrix asserts the same on every backbone's QAT model
 def test_qat_int8_conversion_equals_the_savedmodel_route(qat_run, trained_run):
     """The QAT model (FakeQuant ranges) -> full-integer int8: identical to the SavedModel route."""
-    from edgetl.qat import representative_images
+    from edgetl.ml.qat import representative_images
 
     representative = representative_images(trained_run.split, 16, 0)
     contract = trained_run.contract
@@ -73,8 +73,8 @@ def test_float_conversion_equals_the_savedmodel_route(trained_run):
 
 
 def test_savedmodel_route_takes_over_when_freezing_fails(monkeypatch, caplog):
-    from edgetl._keras import keras
-    from edgetl.contract import PreprocessContract
+    from edgetl.core.contract import PreprocessContract
+    from edgetl.ml._keras import keras
 
     keras().utils.set_random_seed(0)
     model = keras().Sequential([keras().layers.Input((16, 16, 3)), keras().layers.Conv2D(4, 3, activation="relu"), keras().layers.GlobalAveragePooling2D(), keras().layers.Dense(3, activation="softmax")])
@@ -86,15 +86,15 @@ def test_savedmodel_route_takes_over_when_freezing_fails(monkeypatch, caplog):
         raise ValueError("cannot freeze this model")
 
     monkeypatch.setattr(tflite_exporter, "_frozen_converter", refuse)
-    with caplog.at_level(logging.INFO, logger="edgetl.exporters.tflite"):
+    with caplog.at_level(logging.INFO, logger="edgetl.export.tflite"):
         fallback = tflite_exporter.convert(model, "tflite-int8", representative=representative, contract=contract)
     assert "cannot freeze this model" in caplog.text and "SavedModel route" in caplog.text
     assert structure(fallback) == structure(fast)
 
 
 def test_unknown_route_is_refused_by_name():
-    from edgetl.contract import PreprocessContract
-    from edgetl.errors import ConfigError
+    from edgetl.core.contract import PreprocessContract
+    from edgetl.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown conversion route 'fast'"):
         tflite_exporter.convert(None, "tflite-fp32", representative=None, contract=PreprocessContract(input_size=16), route="fast")

@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from edgetl.backbones import BACKBONES, HEAD_LAYERS, build_classifier
-from edgetl.errors import ConfigError
+from edgetl.core.errors import ConfigError
+from edgetl.ml.backbones import BACKBONES, HEAD_LAYERS, build_classifier
 from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
 def keras():
-    from edgetl._keras import keras as get_keras
+    from edgetl.ml._keras import keras as get_keras
 
     return get_keras()
 
@@ -46,7 +46,7 @@ def test_classifier_is_one_flat_graph_with_named_head(keras):
 
 
 def test_phase1_trains_only_the_head(keras):
-    from edgetl.train import freeze_backbone
+    from edgetl.ml.train import freeze_backbone
 
     model = _classifier()
     freeze_backbone(model)
@@ -55,7 +55,7 @@ def test_phase1_trains_only_the_head(keras):
 
 
 def test_phase2_unfreezes_default_block_and_keeps_batchnorm_frozen(keras):
-    from edgetl.train import backbone_layers, unfreeze_index, unfreeze_top
+    from edgetl.ml.train import backbone_layers, unfreeze_index, unfreeze_top
 
     spec = BACKBONES.get("mobilenet_v2")
     model = _classifier()
@@ -73,7 +73,7 @@ def test_phase2_unfreezes_default_block_and_keeps_batchnorm_frozen(keras):
 
 
 def test_unfreeze_count_and_name_options(keras):
-    from edgetl.train import backbone_layers, unfreeze_index
+    from edgetl.ml.train import backbone_layers, unfreeze_index
 
     spec = BACKBONES.get("mobilenet_v2")
     model = _classifier()
@@ -87,7 +87,7 @@ def test_unfreeze_count_and_name_options(keras):
 
 
 def test_from_scratch_trains_everything(keras):
-    from edgetl.train import unfreeze_index
+    from edgetl.ml.train import unfreeze_index
 
     model = _classifier()
     assert unfreeze_index(model, BACKBONES.get("mobilenet_v2"), tiny_config("x")) == 0
@@ -111,7 +111,7 @@ def test_head_loss_falls_and_run_folder_is_complete(trained_run):
 
 
 def test_cosine_schedule_anneals_to_a_hundredth():
-    from edgetl.train import cosine_lr
+    from edgetl.ml.train import cosine_lr
 
     rate = cosine_lr(2e-3, 50)
     rates = [rate(e) for e in range(50)]
@@ -122,7 +122,7 @@ def test_cosine_schedule_anneals_to_a_hundredth():
 
 
 def test_schedule_is_plateau_unless_cosine_is_asked_for():
-    from edgetl.config import LRSchedule, TrainConfig
+    from edgetl.pipeline.config import LRSchedule, TrainConfig
 
     assert TrainConfig().schedule is LRSchedule.plateau
     assert tiny_config("x", train={"schedule": "plateau"}).train.schedule is LRSchedule.plateau
@@ -133,7 +133,7 @@ def test_schedule_is_plateau_unless_cosine_is_asked_for():
 
 def test_from_scratch_training_followed_the_cosine_schedule(trained_run):
     """The real run (weights=none, 30 phase-2 epochs at 3e-3) stepped its optimizer down the cosine."""
-    from edgetl.train import cosine_lr
+    from edgetl.ml.train import cosine_lr
 
     used = trained_run.history["lr"]
     expected = [cosine_lr(3e-3, 30)(epoch) for epoch in range(len(used))]
@@ -154,7 +154,7 @@ def _batchnorm_stats(model, keras) -> list[np.ndarray]:
 def test_clean_phase_keeps_batchnorm_statistics_and_never_raises_validation_loss(trained_run, keras, lr):
     """Phase 3 trains with BatchNorm in inference mode and keeps its epochs only if validation loss
     falls; at a learning rate of 1.0 the epochs diverge and the incoming weights come back intact."""
-    from edgetl.train import finish_clean, validation_loss
+    from edgetl.ml.train import finish_clean, validation_loss
 
     model = _copy_of(trained_run.model, keras)
     for layer in model.layers:  # as after a from-scratch phase 2: everything trainable, BN too
@@ -177,7 +177,7 @@ def test_clean_phase_keeps_batchnorm_statistics_and_never_raises_validation_loss
 def test_clean_phase_follows_an_augmented_phase_2(shapes_dir, tmp_path):
     """train() ends with phase 3 after augmented fine-tuning, at phase 2's rate / 10, and records it;
     the shared un-augmented run has no phase 3."""
-    from edgetl.train import train
+    from edgetl.ml.train import train
 
     config = tiny_config(shapes_dir, train={"head_epochs": 1, "fine_tune_epochs": 2, "augment": True, "clean_epochs": 1, "schedule": "plateau"})
     result = train(config, tmp_path / "run")
@@ -193,7 +193,7 @@ def test_no_clean_phase_without_augmentation(trained_run):
 
 
 def test_saved_model_reloads_with_same_outputs(trained_run):
-    from edgetl.train import load_float_model, predict_pixels
+    from edgetl.ml.train import load_float_model, predict_pixels
 
     reloaded = load_float_model(trained_run.out_dir)
     pixels = trained_run.split.val.x[:8]
@@ -204,7 +204,7 @@ def test_saved_model_reloads_with_same_outputs(trained_run):
 
 def test_pretrained_batchnorm_statistics_survive_fine_tuning(pretrained_weights, shapes_dir, tmp_path, keras):
     """With --weights PATH, phase 2 must not touch BatchNorm statistics (inference mode)."""
-    from edgetl.train import train
+    from edgetl.ml.train import train
 
     config = tiny_config(shapes_dir, model={"weights": str(pretrained_weights)}, train={"head_epochs": 1, "fine_tune_epochs": 1, "unfreeze": 30})
     result = train(config, tmp_path / "run")
@@ -225,8 +225,8 @@ def test_pretrained_batchnorm_statistics_survive_fine_tuning(pretrained_weights,
 
 def test_batchnorm_reestimation_matches_batch_statistics(keras):
     """After re-estimation on one batch, inference mode reproduces training mode on it."""
-    from edgetl.contract import PreprocessContract
-    from edgetl.train import reestimate_batchnorm
+    from edgetl.core.contract import PreprocessContract
+    from edgetl.ml.train import reestimate_batchnorm
 
     model = _classifier()
     pixels = np.random.default_rng(0).integers(0, 256, (48, 32, 32, 3), dtype=np.uint8)
@@ -246,7 +246,7 @@ def _backbone_out(model, x, keras):
 
 
 def test_unknown_weights_file_is_a_config_error(shapes_dir, tmp_path):
-    from edgetl.train import train
+    from edgetl.ml.train import train
 
     with pytest.raises(ConfigError, match="does not exist"):
         train(tiny_config(shapes_dir, model={"weights": str(tmp_path / "missing.h5")}), tmp_path / "run")
@@ -255,7 +255,7 @@ def test_unknown_weights_file_is_a_config_error(shapes_dir, tmp_path):
 
 def test_imagenet_weights_offline_error_names_file_and_cache(shapes_dir, tmp_path, monkeypatch):
     """No network and no cached file: one line naming the file, ~/.keras/models and the options."""
-    from edgetl.train import train
+    from edgetl.ml.train import train
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     # Keras' downloader honours these; an unroutable proxy makes the download fail fast and offline.

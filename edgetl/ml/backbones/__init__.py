@@ -1,0 +1,252 @@
+"""Backbone registry: each entry declares, as data, what edgetl needs to know before training.
+
+An entry names its builder, the input sizes and width multipliers it accepts, the preprocessing
+contract (pixel scaling lives outside the graph), where fine-tuning starts by default (a block
+boundary), how its blocks are named, the ImageNet weights file Keras caches, the QAT recipe and
+the targets it supports. Importing this package does not import TensorFlow; builders import it
+when called.
+
+Every builder returns the backbone in *edgetl form*: one flat functional graph of real Keras
+layers, with the input scaling the stock Keras application keeps inside the graph (``Rescaling``,
+``Normalization``) folded into the :class:`PreprocessContract` instead, and MobileNetV3's
+hard-swish written as layers rather than ``TFOpLambda`` arithmetic. That is the form tfmot can
+quantize and TFLite can turn into full-integer kernels.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from edgetl.core.contract import PreprocessContract
+from edgetl.core.errors import ConfigError
+from edgetl.core.registry import Registry
+
+log = logging.getLogger(__name__)
+
+#: Where tf_keras caches downloaded weights (it ignores KERAS_HOME for application weights).
+KERAS_CACHE = Path("~/.keras/models")
+
+#: Names of the classifier head edgetl puts on every backbone.
+HEAD_LAYERS = ("edgetl_pool", "edgetl_dropout", "edgetl_logits")
+
+
+class BuiltBackbone(NamedTuple):
+    """A model in edgetl form and the preprocessing contract its input expects."""
+
+    model: Any
+    contract: PreprocessContract
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a backbone is and can do, checked before any training starts.
+
+    Attributes:
+        name: registry name (``mobilenet_v2``).
+        builder: ``builder(input_size, alpha, weights) -> BuiltBackbone`` without top, in edgetl form.
+        default_input_size: size used when none is given.
+        min_input_size: smallest size the architecture accepts.
+        pretrained_sizes: sizes with ImageNet weights; others load the closest file Keras offers.
+        alphas: accepted width multipliers (empty: the backbone has none).
+        default_alpha: multiplier used when none is given.
+        mean, std: the preprocessing contract for random weights (0..255 pixels); ImageNet or
+            file weights may carry their own input statistics, which the builder folds in.
+        unfreeze_from: first layer of the default fine-tuning depth (a block boundary).
+        block_pattern: regex whose group 1 is the block a layer belongs to (``--unfreeze-blocks``).
+        weights_file: ``weights_file(alpha, input_size) -> file name`` in ``~/.keras/models``,
+            or None when Keras publishes no ImageNet weights for it.
+        stock_builder: ``stock_builder(input_size, alpha, weights)`` -> the unmodified Keras
+            application, for equivalence checks (None: edgetl builds it from the paper).
+        qat_recipe: name of the QAT recipe (:mod:`edgetl.ml.quantize`).
+        targets: export targets known to work.
+    """
+
+    name: str
+    builder: Callable[..., BuiltBackbone]
+    default_input_size: int
+    min_input_size: int
+    pretrained_sizes: tuple[int, ...]
+    alphas: tuple[float, ...]
+    default_alpha: float | None
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    unfreeze_from: str
+    block_pattern: str
+    weights_file: Callable[[float | None, int], str] | None
+    stock_builder: Callable[..., Any] | None = None
+    qat_recipe: str = "plain"
+    targets: tuple[str, ...] = ("tflite-int8", "tflite-fp16", "tflite-fp32", "onnx-int8", "onnx-fp32")
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def contract(self, input_size: int) -> PreprocessContract:
+        """The contract for random initial weights (builders return the one that applies)."""
+        return PreprocessContract(input_size=input_size, mean=self.mean, std=self.std)
+
+    def check_input_size(self, input_size: int) -> None:
+        if input_size < self.min_input_size:
+            pretrained = f"; ImageNet weights exist for {', '.join(map(str, self.pretrained_sizes))}" if self.pretrained_sizes else ""
+            raise ConfigError(
+                f"input size {input_size} is not supported by {self.name}: it needs at least {self.min_input_size} px "
+                f"(square; default {self.default_input_size}{pretrained}); pass e.g. --input-size {self.default_input_size}"
+            )
+
+    def check_alpha(self, alpha: float | None) -> None:
+        if alpha is None:
+            return
+        if not self.alphas:
+            raise ConfigError(f"{self.name} has no width multiplier; drop --alpha")
+        if alpha not in self.alphas:
+            allowed = ", ".join(str(a) for a in self.alphas)
+            raise ConfigError(f"alpha {alpha} is not available for {self.name}; choose one of {allowed}")
+
+    def block_of(self, layer_name: str) -> str | None:
+        match = re.match(self.block_pattern, layer_name)
+        return match.group(1) if match else None
+
+
+BACKBONES: Registry[BackboneSpec] = Registry("backbone")
+
+
+def resolve_weights(spec: BackboneSpec, weights: str, alpha: float | None, input_size: int) -> str | None:
+    """Turn the user's ``--weights`` into what the builder takes, checking files first.
+
+    A file goes to tf_keras' ``load_weights``, which reads weight arrays only (HDF5 groups, or the
+    ``model.weights.h5`` inside a ``.keras`` zip), never a model config, so a hostile file cannot
+    run code here (``tests/unit/test_security_keras.py`` checks it with a Lambda model).
+
+    Returns:
+        ``"imagenet"``, ``None`` (random init) or an existing file path.
+
+    Raises:
+        ConfigError: a path that does not exist, or ImageNet weights the backbone does not have.
+    """
+    if weights.lower() == "none":
+        return None
+    if weights.lower() == "imagenet":
+        if spec.weights_file is None:
+            raise ConfigError(
+                f"{spec.name} has no ImageNet weights in keras.applications; pass --weights none "
+                "(train from scratch) or --weights PATH (an .h5 file saved from an edgetl model of this backbone)"
+            )
+        cached = KERAS_CACHE.expanduser() / spec.weights_file(alpha, input_size)
+        if not cached.is_file():
+            log.info("ImageNet weights not cached at %s; Keras will try to download them", cached)
+        return "imagenet"
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"weights file {path} does not exist; pass --weights imagenet, --weights none or an existing .h5 path"
+        )
+    return str(path)
+
+
+def build_backbone(spec: BackboneSpec, input_size: int, alpha: float | None, weights: str) -> BuiltBackbone:
+    """Build the headless backbone in edgetl form, turning download and file failures into one-line errors."""
+    spec.check_input_size(input_size)
+    spec.check_alpha(alpha)
+    resolved = resolve_weights(spec, weights, alpha, input_size)
+    try:
+        return spec.builder(input_size=input_size, alpha=alpha, weights=resolved)
+    except ConfigError:
+        raise
+    except Exception as exc:  # Keras raises bare Exception/OSError/ValueError on fetch or load
+        if resolved == "imagenet":
+            cached = KERAS_CACHE / spec.weights_file(alpha, input_size)  # type: ignore[misc]
+            raise ConfigError(
+                f"cannot load ImageNet weights for {spec.name}: {cached} is missing and could not be "
+                f"downloaded ({type(exc).__name__}); copy that file into ~/.keras/models, or pass "
+                "--weights none or --weights PATH"
+            ) from None
+        if resolved is not None:
+            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise ConfigError(f"cannot load weights from {resolved} into {spec.name}: {first}") from None
+        raise
+
+
+def build_classifier(
+    spec: BackboneSpec,
+    num_classes: int,
+    input_size: int,
+    alpha: float | None,
+    weights: str,
+    dropout: float = 0.2,
+) -> BuiltBackbone:
+    """Backbone plus a new head as ONE flat functional graph (tfmot cannot quantize nested models).
+
+    The head is global average pooling, dropout and a dense softmax, named ``edgetl_pool``,
+    ``edgetl_dropout`` and ``edgetl_logits`` so later stages can find it.
+    """
+    from edgetl.ml._keras import keras
+
+    k = keras()
+    base, contract = build_backbone(spec, input_size, alpha, weights)
+    x = k.layers.GlobalAveragePooling2D(name="edgetl_pool")(base.output)
+    x = k.layers.Dropout(dropout, name="edgetl_dropout")(x)
+    outputs = k.layers.Dense(num_classes, activation="softmax", name="edgetl_logits")(x)
+    return BuiltBackbone(k.Model(base.input, outputs, name=f"edgetl_{spec.name}"), contract)
+
+
+def block_starts(spec: BackboneSpec, layer_names: list[str]) -> list[tuple[str, str]]:
+    """``(block, first layer)`` for every block of the backbone, in graph order."""
+    starts: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for name in layer_names:
+        block = spec.block_of(name)
+        if block is not None and block not in seen:
+            seen.add(block)
+            starts.append((block, name))
+    return starts
+
+
+def count_macs(model) -> int:
+    """Multiply-accumulates of one forward pass at batch 1, from the layers' shapes.
+
+    Counts convolutions (grouped and depthwise too) and dense layers, which hold nearly all of a
+    MobileNet/EfficientNet's arithmetic; element-wise ops, pooling and BatchNorm are not counted.
+    """
+    from edgetl.ml._keras import keras
+
+    k = keras()
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, k.layers.DepthwiseConv2D):
+            _, h, w, c_out = layer.output_shape
+            kh, kw = layer.kernel_size
+            total += h * w * kh * kw * c_out
+        elif isinstance(layer, k.layers.Conv2D):
+            _, h, w, c_out = layer.output_shape
+            kh, kw = layer.kernel_size
+            c_in = layer.input_shape[-1]
+            total += h * w * kh * kw * (c_in // layer.groups) * c_out
+        elif isinstance(layer, k.layers.Dense):
+            total += int(layer.input_shape[-1]) * layer.units
+    return int(total)
+
+
+def describe_backbone(spec: BackboneSpec, num_classes: int = 1000) -> dict[str, Any]:
+    """Parameters and MACs of the backbone with a ``num_classes`` head, at its default size."""
+    model, _ = build_classifier(spec, num_classes, spec.default_input_size, spec.default_alpha, "none")
+    return {
+        "name": spec.name,
+        "default_input_size": spec.default_input_size,
+        "min_input_size": spec.min_input_size,
+        "pretrained_sizes": list(spec.pretrained_sizes),
+        "alphas": list(spec.alphas),
+        "default_alpha": spec.default_alpha,
+        "params": int(model.count_params()),
+        "macs": count_macs(model),
+        "qat_recipe": spec.qat_recipe,
+        "imagenet_weights": spec.weights_file is not None,
+        "targets": list(spec.targets),
+        "description": spec.description,
+    }
+
+
+# Registration happens on import of the family modules (they import TensorFlow only when building).
+from edgetl.ml.backbones import efficientnet, efficientnet_lite, mobilenet  # noqa: E402,F401

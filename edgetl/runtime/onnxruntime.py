@@ -1,0 +1,343 @@
+"""Run ``.onnx`` models with ONNX Runtime (CPU), without TensorFlow.
+
+Like :mod:`edgetl.runtime.litert`, this module must import on a device that has only numpy
+and onnxruntime: ``onnxruntime`` itself is imported inside the functions that need it, and the
+``onnx`` package is not used at all (``metadata_props`` come from the session's model metadata).
+
+Session options are fixed for reproducible latency: ``intra_op_num_threads`` as asked,
+one inter-op thread, sequential execution, and graph optimization level ``ORT_ENABLE_ALL``
+by default (a QDQ int8 model fuses to QLinearConv only at EXTENDED or ALL; at BASIC it runs
+in float; STACK.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.bench.board_runner import (
+    top_ops_from_profile,  # one implementation, shared with the stand-alone board runner
+)
+from edgetl.core.errors import ArtifactError, ConfigError, DataError
+from edgetl.runtime.isolation import check_input_shape, probe_model
+from edgetl.runtime.litert import TensorInfo
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_PREDICT_BATCH = 32
+#: ``optimization=`` names -> ``onnxruntime.GraphOptimizationLevel`` member names.
+OPTIMIZATION_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+#: ONNX Runtime's ``tensor(<type>)`` names -> numpy dtype names.
+_ORT_DTYPES = {
+    "float": "float32",
+    "float16": "float16",
+    "double": "float64",
+    "int8": "int8",
+    "uint8": "uint8",
+    "int16": "int16",
+    "uint16": "uint16",
+    "int32": "int32",
+    "uint32": "uint32",
+    "int64": "int64",
+    "uint64": "uint64",
+    "bool": "bool",
+}
+#: Session config entry that makes ONNX Runtime compute int8 exactly on x86 CPUs without VNNI:
+#: there its default U8S8 kernels add pairs of products in saturating 16-bit arithmetic, and an
+#: edgetl int8 model agreed with LiteRT on only 30-40% of top-1 predictions (AMD EPYC, AVX2, no
+#: VNNI). With it, ORT uses U8U8 kernels on such CPUs only; VNNI and ARM CPUs are unaffected.
+PRECISE_INT8_ON_X86 = ("session.x64quantprecision", "1")
+
+
+def create_session(ort: Any, model: str | bytes, options: Any) -> Any:
+    """``ort.InferenceSession`` on the CPU provider with :data:`PRECISE_INT8_ON_X86` set.
+
+    ORT's rewrite behind that option fails on a model whose weight zero points share one
+    initializer (ONNX files from other tools, or edgetl's before it gave each its own); such a
+    model is opened without it, with a warning that int8 results on this CPU may saturate.
+    """
+    options.add_session_config_entry(*PRECISE_INT8_ON_X86)
+    try:
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT's pybind errors share no public base class
+        if "replace the existing tensor" not in str(exc):
+            raise
+    logger.warning(
+        "ONNX Runtime cannot use its exact int8 kernels for this model (shared weight zero points); on x86 CPUs "
+        "without VNNI its int8 results may saturate. Re-export the model with edgetl to fix this."
+    )
+    options.add_session_config_entry(PRECISE_INT8_ON_X86[0], "0")
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+_ORT_ERROR_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*[A-Z_]+\s*:\s*(Load model from .*? failed:\s*)?")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = _ORT_ERROR_PREFIX.sub("", " ".join(str(exc).split()))
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+def ort_version() -> str:
+    import onnxruntime
+
+    return str(onnxruntime.__version__)
+
+
+def _ort_errors() -> tuple[type[BaseException], ...]:
+    """The exception types ONNX Runtime raises for a model it cannot load or run."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "EngineError", "RuntimeException",
+             "InvalidProtobuf", "ModelLoaded", "NotImplemented", "InvalidGraph", "EPFail")
+    return tuple(getattr(state, n) for n in names if isinstance(getattr(state, n, None), type))
+
+
+def _dtype_name(ort_type: str) -> str:
+    """``"tensor(float)"`` -> ``"float32"``; types numpy cannot hold keep ONNX's name (``"bfloat16"``)."""
+    inner = ort_type[len("tensor(") : -1] if ort_type.startswith("tensor(") and ort_type.endswith(")") else ort_type
+    return _ORT_DTYPES.get(inner, inner)
+
+
+def _declared(shape: Any) -> tuple[int | str, ...]:
+    """A declared ONNX shape: fixed sizes as ints, dynamic ones by their symbol (``"?"`` when unnamed)."""
+    if shape is None:
+        return ()
+    return tuple(d if isinstance(d, int) and d >= 0 else (str(d) if isinstance(d, str) and d else "?") for d in shape)
+
+
+def _tensor_info(arg: Any, index: int) -> TensorInfo:
+    return TensorInfo(
+        name=str(arg.name),
+        shape=tuple(d if isinstance(d, int) else -1 for d in _declared(arg.shape)),
+        dtype=_dtype_name(str(arg.type)),
+        scale=0.0,
+        zero_point=0,
+        index=index,
+    )
+
+
+def check_model_file(path: Path) -> int:
+    """Cheap checks before ONNX Runtime sees the file; returns its size in bytes.
+
+    Raises:
+        ArtifactError: the file is missing, not a regular file, or empty.
+    """
+    if not path.exists():
+        raise ArtifactError(f"model file {path} does not exist")
+    if not path.is_file():
+        raise ArtifactError(f"model path {path} is not a regular file")
+    size = path.stat().st_size
+    if size == 0:
+        raise ArtifactError(f"model file {path} is empty")
+    return size
+
+
+
+
+
+class ORTModel:
+    """An ``.onnx`` model loaded into an ONNX Runtime CPU session.
+
+    The interface mirrors :class:`~edgetl.runtime.litert.LiteRTModel`. Dynamic dimensions
+    appear as ``-1`` in ``inputs[i].shape`` and by name in :attr:`declared_shapes`.
+
+    Args:
+        path: the ``.onnx`` file.
+        num_threads: intra-op threads; None: ONNX Runtime's default (one per physical core).
+        profile: record an ONNX Runtime profile of every run, read by :meth:`top_ops`.
+        optimization: graph optimization level: ``"disable"``, ``"basic"``, ``"extended"`` or ``"all"``.
+
+    Raises:
+        ArtifactError: the file is missing, not an ONNX model, or ONNX Runtime cannot load it.
+        ConfigError: ``num_threads`` is not a positive integer, or ``optimization`` is unknown.
+    """
+
+    runtime = "onnxruntime"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        num_threads: int | None = None,
+        profile: bool = False,
+        optimization: str = "all",
+    ) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1):
+            raise ConfigError(f"Received num_threads={num_threads!r}; pass a positive integer or None")
+        if optimization not in OPTIMIZATION_LEVELS:
+            raise ConfigError(f"Received optimization={optimization!r}; pass one of {', '.join(OPTIMIZATION_LEVELS)}")
+        self.size_bytes = check_model_file(self.path)
+        probe_model(self.path, runtime="onnxruntime")  # a model that crashes ONNX Runtime does so in a child, not here
+        self.num_threads = num_threads
+        self.optimization = optimization
+        self.profile = profile
+        self._profile_dir: str | None = None
+        self._profile_events: list[dict[str, Any]] | None = None
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = num_threads or 0
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization])
+        options.log_severity_level = 3  # errors only: the loader's warnings are not the user's business
+        if profile:
+            self._profile_dir = tempfile.mkdtemp(prefix="edgetl-ort-profile-")
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(self._profile_dir) / "profile")
+        try:
+            self._session = create_session(ort, str(self.path), options)
+            self.inputs: list[TensorInfo] = [_tensor_info(a, i) for i, a in enumerate(self._session.get_inputs())]
+            self.outputs: list[TensorInfo] = [_tensor_info(a, i) for i, a in enumerate(self._session.get_outputs())]
+            self.declared_shapes: list[tuple[int | str, ...]] = [_declared(a.shape) for a in self._session.get_inputs()]
+            self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
+        except (*_ort_errors(), UnicodeDecodeError) as exc:
+            self._remove_profile_dir()
+            message = _one_line(exc)
+            if "protobuf" in message.lower():  # "Protobuf parsing failed", "No graph was found in the protobuf"
+                raise ArtifactError(f"{self.path} is not an ONNX model, or it is corrupt or truncated ({message})") from None
+            raise ArtifactError(f"ONNX Runtime cannot load {self.path}: {message}") from None
+        self.provider = self._session.get_providers()[0]
+        self.version = ort_version()
+        logger.debug("loaded %s: inputs %s, outputs %s", self.path, self.inputs, self.outputs)
+
+    # ------------------------------------------------------------------------------ running
+    def invoke_raw(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Run raw input arrays (the model's own dtypes, shapes that fit its declared ones); return raw outputs.
+
+        Raises:
+            DataError: wrong number of arrays, or ONNX Runtime rejects their types or shapes.
+            ArtifactError: ONNX Runtime fails while running the graph.
+        """
+        if len(inputs) != len(self.inputs):
+            raise DataError(f"Received {len(inputs)} input arrays; {self.path} has {len(self.inputs)} inputs")
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+        feed = {info.name: array for info, array in zip(self.inputs, inputs, strict=True)}
+        try:
+            return list(self._session.run(None, feed))
+        except (state.InvalidArgument, TypeError, ValueError) as exc:
+            raise DataError(f"{self.path} rejected the raw inputs: {_one_line(exc)}") from None
+        except (*_ort_errors(), RuntimeError, MemoryError) as exc:
+            raise ArtifactError(f"ONNX Runtime failed to run {self.path}: {_one_line(exc)}") from None
+
+    def _to_input_dtype(self, x: np.ndarray, info: TensorInfo) -> np.ndarray:
+        dtype = np.dtype(info.dtype)
+        if np.issubdtype(dtype, np.integer) and not np.issubdtype(x.dtype, np.integer):
+            # No scale/zero point in an ONNX graph input: the values are taken as already in the
+            # integer range (e.g. raw 0..255 pixels), rounded and clipped.
+            limits = np.iinfo(dtype)
+            return np.clip(np.rint(x), limits.min, limits.max).astype(dtype)
+        return x.astype(dtype, copy=False)
+
+    def predict(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Run a batch of any size through a single-input, single-output model.
+
+        Args:
+            x: model input ``(N, ...)``, already preprocessed. A float input tensor is fed
+                directly (cast to its dtype); an integer one gets ``x`` rounded and clipped to its range.
+            batch_size: samples per run when the batch dimension is dynamic; None: ``min(N, 32)``.
+                A fixed batch dimension is honoured (the last chunk is padded).
+
+        Returns:
+            float32 ``(N, ...)`` outputs (probabilities, for a classifier ending in softmax).
+
+        Raises:
+            DataError: ``x`` does not fit the model's input, or the model has several inputs/outputs.
+        """
+        if len(self.inputs) != 1 or len(self.outputs) != 1:
+            raise DataError(
+                f"predict() needs a model with one input and one output, {self.path} has "
+                f"{len(self.inputs)} and {len(self.outputs)}; use invoke_raw()"
+            )
+        info = self.inputs[0]
+        x = np.asarray(x)
+        expected = info.shape[1:]
+        if (
+            not info.shape
+            or x.ndim != len(info.shape)
+            or any(want >= 0 and want != got for want, got in zip(expected, x.shape[1:], strict=True))
+        ):
+            shown = ", ".join("?" if d < 0 else str(d) for d in expected)
+            raise DataError(f"Received input of shape {tuple(x.shape)}; {self.path} expects (N, {shown})")
+        if batch_size is not None and batch_size < 1:
+            raise DataError(f"Received batch_size={batch_size}; pass a positive integer or None")
+        n = x.shape[0]
+        if n == 0:
+            return np.empty((0, *(max(d, 0) for d in self.outputs[0].shape[1:])), dtype=np.float32)
+        fixed = info.shape[0] if info.shape[0] >= 0 else None
+        check_input_shape([fixed or 1, *x.shape[1:]], f"input {info.name!r} of {self.path}")
+        batch = fixed or min(n, batch_size or _DEFAULT_PREDICT_BATCH)
+        x = self._to_input_dtype(x, info)
+        results = []
+        for start in range(0, n, batch):
+            chunk = x[start : start + batch]
+            rows = chunk.shape[0]
+            if fixed and rows < fixed:  # pad the last chunk to the model's fixed batch
+                chunk = np.concatenate([chunk, np.zeros((fixed - rows, *chunk.shape[1:]), dtype=chunk.dtype)])
+            (out,) = self.invoke_raw([chunk])
+            results.append(np.asarray(out)[:rows])
+        return np.concatenate(results).astype(np.float32, copy=False)
+
+    # ------------------------------------------------------------------------------ profiling
+    def top_ops(self, n: int = 10) -> list[dict[str, Any]]:
+        """Op types ranked by kernel time over the runs so far (profiling stops at the first call).
+
+        Returns:
+            ``[{"op", "total_ms", "percent", "calls"}]``, most time first (see :func:`top_ops_from_profile`).
+
+        Raises:
+            ConfigError: the model was loaded without ``profile=True``.
+        """
+        if not self.profile:
+            raise ConfigError(f"top_ops() needs a profiled session: load {self.path} with ORTModel(..., profile=True)")
+        if self._profile_events is None:
+            profile_file = self._session.end_profiling()
+            try:
+                self._profile_events = json.loads(Path(profile_file).read_text(encoding="utf-8")) if profile_file else []
+            finally:
+                self._remove_profile_dir()
+        return top_ops_from_profile(self._profile_events, n)
+
+    def _remove_profile_dir(self) -> None:
+        if self._profile_dir:
+            shutil.rmtree(self._profile_dir, ignore_errors=True)
+            self._profile_dir = None
+
+    def __del__(self) -> None:  # a profiled session abandoned before top_ops() leaves no temp folder
+        try:
+            if self._profile_dir and self._profile_events is None:
+                self._session.end_profiling()
+            self._remove_profile_dir()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "size_bytes": self.size_bytes,
+            "runtime": self.runtime,
+            "runtime_version": self.version,
+            "provider": self.provider,
+            "num_threads": self.num_threads,
+            "optimization": self.optimization,
+            "inputs": [{**info.to_dict(), "declared_shape": list(d)} for info, d in zip(self.inputs, self.declared_shapes, strict=True)],
+            "outputs": [info.to_dict() for info in self.outputs],
+            "metadata": dict(self.metadata),
+        }
