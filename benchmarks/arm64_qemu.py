@@ -183,10 +183,10 @@ def make_models(out: Path) -> list[Path]:
     paths = [out / "mnv2-int8.tflite", out / "mnv2-int8.onnx", out / "mnv2-fp32.tflite"]
     if all(p.exists() for p in paths):
         return paths
+    from edgetl.core.types import IODType
     from edgetl.export.onnx import export_onnx
     from edgetl.export.tflite import export_tflite
     from edgetl.ml.backbones import BACKBONES, build_classifier
-    from edgetl.pipeline.config import IODType
 
     out.mkdir(parents=True, exist_ok=True)
     from edgetl.ml.train import reestimate_batchnorm

@@ -64,8 +64,8 @@ def settings(backbone: str, data: Path, out: Path, args, target: str) -> dict:
 
 def run_one(backbone: str, data: Path, out: Path, args) -> dict:
     from edgetl.bench.harness import bench_tflite
+    from edgetl.core.config import validate
     from edgetl.pipeline.build import build
-    from edgetl.pipeline.config import validate
 
     start = time.perf_counter()
     int8 = build(validate(settings(backbone, data, out, args, "tflite-int8"), "bench"), force=False)

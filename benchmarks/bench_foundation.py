@@ -25,12 +25,12 @@ import numpy as np
 
 
 def epoch_times(args) -> dict:
+    from edgetl.core.config import validate
     from edgetl.core.contract import PreprocessContract
     from edgetl.data.images import ImageData, SplitData
     from edgetl.ml._keras import keras
     from edgetl.ml.backbones import BACKBONES, build_classifier
     from edgetl.ml.train import _compile, freeze_backbone, make_dataset, train_head_on_features
-    from edgetl.pipeline.config import validate
 
     k = keras()
     rng = np.random.default_rng(0)

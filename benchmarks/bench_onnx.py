@@ -34,10 +34,10 @@ def make_artifacts(out: Path, size: int) -> dict[str, Path]:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from edgetl.core.types import IODType
     from edgetl.export.onnx import INPUT_NAME, export_onnx
     from edgetl.export.tflite import export_tflite
     from edgetl.ml.backbones import BACKBONES, build_classifier
-    from edgetl.pipeline.config import IODType
 
     out.mkdir(parents=True, exist_ok=True)
     spec = BACKBONES.get("mobilenet_v2")
@@ -148,10 +148,10 @@ def overhead(paths: dict[str, Path], args) -> dict:
 
 def agreement(root: Path) -> list[dict]:
     """ONNX int8 (from each build's int8 TFLite) vs LiteRT on the build's validation images."""
+    from edgetl.core.config import BuildConfig
     from edgetl.core.metadata import read_model_info
     from edgetl.data.images import load_split
     from edgetl.export.onnx import export_onnx
-    from edgetl.pipeline.config import BuildConfig
     from edgetl.runtime.litert import LiteRTModel
     from edgetl.runtime.onnxruntime import ORTModel
 

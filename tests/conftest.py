@@ -13,7 +13,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from edgetl.pipeline.config import BuildConfig, validate  # noqa: E402
+from edgetl.core.config import BuildConfig, validate  # noqa: E402
 
 #: MobileNetV2 alpha 0.35 at 32 px (as tfmot's own tests), trained for a few seconds.
 TINY_SETTINGS = {

@@ -24,7 +24,7 @@ from rich.table import Table
 from edgetl import __version__
 from edgetl.core.errors import EdgetlError
 from edgetl.core.text import display_safe
-from edgetl.pipeline.config import IODType, PackageFor, QuantMode
+from edgetl.core.types import IODType, PackageFor, QuantMode
 
 app = typer.Typer(
     name="edgetl",
@@ -780,7 +780,8 @@ def package_cmd(
     """Bundle a model for an app: C for TFLite Micro (arena measured, outputs checked against LiteRT), Android, iOS or Python."""
     _setup_logging(verbose)
     with _errors_as_exit():
-        from edgetl.package.stage import human_size, package, resolve_artifact
+        from edgetl.core.units import human_size
+        from edgetl.package.stage import package, resolve_artifact
 
         target = out if out is not None else resolve_artifact(artifact).parent / f"package-{for_.value}"
         with _output_lock(target), err_console.status(f"packaging {display_safe(artifact)} for {for_.value}"):  # seconds: a spinner, gone before any error line

@@ -38,7 +38,7 @@ from edgetl.core.errors import ConfigError, DataError
 from edgetl.core.text import CLASS_NAME_RULE, class_name_problem, shown
 
 if TYPE_CHECKING:
-    from edgetl.pipeline.config import DataConfig
+    from edgetl.core.config import DataConfig
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ import numpy as np
 from edgetl.core import fs as _fs
 from edgetl.core.contract import PreprocessContract
 from edgetl.core.errors import ArtifactError, ConfigError, ExportError
+from edgetl.core.types import IODType
 from edgetl.export import TARGETS
-from edgetl.pipeline.config import IODType
 
 log = logging.getLogger(__name__)
 

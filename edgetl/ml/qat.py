@@ -18,15 +18,16 @@ from typing import Any
 import numpy as np
 
 from edgetl.core import fs as _fs
+from edgetl.core.config import BuildConfig
 from edgetl.core.contract import PreprocessContract
 from edgetl.core.errors import ConfigError
 from edgetl.core.metadata import SCHEMA_VERSION, package_versions, read_model_info, write_labels
 from edgetl.core.progress import Progress, log_progress
+from edgetl.core.types import QuantMode
 from edgetl.data.images import SplitData, load_split
 from edgetl.ml.backbones import BACKBONES
 from edgetl.ml.quantize import calibrate_ranges, quantize_model
 from edgetl.ml.train import accuracy, check_finite_weights, deterministic_ops, fit_on_images, is_batchnorm, set_seed
-from edgetl.pipeline.config import BuildConfig, QuantMode
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def _qat(config, float_model, class_names, contract, split, out_dir, force, prog
 def _write_qat_run(result: QATResult, config: BuildConfig, force: bool, run_fp: str | None) -> None:
     out = Path(result.out_dir)
     if run_fp is None:
-        from edgetl.pipeline.build import stage_fingerprints
+        from edgetl.core.fingerprint import stage_fingerprints
 
         run_fp = stage_fingerprints(config)["qat"]
     _fs.check_output_dir(out, run_fp, force=force, what="QAT run")

@@ -32,13 +32,15 @@ from typing import Any
 import numpy as np
 
 from edgetl.core import fs as _fs
+from edgetl.core.config import BuildConfig
 from edgetl.core.contract import PreprocessContract
 from edgetl.core.errors import ConfigError
 from edgetl.core.metadata import SCHEMA_VERSION, package_versions, write_labels
-from edgetl.core.progress import Progress, keras_callback, log_progress
+from edgetl.core.progress import Progress, log_progress
+from edgetl.core.types import LRSchedule
 from edgetl.data.images import ImageData, SplitData, load_split
 from edgetl.ml.backbones import BACKBONES, HEAD_LAYERS, BackboneSpec, block_starts, build_classifier, resolve_weights
-from edgetl.pipeline.config import BuildConfig, LRSchedule
+from edgetl.ml.progress import keras_callback
 
 log = logging.getLogger(__name__)
 
@@ -493,7 +495,7 @@ def _train(config: BuildConfig, out_dir: Path, *, force: bool, progress: Progres
         raise ConfigError("no training data: pass --data DIR (a folder with one subfolder per class)")
     spec, input_size, alpha = resolve_model_options(config)
     if run_fingerprint is None:
-        from edgetl.pipeline.build import stage_fingerprints
+        from edgetl.core.fingerprint import stage_fingerprints
 
         run_fingerprint = stage_fingerprints(config)["train"]
     resolve_weights(spec, config.model.weights, alpha, input_size)

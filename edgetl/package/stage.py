@@ -31,74 +31,28 @@ from typing import Any
 import numpy as np
 
 from edgetl.core import fs as _fs
+from edgetl.core.config import PackageConfig
 from edgetl.core.contract import PreprocessContract
 from edgetl.core.errors import ArtifactError, BudgetError, ConfigError, OutputExistsError, VerificationError
 from edgetl.core.metadata import SCHEMA_VERSION, ModelInfo, checked_metadata, labels_text, package_versions
 from edgetl.core.progress import Progress, log_progress
 from edgetl.core.text import c_string, kotlin_string, markdown_code, markdown_text, python_string, swift_string
-from edgetl.pipeline.config import PackageConfig, PackageFor
+from edgetl.core.types import PackageFor
+from edgetl.core.units import human_size, parse_margin, parse_size
 
 log = logging.getLogger(__name__)
 
 #: ``package.json`` marks a folder ``package`` wrote (and may replace).
 REPORT_FILE = "package.json"
 REPORT_KIND = "edgetl-package"
-#: Default arena margin: the larger of these two.
-DEFAULT_MARGIN_BYTES = 16 * 1024
-DEFAULT_MARGIN_FRACTION = 0.10
 #: Inputs compared between TFLite Micro and LiteRT: every input at its zero point, then seeded random tensors.
 PARITY_RANDOM_SAMPLES = 3
 PARITY_SEED = 0
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20, "g": 2**30, "gb": 2**30, "gib": 2**30}
 
 
 # ----------------------------------------------------------------------------------------------
 # Sizes and budgets
 # ----------------------------------------------------------------------------------------------
-
-
-def parse_size(text: str | int, what: str = "size") -> int:
-    """Bytes from ``"256KB"``, ``"1MB"``, ``"1.5MiB"`` or ``"300000"``; KB and KiB both mean 1024 bytes.
-
-    Raises:
-        ConfigError: not a size.
-    """
-    allowed = "pass a positive number of bytes (300000) or a size in KB/MB (256KB, 1MB; 1 KB = 1024 bytes)"
-    if isinstance(text, int) and not isinstance(text, bool):
-        if text <= 0:
-            raise ConfigError(f"Received {what} {text}; {allowed}")
-        return text
-    match = _SIZE.match(str(text))
-    value = int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower()]) if match else 0
-    if value <= 0:
-        raise ConfigError(f"Received {what} {text!r}; {allowed}")
-    return value
-
-
-def parse_margin(text: str | None) -> tuple[int, float]:
-    """An arena margin as ``(bytes, fraction)``; the margin used is the larger of the two.
-
-    ``None``: 16 KiB or 10%, whichever is larger. ``"10%"``: 10% only. ``"16KB"``/``"4096"``: bytes only.
-
-    Raises:
-        ConfigError: neither a size nor a percentage.
-    """
-    if text is None:
-        return DEFAULT_MARGIN_BYTES, DEFAULT_MARGIN_FRACTION
-    value = str(text).strip()
-    if value.endswith("%"):
-        try:
-            percent = float(value[:-1])
-        except ValueError:
-            percent = -1.0
-        if not 0 <= percent <= 1000:
-            raise ConfigError(f"Received --arena-margin {text!r}; pass a percentage (10%) or a size (16KB, 4096)")
-        return 0, percent / 100
-    if value in ("0", "0%"):
-        return 0, 0.0
-    return parse_size(value, "--arena-margin"), 0.0
 
 
 def _margin_rule(margin: tuple[int, float]) -> str:
@@ -107,14 +61,6 @@ def _margin_rule(margin: tuple[int, float]) -> str:
     if not parts:
         return "no margin"
     return parts[0] if len(parts) == 1 else f"the larger of {parts[0]} and {parts[1]}"
-
-
-def human_size(n: int) -> str:
-    """``87936`` -> ``"85.9 KiB"`` (KiB = 1024 bytes)."""
-    for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n // scale} {unit}" if n % scale == 0 else f"{n / scale:.{2 if unit == 'MiB' else 1}f} {unit}"
-    return f"{n} bytes"
 
 
 def _round_up(value: int, step: int) -> int:

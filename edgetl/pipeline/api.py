@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.core import fs as _fs
+from edgetl.core.config import BuildConfig
 from edgetl.core.errors import ConfigError
-from edgetl.core.metadata import fingerprint, read_model_info
+from edgetl.core.fingerprint import fingerprint
+from edgetl.core.metadata import read_model_info
+from edgetl.core.types import IODType, QuantMode
 from edgetl.export import TARGETS
-from edgetl.pipeline.config import BuildConfig, IODType, QuantMode
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,7 @@ concurrent build into the same folder.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,12 +29,14 @@ from typing import Any
 import numpy as np
 
 from edgetl.core import fs as _fs
+from edgetl.core.config import BuildConfig
 from edgetl.core.contract import PreprocessContract
 from edgetl.core.errors import ConfigError, VerificationError
-from edgetl.core.metadata import SCHEMA_VERSION, fingerprint, package_versions, write_labels
+from edgetl.core.fingerprint import after_parent, file_sha256, stage_fingerprints
+from edgetl.core.metadata import SCHEMA_VERSION, package_versions, write_labels
 from edgetl.core.progress import Progress, log_progress
+from edgetl.core.types import QuantMode
 from edgetl.export import TARGETS, TargetSpec
-from edgetl.pipeline.config import BuildConfig, QuantMode
 
 log = logging.getLogger(__name__)
 
@@ -55,62 +55,13 @@ class BuildResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def folder_signature(root: Path | None) -> str | None:
-    """Hash of every file's relative path, size and mtime under ``root`` (cheap: stat only)."""
-    if root is None or not Path(root).is_dir():
-        return None
-    entries = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            full = Path(dirpath) / name
-            try:
-                st = full.stat()
-            except OSError:
-                continue
-            entries.append((str(full.relative_to(root)), st.st_size, int(st.st_mtime)))
-    return fingerprint(entries)
-
-
-def stage_fingerprints(config: BuildConfig) -> dict[str, str]:
-    """One fingerprint per stage, each covering the settings (and images) it depends on."""
-    cfg = config.to_toml_dict()
-    data = {
-        "config": cfg.get("data", {}),
-        "images": folder_signature(config.data.path),
-        "val_images": folder_signature(config.data.val_path),
-    }
-    train_fp = fingerprint({"stage": "train", "model": cfg["model"], "data": data, "train": cfg["train"]})
-    qat_fp = fingerprint({"stage": "qat", "after": train_fp, "qat": cfg["qat"]})
-    export_fp = fingerprint({"stage": "export", "after": qat_fp, "target": config.target, "export": cfg["export"], "bench": cfg["bench"]})
-    return {"train": train_fp, "qat": qat_fp, "export": export_fp}
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def after_parent(stage_fp: str, parent_model: Path) -> str:
-    """``stage_fp`` bound to the exact model file the stage starts from.
-
-    The float model is trained anew whenever its own stage is not reused, and training does not
-    give the same bytes twice: a QAT folder made from an earlier float model must not be reused.
-    """
-    return fingerprint({"stage": stage_fp, "parent_sha256": file_sha256(parent_model)})
-
-
 def build_name(config: BuildConfig) -> str:
     """The build's folder name under ``config.out``: ``config.name`` or the data folder's name.
 
     Raises:
         ConfigError: no name and no data folder, or a name that is not a single folder name.
     """
-    from edgetl.pipeline.config import check_path_component
+    from edgetl.core.config import check_path_component
 
     if config.name:
         return check_path_component(config.name, "name")

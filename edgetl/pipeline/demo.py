@@ -11,8 +11,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from edgetl.core.config import validate
 from edgetl.core.progress import Progress, log_progress
-from edgetl.pipeline.config import deep_merge, validate
+from edgetl.pipeline.config import deep_merge
 
 log = logging.getLogger(__name__)
 

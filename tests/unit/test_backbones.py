@@ -211,8 +211,8 @@ def test_input_size_below_minimum_says_which_sizes_work(name):
 
 
 def test_block_starts_and_unfreeze_blocks(tmp_path):
+    from edgetl.core.config import validate
     from edgetl.ml.train import unfreeze_index
-    from edgetl.pipeline.config import validate
 
     spec = BACKBONES.get("mobilenet_v3_small")
     model, _ = build_classifier(spec, 3, 32, None, "none")

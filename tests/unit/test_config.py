@@ -64,7 +64,7 @@ def test_unknown_backbone_lists_registered():
 
 
 def test_stage_fingerprints_separate_stages(tmp_path):
-    from edgetl.pipeline.build import stage_fingerprints
+    from edgetl.core.fingerprint import stage_fingerprints
 
     base = resolve_config(None, {"data.path": str(tmp_path)})
     more_qat = resolve_config(None, {"data.path": str(tmp_path), "qat.epochs": 9})

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from edgetl.core.config import DataConfig
 from edgetl.core.errors import ConfigError, DataError
 from edgetl.data.images import (
     ALPHA_BACKGROUND,
@@ -23,7 +24,6 @@ from edgetl.data.images import (
     split_indices,
     to_rgb,
 )
-from edgetl.pipeline.config import DataConfig
 
 SIZE = 16
 

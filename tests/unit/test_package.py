@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from edgetl.cli.app import app
 from edgetl.core.errors import ArtifactError, BudgetError, ConfigError, OutputExistsError
-from edgetl.package.stage import input_lookup_table, package, parse_margin, parse_size
+from edgetl.core.units import parse_margin, parse_size
+from edgetl.package.stage import input_lookup_table, package
 from edgetl.runtime.litert import LiteRTModel, quantize, tflite_operator_counts
 from edgetl.runtime.tflm import (
     TFLM_CUSTOM_OP_RESOLVER_METHODS,

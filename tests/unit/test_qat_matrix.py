@@ -47,13 +47,13 @@ def _case(name: str):
 
 @pytest.mark.parametrize("name", [_case(n) for n in MATRIX])
 def test_qat_int8_litert(name, tmp_path):
+    from edgetl.core.types import IODType
     from edgetl.device.inspect import inspect_tflite
     from edgetl.export.tflite import export_tflite
     from edgetl.ml._keras import keras
     from edgetl.ml.backbones import build_classifier
     from edgetl.ml.quantize import calibrate_ranges, plan_quantization, quantize_model
     from edgetl.ml.train import reestimate_batchnorm, set_batchnorm_momentum
-    from edgetl.pipeline.config import IODType
     from edgetl.runtime.litert import LiteRTModel, op_report
 
     k = keras()

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from edgetl.core.config import validate
 from edgetl.core.errors import ConfigError
-from edgetl.pipeline.config import resolve_config, validate
+from edgetl.pipeline.config import resolve_config
 
 #: Runs the real CLI in a fresh interpreter and reports on stdout whether TensorFlow was imported.
 _CLI = (

@@ -18,7 +18,8 @@ QUICK = {"train": {"head_epochs": 2, "fine_tune_epochs": 2, "augment": True, "cl
 
 def tiny_config(shapes_dir, **sections):
     """conftest's tiny settings with ``sections`` merged in (a ``data`` section too)."""
-    from edgetl.pipeline.config import deep_merge, validate
+    from edgetl.core.config import validate
+    from edgetl.pipeline.config import deep_merge
 
     return validate(deep_merge(deep_merge(TINY_SETTINGS, {"data": {"path": str(shapes_dir)}}), sections), "test settings")
 

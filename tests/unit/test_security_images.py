@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from edgetl.core.config import DataConfig
 from edgetl.core.errors import ConfigError, DataError
 from edgetl.data.images import MAX_PIXELS_ENV, check_folder, load_images, load_split
-from edgetl.pipeline.config import DataConfig
 
 BIG_REASON = "12000x12000 = 144 MP is over the 64 MP limit"
 

@@ -81,7 +81,7 @@ def _set_fingerprint(folder: Path, value: str) -> None:
 @pytest.fixture
 def previous_build(tmp_path, shapes_dir, trained_run, qat_run, int8_export):
     """``<out>/shapes/`` holding a complete earlier build: float/, qat/ and tflite-int8/ (copies of the session chain)."""
-    from edgetl.pipeline.build import after_parent, stage_fingerprints
+    from edgetl.core.fingerprint import after_parent, stage_fingerprints
 
     config = tiny_config(shapes_dir, out=str(tmp_path / "build"), train={"head_epochs": 1, "fine_tune_epochs": 0, "clean_epochs": 0})
     fps = stage_fingerprints(config)

@@ -122,7 +122,8 @@ def test_cosine_schedule_anneals_to_a_hundredth():
 
 
 def test_schedule_is_plateau_unless_cosine_is_asked_for():
-    from edgetl.pipeline.config import LRSchedule, TrainConfig
+    from edgetl.core.config import TrainConfig
+    from edgetl.core.types import LRSchedule
 
     assert TrainConfig().schedule is LRSchedule.plateau
     assert tiny_config("x", train={"schedule": "plateau"}).train.schedule is LRSchedule.plateau

@@ -1,0 +1,267 @@
+"""The configuration schema: one pydantic model per stage, combined into :class:`BuildConfig`.
+
+Unknown keys are errors (``extra="forbid"``) and every number has bounds. Reading TOML files,
+recipes and flags, and layering them, is :mod:`edgetl.pipeline.config`.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgetl.core.errors import ConfigError
+from edgetl.core.types import IODType, LRSchedule, PackageFor, QuantMode
+
+#: Upper bounds that keep a typo (10**13 epochs, 10**12 runs) from being accepted and running for ever.
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 16, 1024
+MAX_EPOCHS = 10_000
+MAX_LR = 10.0
+MAX_SEED = 2**32 - 1  # NumPy's legacy seeding and tf_keras' set_random_seed take 32-bit seeds
+MAX_BATCH_SIZE = 4096
+MAX_REPRESENTATIVE_SAMPLES = 100_000
+MAX_BENCH_WARMUP = 100_000
+MAX_BENCH_RUNS = 1_000_000
+MAX_THREADS = 1024
+MAX_NAME_LENGTH = 100
+
+
+def path_component_problem(value: str) -> str | None:
+    """Why ``value`` is not a safe single folder name (None: it is one)."""
+    if not value:
+        return "is empty"
+    if value in (".", ".."):
+        return f"is {value!r}, which names a folder other than its own"
+    if "/" in value or "\\" in value:
+        return "contains a path separator (/ or \\)"
+    bad = [c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]
+    if bad:
+        return f"contains control or formatting character(s) {', '.join(f'U+{ord(c):04X}' for c in dict.fromkeys(bad))}"
+    if value[0] in ".-":
+        return f"starts with {value[0]!r} (hidden, or read as an option by other tools)"
+    if len(value) > MAX_NAME_LENGTH:
+        return f"is {len(value)} characters long (at most {MAX_NAME_LENGTH})"
+    return None
+
+
+def check_path_component(value: str, key: str) -> str:
+    """``value`` if it is a single, plain folder name, else a one-line :class:`ConfigError`."""
+    problem = path_component_problem(value)
+    if problem is not None:
+        raise ConfigError(
+            f"{key} {value!r} {problem}; a name must be one plain folder name: letters, digits, spaces, '_', '-' and '.' "
+            f"(not first), at most {MAX_NAME_LENGTH} characters"
+        )
+    return value
+
+
+def _lr(default: float | None, description: str | None = None) -> Any:
+    """A learning rate: finite, > 0 and <= MAX_LR."""
+    return Field(default, gt=0, le=MAX_LR, allow_inf_nan=False, description=description)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    name: str = Field("mobilenet_v2", description="registered backbone name")
+    alpha: float | None = Field(None, description="width multiplier (MobileNet); None: the recipe's")
+    input_size: int | None = Field(None, ge=MIN_INPUT_SIZE, le=MAX_INPUT_SIZE, description="square input size in pixels; None: the recipe's")
+    weights: str = Field("imagenet", description="'imagenet', 'none' or a path to a weights file")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+
+
+class DataConfig(_Section):
+    path: Path | None = Field(None, description="image folder, one subfolder per class")
+    val_path: Path | None = Field(None, description="separate validation folder (same classes)")
+    val_split: float = Field(0.2, gt=0.0, lt=1.0, description="fraction held out when val_path is unset")
+    seed: int = Field(42, ge=0, le=MAX_SEED, description="seed of the split, shuffles, augmentation, initialisation and calibration sampling (0 to 2**32-1)")
+    strict: bool = Field(False, description="fail on unreadable files instead of skipping them")
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH_SIZE)
+    max_image_pixels: int | None = Field(
+        None, ge=1, le=10**10,
+        description="images with more pixels (width x height) are skipped as unreadable; None: $EDGETL_MAX_IMAGE_PIXELS, else 64,000,000",
+    )
+
+
+class TrainConfig(_Section):
+    head_epochs: int = Field(5, ge=0, le=MAX_EPOCHS, description="phase 1: head on the frozen backbone")
+    head_lr: float = _lr(1e-3)
+    head_augment: bool = Field(False, description="augment in phase 1 (off: train on cached features)")
+    fine_tune_epochs: int = Field(10, ge=0, le=MAX_EPOCHS, description="phase 2: top layers unfrozen")
+    fine_tune_lr: float | None = _lr(None, "None: head_lr / 10 (pretrained) or head_lr (from scratch)")
+    unfreeze: int | None = Field(None, ge=0, description="number of top backbone layers to unfreeze")
+    unfreeze_from: str | None = Field(None, description="unfreeze from this layer name to the top")
+    unfreeze_blocks: int | None = Field(None, ge=1, description="number of top backbone blocks to unfreeze")
+    augment: bool = Field(True, description="light augmentation in phase 2")
+    clean_epochs: int = Field(
+        3, ge=0, le=MAX_EPOCHS,
+        description="phase 3, after an augmented phase 2: epochs on the images as they are, BatchNorm in inference mode "
+        "(the conditions QAT fine-tunes in), kept only if validation loss improves; 0: off",
+    )
+    clean_lr: float | None = _lr(None, "phase 3 learning rate; None: the phase 2 rate / 10")
+    patience: int = Field(3, ge=1, le=MAX_EPOCHS, description="early stopping patience on validation loss")
+    schedule: LRSchedule = Field(
+        LRSchedule.plateau,
+        description="phase 2 learning rate: 'plateau' (x0.3 when validation loss stalls for patience/2 epochs) or "
+        "'cosine' (annealed to 1/100 over fine_tune_epochs)",
+    )
+    deterministic: bool = Field(
+        False,
+        description="TensorFlow op determinism: the same seed gives the same weights, metrics and model bytes (slower); "
+        "off: results vary from run to run",
+    )
+
+    @model_validator(mode="after")
+    def _one_depth_option(self) -> TrainConfig:
+        given = [f"--{n.replace('_', '-')}" for n in ("unfreeze", "unfreeze_from", "unfreeze_blocks") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give only one of --unfreeze, --unfreeze-from and --unfreeze-blocks (received {' and '.join(given)})")
+        return self
+
+
+class QATConfig(_Section):
+    mode: QuantMode = QuantMode.qat
+    epochs: int = Field(3, ge=0, le=MAX_EPOCHS)
+    lr: float = _lr(1e-4)
+
+
+class ExportConfig(_Section):
+    io_dtype: IODType = Field(IODType.int8, description="int8 models' input/output dtype")
+    representative_samples: int = Field(200, ge=1, le=MAX_REPRESENTATIVE_SAMPLES, description="training images used to calibrate")
+    compare_ptq: bool = Field(True, description="QAT int8 builds also export PTQ int8 from the float model, for the report")
+    companion: bool = Field(True, description="int8 builds write both model.tflite and model.onnx (same int8 scales) and report both")
+    opset: int = Field(17, ge=13, le=18, description="ONNX opset of onnx-* targets")
+
+
+class BenchConfig(_Section):
+    warmup: int = Field(10, ge=0, le=MAX_BENCH_WARMUP)
+    runs: int = Field(50, ge=1, le=MAX_BENCH_RUNS)
+    threads: list[int] | None = Field(None, description="None: 1 and all cores")
+
+    @field_validator("threads")
+    @classmethod
+    def _positive(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or any(not 1 <= t <= MAX_THREADS for t in value)):
+            raise ValueError(f"threads must be a non-empty list of integers from 1 to {MAX_THREADS}")
+        return value
+
+    @property
+    def resolved_threads(self) -> list[int]:
+        if self.threads:
+            return list(self.threads)
+        cores = os.cpu_count() or 1
+        return [1] if cores == 1 else [1, cores]
+
+
+class PackageConfig(_Section):
+    """App bundles ``build`` writes into ``<target>/package-<for>/`` (see :mod:`edgetl.package.stage`)."""
+
+    targets: list[PackageFor] = Field(default_factory=list, description="c, android, ios and/or python; empty: no package")
+    ram_budget: str | None = Field(None, description="c: fail when the measured tensor arena exceeds it (256KB, 1MB or bytes; 1 KB = 1024 bytes)")
+    flash_budget: str | None = Field(None, description="fail when the model file exceeds it (same units)")
+    arena_margin: str | None = Field(None, description="c: added to the measured arena: bytes (16KB) or a percentage (10%); default: the larger of 16 KiB and 10%")
+
+    @field_validator("ram_budget", "flash_budget")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        if value is not None:
+            from edgetl.core.units import parse_size
+
+            try:
+                parse_size(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("arena_margin")
+    @classmethod
+    def _margin(cls, value: str | None) -> str | None:
+        if value is not None:
+            from edgetl.core.units import parse_margin
+
+            try:
+                parse_margin(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
+class BuildConfig(_Section):
+    name: str | None = Field(None, description="build name (one folder name under out); None: the data folder's name")
+    out: Path = Field(Path("build"), description="root of build output folders")
+    target: str = Field("tflite-int8", description="export target")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    qat: QATConfig = Field(default_factory=QATConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    bench: BenchConfig = Field(default_factory=BenchConfig)
+    package: PackageConfig = Field(default_factory=PackageConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _single_folder_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            problem = path_component_problem(value)
+            if problem is not None:
+                raise ValueError(f"the build name {problem}; pass one plain folder name (at most {MAX_NAME_LENGTH} characters)")
+        return value
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """The resolved config as plain JSON/TOML-friendly data (None values dropped)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def _allowed_range(loc: tuple[Any, ...]) -> str | None:
+    """``"0 < value <= 10"`` for the numeric field at ``loc`` of :class:`BuildConfig` (None: no bounds)."""
+    model: Any = BuildConfig
+    field = None
+    for part in loc:
+        if isinstance(part, int) or not (isinstance(model, type) and issubclass(model, BaseModel)):
+            break
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        model = field.annotation
+    if field is None:
+        return None
+    low = high = None
+    for item in field.metadata:
+        if isinstance(item, Ge | Gt):
+            low = f"{item.ge} <=" if isinstance(item, Ge) else f"{item.gt} <"
+        elif isinstance(item, Le | Lt):
+            high = f"<= {item.le:,}" if isinstance(item, Le) else f"< {item.lt:,}"
+    if low is None and high is None:
+        return None
+    return " ".join(p for p in (low, "value", high) if p)
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line naming every bad key, what was received and what is allowed,
+    e.g. ``edgetl.toml: train.head_lr: Input should be a finite number (got inf; allowed: 0 < value <= 10.0)``."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{loc}: unknown key")
+        else:
+            allowed = _allowed_range(tuple(err["loc"])) if err["type"] not in ("missing",) else None
+            got = repr(err.get("input"))
+            if len(got) > 80:
+                got = got[:77] + "..."
+            msg = " ".join(str(err["msg"]).split())  # one line, whatever the validator wrote
+            parts.append(f"{loc}: {msg} (got {got}{f'; allowed: {allowed}' if allowed else ''})")
+    return f"{source}: " + "; ".join(parts)
+
+
+def validate(data: dict[str, Any], source: str) -> BuildConfig:
+    try:
+        return BuildConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None

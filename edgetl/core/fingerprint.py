@@ -1,0 +1,69 @@
+"""Stage fingerprints: short stable hashes of settings, image folders and parent model files.
+
+A build stage is reused only when its fingerprint matches the one stored in its folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from edgetl.core.config import BuildConfig
+
+
+def folder_signature(root: Path | None) -> str | None:
+    """Hash of every file's relative path, size and mtime under ``root`` (cheap: stat only)."""
+    if root is None or not Path(root).is_dir():
+        return None
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            try:
+                st = full.stat()
+            except OSError:
+                continue
+            entries.append((str(full.relative_to(root)), st.st_size, int(st.st_mtime)))
+    return fingerprint(entries)
+
+
+def stage_fingerprints(config: BuildConfig) -> dict[str, str]:
+    """One fingerprint per stage, each covering the settings (and images) it depends on."""
+    cfg = config.to_toml_dict()
+    data = {
+        "config": cfg.get("data", {}),
+        "images": folder_signature(config.data.path),
+        "val_images": folder_signature(config.data.val_path),
+    }
+    train_fp = fingerprint({"stage": "train", "model": cfg["model"], "data": data, "train": cfg["train"]})
+    qat_fp = fingerprint({"stage": "qat", "after": train_fp, "qat": cfg["qat"]})
+    export_fp = fingerprint({"stage": "export", "after": qat_fp, "target": config.target, "export": cfg["export"], "bench": cfg["bench"]})
+    return {"train": train_fp, "qat": qat_fp, "export": export_fp}
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def after_parent(stage_fp: str, parent_model: Path) -> str:
+    """``stage_fp`` bound to the exact model file the stage starts from.
+
+    The float model is trained anew whenever its own stage is not reused, and training does not
+    give the same bytes twice: a QAT folder made from an earlier float model must not be reused.
+    """
+    return fingerprint({"stage": stage_fp, "parent_sha256": file_sha256(parent_model)})
+
+
+def fingerprint(data: Any) -> str:
+    """Stable short hash of JSON-able data (a resolved config, say)."""
+    blob = json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,35 @@
+"""Enumerations shared by the configuration, the stages and the CLI (plain enums: no pydantic here)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class QuantMode(StrEnum):
+    """How the int8 model gets its quantization ranges."""
+
+    qat = "qat"
+    ptq = "ptq"
+
+
+class IODType(StrEnum):
+    """dtype of a full-integer model's input and output tensors."""
+
+    int8 = "int8"
+    uint8 = "uint8"
+
+
+class LRSchedule(StrEnum):
+    """Phase 2's learning-rate schedule."""
+
+    plateau = "plateau"  # x0.3 whenever validation loss stalls for patience/2 epochs
+    cosine = "cosine"  # annealed from fine_tune_lr to 1/100 of it over fine_tune_epochs
+
+
+class PackageFor(StrEnum):
+    """What ``edgetl package`` bundles a model for."""
+
+    c = "c"
+    android = "android"
+    ios = "ios"
+    python = "python"
