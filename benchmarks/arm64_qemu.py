@@ -11,10 +11,15 @@ which has no binfmt_misc, so ``debootstrap --arch=arm64`` cannot run its second 
    pins below were checked), unzipped into a folder put on ``sys.path``.
 3. edgetl's int8 models (a tiny MobileNetV2 exported by edgetl to ``tflite-int8`` and
    ``onnx-int8``, plus ``tflite-fp32``), or the artifacts given on the command line.
-4. ``edgetl/remote_runner.py`` (the same file ``edgetl bench --remote`` copies to a board) on a
+4. ``edgetl/bench/board_runner.py`` (the same file ``edgetl bench --remote`` copies to a board) on a
    fixed input, once with this machine's Python and runtimes, once under
    ``qemu-aarch64-static -L ROOT ROOT/usr/bin/python3.11``; the first run's outputs must be
    equal (integer outputs exactly, float outputs within 1e-4).
+5. The real package, installed as a board installs it: edgetl's wheel (built from this checkout)
+   and its TensorFlow-free dependencies, resolved by pip for aarch64
+   (``pip install --target --platform manylinux...aarch64``, with the runtime pins above), then
+   ``python -m edgetl inspect`` and ``predict --json`` in the emulated Python on each model; the
+   predictions must equal this machine's ``edgetl predict`` (int8: exactly; float: within 1e-4).
 
 Emulated timings are not latency figures: qemu-user translates every arm64 instruction into
 x86 code. The report says so next to every number.
@@ -44,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-RUNNER = REPO / "edgetl" / "remote_runner.py"
+RUNNER = REPO / "edgetl" / "bench" / "board_runner.py"
 DEFAULT_CACHE = Path(os.environ.get("EDGETL_ARM64_CACHE", Path.home() / ".cache" / "edgetl" / "arm64"))
 DEFAULT_MIRROR = os.environ.get("EDGETL_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 SUITE = "bookworm"
@@ -186,20 +191,88 @@ def make_models(out: Path) -> list[Path]:
     from edgetl.core.types import IODType
     from edgetl.export.onnx import export_onnx
     from edgetl.export.tflite import export_tflite
-    from edgetl.ml.backbones import BACKBONES, build_classifier
+    from edgetl.ml.backbones import build_classifier
+    from edgetl.ml.backbones.spec import BACKBONES
 
     out.mkdir(parents=True, exist_ok=True)
-    from edgetl.ml.train import reestimate_batchnorm
+    from edgetl.ml.phases import reestimate_batchnorm
 
     model, contract = build_classifier(BACKBONES.get("mobilenet_v2"), 3, 32, 0.35, "none")
     pixels = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
     # Random weights with Keras' initial BatchNorm statistics make every activation vanish (the
     # outputs are exactly uniform, which would make the comparison meaningless): estimate them.
     reestimate_batchnorm(model, pixels, contract)
-    export_tflite(model, "tflite-int8", paths[0], representative=pixels, contract=contract, io_dtype=IODType.int8)
-    export_onnx("onnx-int8", paths[1], tflite_int8=paths[0], class_names=["a", "b", "c"], contract=contract)
-    export_tflite(model, "tflite-fp32", paths[2], representative=None, contract=contract)
+    labels = ["a", "b", "c"]  # embedded in each file, so `edgetl predict` needs nothing beside it
+    export_tflite(model, "tflite-int8", paths[0], representative=pixels, contract=contract, io_dtype=IODType.int8, class_names=labels)
+    export_onnx("onnx-int8", paths[1], tflite_int8=paths[0], class_names=labels, contract=contract)
+    export_tflite(model, "tflite-fp32", paths[2], representative=None, contract=contract, class_names=labels)
     return paths
+
+
+# ----------------------------------------------------------------------------- the real package
+def prepare_package(work: Path) -> tuple[Path, dict]:
+    """edgetl's wheel from this checkout plus its device dependencies, installed by pip for aarch64 into
+    ``work/site-edgetl`` (not cached: the wheel is this checkout's code; pip caches the downloads)."""
+    site = work / "site-edgetl"
+    shutil.rmtree(site, ignore_errors=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgetl-wheel-") as tmp:
+        _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp, str(REPO)])
+        (wheel,) = Path(tmp).glob("edgetl-*.whl")
+        platforms = [arg for p in WHEEL_PLATFORMS for arg in ("--platform", p)]
+        _run([sys.executable, "-m", "pip", "install", "-q", "--no-compile", "--only-binary=:all:", *platforms,
+              "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "--target", str(site),
+              str(wheel), *GUEST_WHEELS])
+    for so in site.rglob("*.so*"):
+        so.chmod(0o755)
+    installed = sorted(p.name.split("-")[0] for p in site.glob("*.dist-info"))
+    heavy = [name for name in installed if name.lower().replace("_", "-") in ("tensorflow", "tf-keras", "tensorflow-model-optimization", "tf2onnx")]
+    if heavy:
+        raise SetupError(f"the device install pulled in {heavy}: the base package must not depend on TensorFlow")
+    size = sum(f.stat().st_size for f in site.rglob("*") if f.is_file())
+    return site, {"wheel": wheel.name, "distributions": len(installed), "size_bytes": size,
+                  "install_s": round(time.perf_counter() - start, 1)}
+
+
+def _predict(prefix: list[str], env: dict | None, model: Path, images: list[Path]) -> list[dict]:
+    result = subprocess.run([*prefix, "-m", "edgetl", "predict", str(model), *map(str, images), "--json", "--top-k", "3"],
+                            capture_output=True, text=True, env=env, timeout=1800)
+    if result.returncode != 0:
+        raise SetupError(f"edgetl predict {model.name} exited {result.returncode}: {(result.stderr or result.stdout).strip()[-600:]}")
+    return json.loads(result.stdout)["predictions"]
+
+
+def check_package(root: Path, site: Path, artifacts: list[Path], out: Path) -> list[dict]:
+    """``python -m edgetl inspect`` and ``predict`` in the emulated Python, predictions compared with this machine's."""
+    from PIL import Image
+
+    qemu = shutil.which("qemu-aarch64-static") or "qemu-aarch64-static"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update({"PYTHONPATH": str(site), "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "200"})
+    guest = [qemu, "-L", str(root), str(root / GUEST_PYTHON)]
+    images = []
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        path = out / "images" / f"image{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(path)
+        images.append(path)
+    results = []
+    for model in artifacts:
+        start = time.perf_counter()
+        inspect = subprocess.run([*guest, "-m", "edgetl", "inspect", str(model), "--json"], capture_output=True, text=True, env=env, timeout=1800)
+        if inspect.returncode != 0:
+            raise SetupError(f"edgetl inspect {model.name} (emulated arm64) exited {inspect.returncode}: {(inspect.stderr or inspect.stdout).strip()[-600:]}")
+        arm = _predict(guest, env, model, images)
+        x86 = _predict([sys.executable], None, model, images)
+        exact = "int8" in model.name
+        diffs = [abs(a["score"] - b["score"]) for ra, rb in zip(arm, x86, strict=True) for a, b in zip(ra["top"], rb["top"], strict=True)]
+        same_labels = [[p["label"] for p in r["top"]] for r in arm] == [[p["label"] for p in r["top"]] for r in x86]
+        results.append({"artifact": str(model), "inspect": "ok", "predictions": len(arm), "same_labels": same_labels,
+                        "max_score_diff": max(diffs), "rule": "exact" if exact else f"within {FLOAT_TOLERANCE:g}",
+                        "equal": same_labels and (max(diffs) == 0 if exact else max(diffs) <= FLOAT_TOLERANCE),
+                        "wall_s": round(time.perf_counter() - start, 1)})
+    return results
 
 
 # ----------------------------------------------------------------------------- the check
@@ -214,7 +287,8 @@ def _runner(prefix: list[str], env: dict | None, args: list[str], timeout: float
 
 def check_artifact(path: Path, out: Path, guest: tuple[list[str], dict], runs: int, warmup: int) -> dict:
     """Run the runner on ``path`` with a fixed input, on x86 and emulated arm64; compare the first run's outputs."""
-    from edgetl.bench.harness import BenchOptions, plan_bench
+    from edgetl.bench.options import BenchOptions
+    from edgetl.bench.plan import plan_bench
 
     options = BenchOptions(threads=(1,), warmup=warmup, runs=runs, profile_runs=0)
     (plan,) = plan_bench([path], options)
@@ -285,6 +359,16 @@ def render_report(doc: dict) -> str:
     for item in doc["artifacts"]:
         lines.append(f"| {Path(item['artifact']).name} | {item['p50_ms']['x86']:.3f} | {item['p50_ms']['arm64']:.3f} | "
                      f"{item['wall_s']['x86']} / {item['wall_s']['arm64']} |")
+    if doc.get("package"):
+        pkg = doc["package"]
+        lines += ["", "## The real package on emulated arm64", "",
+                  f"`pip install --target --platform aarch64` of {pkg['install']['wheel']} and its device dependencies "
+                  f"({pkg['install']['distributions']} distributions, {pkg['install']['size_bytes'] / 2**20:.0f} MiB, no TensorFlow), "
+                  "then `python -m edgetl inspect` and `predict --json` under qemu, compared with this machine's `edgetl predict`.", "",
+                  "| artifact | inspect | top-3 labels equal | max score diff | rule | equal |", "|---|---|---|---|---|---|"]
+        for item in pkg["checks"]:
+            lines.append(f"| {Path(item['artifact']).name} | {item['inspect']} | {'yes' if item['same_labels'] else '**NO**'} | "
+                         f"{item['max_score_diff']:.3g} | {item['rule']} | {'yes' if item['equal'] else '**NO**'} |")
     lines += ["", "## Setup", "",
               f"- arm64 root: {'cached' if setup['root']['cached'] else 'made now'}; debootstrap --foreign "
               f"{setup['root'].get('debootstrap_s')} s + dpkg -x of {setup['root'].get('packages')} packages {setup['root'].get('unpack_s')} s",
@@ -302,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="timed runs per side (emulated runs are slow)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--setup-only", action="store_true", help="prepare the root and the wheels, then stop")
+    parser.add_argument("--skip-package", action="store_true", help="check the stand-alone runner only, not the installed package")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -333,13 +418,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     checks_s = round(time.perf_counter() - start, 1)
+    package = None
+    if not args.skip_package:
+        try:
+            package_site, install = prepare_package(args.out)
+            package = {"install": install, "checks": check_package(root, package_site, [Path(a) for a in artifacts], args.out)}
+        except (SetupError, subprocess.CalledProcessError) as exc:
+            print(f"error: the installed package on emulated arm64: {exc}", file=sys.stderr)
+            return 2
     from edgetl.bench.board_runner import machine_info
 
     doc = {
         "kind": "edgetl.arm64_qemu", "note": NOT_LATENCY, "qemu": qemu_version(), "host": machine_info(),
         "guest": check["machine"], "guest_versions": check["versions"], "guest_wheels": list(GUEST_WHEELS),
         "setup": {"root": root_info, "wheels": wheel_info, "this_run_s": setup_s}, "models_s": models_s, "checks_s": checks_s,
-        "artifacts": results, "all_equal": all(r["equal"] for r in results), "platform": platform.platform(),
+        "artifacts": results, "package": package, "platform": platform.platform(),
+        "all_equal": all(r["equal"] for r in results) and all(c["equal"] for c in (package or {}).get("checks", [])),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "arm64_qemu.json").write_text(json.dumps(doc, indent=1) + "\n")
@@ -347,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(f"{Path(r['artifact']).name}: {r['runtime']} x86 {r['versions']['x86']} vs arm64 {r['versions']['arm64']}: "
               f"outputs {'equal' if r['equal'] else 'DIFFER'} ({', '.join(o['rule'] + ', max diff ' + format(o['max_abs_diff'], '.3g') for o in r['outputs'])})")
+    for c in (package or {}).get("checks", []):
+        print(f"{Path(c['artifact']).name}: installed edgetl on arm64: inspect {c['inspect']}, predictions "
+              f"{'equal' if c['equal'] else 'DIFFER'} ({c['rule']}, max score diff {c['max_score_diff']:.3g})")
     print(NOT_LATENCY)
     print(f"wrote {args.out / 'report.md'} and arm64_qemu.json")
     if not all(r["informative"] for r in results):

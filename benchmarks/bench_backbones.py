@@ -114,9 +114,10 @@ def run_one(backbone: str, data: Path, out: Path, args) -> dict:
 def latency_at(backbone: str, size: int, out: Path, args) -> dict:
     """fp32 vs int8 LiteRT latency at ``size`` px (random weights: latency does not depend on them)."""
     from edgetl.bench.harness import bench_tflite
-    from edgetl.device.inspect import inspect_tflite
+    from edgetl.device.inspect_tflite import inspect_tflite
     from edgetl.export.tflite import export_tflite
-    from edgetl.ml.backbones import BACKBONES, build_classifier
+    from edgetl.ml.backbones import build_classifier
+    from edgetl.ml.backbones.spec import BACKBONES
     from edgetl.ml.quantize import calibrate_ranges, quantize_model
     from edgetl.runtime.litert import op_report
 
@@ -184,7 +185,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    from edgetl.ml.backbones import BACKBONES
+    from edgetl.ml.backbones.spec import BACKBONES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="*", default=None)

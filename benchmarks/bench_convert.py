@@ -25,7 +25,8 @@ import numpy as np
 
 
 def make_model(case: str, size: int):
-    from edgetl.ml.backbones import BACKBONES, build_classifier
+    from edgetl.ml.backbones import build_classifier
+    from edgetl.ml.backbones.spec import BACKBONES
     from edgetl.ml.quantize import calibrate_ranges, quantize_model
 
     name = "mobilenet_v3_small" if case.startswith("mnv3s") else "mobilenet_v2"
@@ -40,7 +41,7 @@ def make_model(case: str, size: int):
 
 def main() -> None:
     from edgetl.export import tflite as exporter
-    from tests.unit.test_tflite_convert import structure
+    from tests.helpers import structure
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=224)

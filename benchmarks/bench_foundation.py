@@ -27,10 +27,11 @@ import numpy as np
 def epoch_times(args) -> dict:
     from edgetl.core.config import validate
     from edgetl.core.contract import PreprocessContract
-    from edgetl.data.images import ImageData, SplitData
+    from edgetl.data.split import ImageData, SplitData
     from edgetl.ml._keras import keras
-    from edgetl.ml.backbones import BACKBONES, build_classifier
-    from edgetl.ml.train import _compile, freeze_backbone, make_dataset, train_head_on_features
+    from edgetl.ml.backbones import build_classifier
+    from edgetl.ml.backbones.spec import BACKBONES
+    from edgetl.ml.phases import _compile, freeze_backbone, make_dataset, train_head_on_features
 
     k = keras()
     rng = np.random.default_rng(0)
@@ -108,7 +109,8 @@ def latency_ratio(args, out: Path) -> dict:
     from edgetl.bench.harness import bench_tflite
     from edgetl.core.contract import PreprocessContract
     from edgetl.export.tflite import export_tflite
-    from edgetl.ml.backbones import BACKBONES, build_classifier
+    from edgetl.ml.backbones import build_classifier
+    from edgetl.ml.backbones.spec import BACKBONES
 
     spec = BACKBONES.get("mobilenet_v2")
     model = build_classifier(spec, 10, 224, 1.0, "none").model
@@ -140,7 +142,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from edgetl.bench.harness import machine_info
+    from edgetl.bench.board_runner import machine_info
     from edgetl.core.metadata import package_versions
 
     epochs = epoch_times(args)

@@ -37,7 +37,8 @@ def make_artifacts(out: Path, size: int) -> dict[str, Path]:
     from edgetl.core.types import IODType
     from edgetl.export.onnx import INPUT_NAME, export_onnx
     from edgetl.export.tflite import export_tflite
-    from edgetl.ml.backbones import BACKBONES, build_classifier
+    from edgetl.ml.backbones import build_classifier
+    from edgetl.ml.backbones.spec import BACKBONES
 
     out.mkdir(parents=True, exist_ok=True)
     spec = BACKBONES.get("mobilenet_v2")
@@ -68,7 +69,8 @@ def make_artifacts(out: Path, size: int) -> dict[str, Path]:
 
 
 def latency(paths: dict[str, Path], args) -> dict:
-    from edgetl.bench.harness import BenchOptions, run_bench, write_bench
+    from edgetl.bench.harness import run_bench, write_bench
+    from edgetl.bench.options import BenchOptions
 
     names = ["onnx-fp32", "quantize_static", "onnx-int8"]
     options = BenchOptions(threads=(1,), warmup=args.warmup, runs=args.runs, profile_runs=0)
@@ -91,7 +93,7 @@ def latency(paths: dict[str, Path], args) -> dict:
 
 def bare_p50(path: Path, runs: int, warmup: int) -> float:
     """A bare loop on one thread: the runtime call between two perf_counter_ns reads, nothing else."""
-    from edgetl.bench.harness import synthetic_input
+    from edgetl.bench.board_runner import synthetic_input
 
     rng = np.random.default_rng(0)
     if path.suffix == ".onnx":
@@ -101,7 +103,7 @@ def bare_p50(path: Path, runs: int, warmup: int) -> float:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        from edgetl.runtime.onnxruntime import create_session
+        from edgetl.runtime.ort_session import create_session
 
         session = create_session(ort, str(path), options)  # as edgetl's runtime opens it
         inp = session.get_inputs()[0]
@@ -132,7 +134,8 @@ def bare_p50(path: Path, runs: int, warmup: int) -> float:
 
 
 def overhead(paths: dict[str, Path], args) -> dict:
-    from edgetl.bench.harness import BenchOptions, run_bench
+    from edgetl.bench.harness import run_bench
+    from edgetl.bench.options import BenchOptions
 
     options = BenchOptions(threads=(1,), warmup=args.warmup, runs=args.runs, profile_runs=0)
     result = {}
@@ -150,7 +153,7 @@ def agreement(root: Path) -> list[dict]:
     """ONNX int8 (from each build's int8 TFLite) vs LiteRT on the build's validation images."""
     from edgetl.core.config import BuildConfig
     from edgetl.core.metadata import read_model_info
-    from edgetl.data.images import load_split
+    from edgetl.data.split import load_split
     from edgetl.export.onnx import export_onnx
     from edgetl.runtime.litert import LiteRTModel
     from edgetl.runtime.onnxruntime import ORTModel

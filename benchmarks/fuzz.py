@@ -5,7 +5,7 @@
 Seed models are small real ones (TensorFlow's converter for the int8 .tflite, the onnx helper for the
 .onnx); the mutations (bit flips, truncation, zeroed regions, inflated or shifted integers, NaN floats,
 garbage appended, spliced regions, an empty file, a folder named like a model) are in
-tests/fuzz_helpers.py, shared with the default-suite test tests/unit/test_security_fuzz.py. Each file
+tests/helpers.py, shared with the default-suite test tests/unit/test_security_fuzz.py. Each file
 goes through each command in a worker process that calls the CLI in-process; the counts per command
 and outcome are printed (ok and error are the acceptable outcomes; noisy-error, traceback, crash and
 hang are defects, listed by file).
@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.fuzz_helpers import OUTCOMES, make_inputs, make_seed_models, run_command, write_corpus  # noqa: E402
+from tests.helpers import OUTCOMES, make_inputs, make_seed_models, run_command, write_corpus  # noqa: E402
 
 
 def main() -> int:

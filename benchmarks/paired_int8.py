@@ -27,7 +27,7 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
 def compare(build: Path) -> dict:
     from edgetl.core.config import validate
     from edgetl.core.metadata import read_model_info
-    from edgetl.data.images import load_split
+    from edgetl.data.split import load_split
     from edgetl.runtime.litert import LiteRTModel
 
     info = read_model_info(build / "tflite-int8")

@@ -13,25 +13,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from edgetl.core.config import BuildConfig, validate  # noqa: E402
-
-#: MobileNetV2 alpha 0.35 at 32 px (as tfmot's own tests), trained for a few seconds.
-TINY_SETTINGS = {
-    "model": {"name": "mobilenet_v2", "alpha": 0.35, "input_size": 32, "weights": "none"},
-    "data": {"val_split": 0.25, "seed": 0, "batch_size": 16},
-    # Epochs are cheap at 32 px (conversion dominates); a decisive model makes int8 parity meaningful.
-    "train": {"head_epochs": 3, "head_lr": 3e-3, "fine_tune_epochs": 30, "patience": 8, "augment": False, "schedule": "cosine"},
-    "qat": {"epochs": 2, "lr": 1e-4},
-    "export": {"representative_samples": 16},
-    "bench": {"warmup": 2, "runs": 5, "threads": [1]},
-}
-
-
-def tiny_config(data: Path, **sections) -> BuildConfig:
-    from edgetl.pipeline.config import deep_merge
-
-    settings = deep_merge(TINY_SETTINGS, {"data": {"path": str(data)}})
-    return validate(deep_merge(settings, sections), "test settings")
+from tests.helpers import tiny_config  # noqa: E402  (after the TF log level)
 
 
 @pytest.fixture(scope="session")

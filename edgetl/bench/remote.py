@@ -39,6 +39,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from edgetl.bench import board_runner as remote_runner
+from edgetl.bench.harness import run_bench
+from edgetl.bench.isolation import error_class, measurement_spec
 from edgetl.core.errors import ConfigError, MissingDependencyError, RemoteError
 
 logger = logging.getLogger(__name__)
@@ -392,8 +394,6 @@ class RemoteBoard:
     # -------------------------------------------------------------- what run_bench calls
     def measure(self, plan, threads: int, options, report: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
         """One (artifact, threads) measurement on the board, in a fresh Python process there."""
-        from edgetl.bench.harness import error_class, measurement_spec
-
         spec = measurement_spec(plan, threads, options)
         spec["path"] = self._upload(plan.path)
 
@@ -428,7 +428,7 @@ def run_remote_bench(plans: list, options, target: SSHTarget, *, progress=None) 
     """:func:`edgetl.bench.harness.run_bench` with every measurement on the board ``target``.
 
     Args:
-        plans: :func:`edgetl.bench.harness.plan_bench`'s plans (artifacts checked on this machine).
+        plans: :func:`edgetl.bench.plan.plan_bench`'s plans (artifacts checked on this machine).
 
     Returns:
         The ``bench.json`` document; ``machine`` is the board's, ``remote`` says which board.
@@ -436,8 +436,6 @@ def run_remote_bench(plans: list, options, target: SSHTarget, *, progress=None) 
     Raises:
         RemoteError, MissingDependencyError, ConfigError, and the errors a measurement raises.
     """
-    from edgetl.bench.harness import run_bench
-
     with RemoteBoard(target) as board:
         board.check_runtimes(sorted({plan.runtime.name for plan in plans}))
         return run_bench(plans, options, progress=progress, where=board)

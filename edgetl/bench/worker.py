@@ -1,10 +1,10 @@
 """``python -m edgetl.bench.worker SPEC.json``: one benchmark measurement in a fresh process.
 
-Started by :func:`edgetl.bench.harness.measure_in_subprocess`, once per (artifact, thread count), so
+Started by :func:`edgetl.bench.isolation.measure_in_subprocess`, once per (artifact, thread count), so
 cold start and peak RSS belong to that measurement alone. The spec file names where to write
 the outcome (``{"ok": true, "result": ...}`` or ``{"ok": false, "error": class name, "message": ...}``);
 stdout carries only progress lines for the parent's progress bar. No TensorFlow is imported.
-The measurement is :func:`edgetl.bench.board_runner.measure` (via :func:`edgetl.bench.harness.measure`), the
+The measurement is :func:`edgetl.bench.board_runner.measure` (via :func:`edgetl.bench.isolation.measure`), the
 same code ``edgetl bench --remote`` runs on a board.
 """
 
@@ -14,20 +14,18 @@ import json
 import sys
 from pathlib import Path
 
+from edgetl.bench.isolation import _PROGRESS_PREFIX, measure
+from edgetl.core import fs as _fs
+from edgetl.core.errors import EdgetlError
+
 
 def _report(done: int, total: int, message: str) -> None:
-    from edgetl.bench.harness import _PROGRESS_PREFIX
-
     # stdout is this process's channel to the parent, not user output.
     sys.stdout.write(f"{_PROGRESS_PREFIX}{int(done)} {int(total)} {' '.join(message.split())}\n")
     sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edgetl.bench.harness import measure
-    from edgetl.core import fs as _fs
-    from edgetl.core.errors import EdgetlError
-
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         sys.stderr.write("usage: python -m edgetl.bench.worker SPEC.json\n")

@@ -73,38 +73,158 @@ def metadata_path_for(artifact: Path) -> Path:
     return artifact / MARKER if artifact.is_dir() else artifact.parent / MARKER
 
 
+def named_model_file(folder: Path) -> Path | None:
+    """The model file an edgetl folder's ``edgetl.json`` names (``model_file``), if it is a plain
+    file name of a file inside ``folder``; None otherwise (no or unreadable ``edgetl.json``, no name,
+    a name that leads out of the folder, no such file)."""
+    marker = Path(folder) / MARKER
+    if not marker.is_file():
+        return None
+    try:
+        data = read_json(marker)
+    except (OSError, ValueError):
+        return None
+    named = data.get("model_file") if isinstance(data, dict) else None
+    # model_file is one file name inside the folder: never a path that leads out of it
+    if is_plain_file_name(named) and (Path(folder) / named).is_file():
+        return Path(folder) / named
+    return None
+
+
+#: Fields every ``edgetl.json`` has (typed attributes of :class:`ArtifactMetadata`); the rest are a stage's extras.
+COMMON_FIELDS = ("schema_version", "kind", "model_file", "backbone", "class_names", "preprocessing", "versions")
+
+
+@dataclass
+class ArtifactMetadata:
+    """``edgetl.json``: the typed model every writer (train, qat, export, build) and reader uses.
+
+    The common fields are attributes; what one stage adds (``fingerprint``, ``accuracy``,
+    ``graph``, ...) is in ``extra``. Keys are written in the order they were given
+    (``order``), so a writer decides its file's layout once, where it creates the metadata.
+    It reads like a dict too (``meta["size_bytes"]``, ``meta.get("kind")``, ``meta.update({...})``).
+    """
+
+    kind: str
+    model_file: str
+    class_names: list[str]
+    preprocessing: dict[str, Any]
+    backbone: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    _contract: PreprocessContract | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def create(cls, **fields: Any) -> ArtifactMetadata:
+        """Metadata with ``fields`` in the order given (``schema_version`` first unless given).
+
+        ``kind``, ``model_file``, ``class_names`` and ``preprocessing`` are required.
+        """
+        order = list(fields) if "schema_version" in fields else ["schema_version", *fields]
+        common = {k: fields[k] for k in COMMON_FIELDS if k in fields}
+        return cls(**common, extra={k: v for k, v in fields.items() if k not in COMMON_FIELDS}, order=order)
+
+    # ---- dict-like access, in the written layout ----
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.order:
+            raise KeyError(key)
+        return getattr(self, key) if key in COMMON_FIELDS else self.extra[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in COMMON_FIELDS:
+            setattr(self, key, value)
+        else:
+            self.extra[key] = value
+        if key not in self.order:
+            self.order.append(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.order
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self.order else default
+
+    def update(self, fields: dict[str, Any]) -> None:
+        for key, value in fields.items():
+            self[key] = value
+
+    @property
+    def contract(self) -> PreprocessContract:
+        if self._contract is None:
+            self._contract = PreprocessContract.from_dict(self.preprocessing, source=MARKER)
+        return self._contract
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object, keys in ``order``."""
+        return {key: self[key] for key in self.order}
+
+    def write(self, folder: Path) -> Path:
+        """Write ``<folder>/edgetl.json`` (atomically); it marks the folder complete, so it goes last."""
+        from edgetl.core.fs import write_json
+
+        path = Path(folder) / MARKER
+        write_json(path, self.to_json())
+        return path
+
+    @classmethod
+    def from_json(cls, data: Any, source: object) -> ArtifactMetadata:
+        """Validate a parsed ``edgetl.json`` (class names, contract, ``model_file``) and type it.
+
+        Raises:
+            ArtifactError, TypeError, KeyError, ValueError: what :meth:`read` turns into one line.
+        """
+        if not isinstance(data, dict):
+            raise TypeError(f"it holds a JSON {type(data).__name__}, not an object")
+        class_names, contract = checked_metadata(data["class_names"], data["preprocessing"], source)
+        model_file = data.get("model_file")
+        if model_file is not None and not is_plain_file_name(model_file):
+            raise ArtifactError(
+                f"{source}: model_file {str(model_file)[:80]!r} is not a file name inside its folder; "
+                "edgetl reads a model only from the folder its edgetl.json is in"
+            )
+        meta = cls(
+            kind=data.get("kind"), model_file=model_file, class_names=class_names, preprocessing=data["preprocessing"],
+            extra={k: v for k, v in data.items() if k not in COMMON_FIELDS}, order=list(data), _contract=contract,
+        )
+        for key in ("schema_version", "backbone", "versions"):
+            if key in data:
+                setattr(meta, key, data[key])
+        return meta
+
+    @classmethod
+    def read(cls, path: Path) -> ArtifactMetadata:
+        """The metadata of ``path``: a model file, an edgetl folder, or the ``edgetl.json`` itself.
+
+        Raises:
+            ArtifactError: no ``edgetl.json`` there, or one without valid labels/contract.
+        """
+        json_path = metadata_path_for(path)
+        if not json_path.is_file():
+            raise ArtifactError(
+                f"no {MARKER} beside {path}: edgetl needs it for the labels and preprocessing; "
+                "use a model written by edgetl (train/qat/export/build output folders)"
+            )
+        try:
+            return cls.from_json(read_json(json_path), json_path)
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise ArtifactError(f"{json_path} is not valid edgetl metadata ({type(exc).__name__}: {shown(str(exc))})") from None
+
+
 def read_model_info(artifact: Path) -> ModelInfo:
     """Read class names and contract for ``artifact`` (a model file or an edgetl folder).
 
     Raises:
         ArtifactError: no ``edgetl.json`` beside the model, or one without labels/contract.
     """
-    path = metadata_path_for(artifact)
-    if not path.is_file():
-        raise ArtifactError(
-            f"no {MARKER} beside {artifact}: edgetl needs it for the labels and preprocessing; "
-            "use a model written by edgetl (train/qat/export/build output folders)"
-        )
-    try:
-        data = read_json(path)
-        if not isinstance(data, dict):
-            raise TypeError(f"it holds a JSON {type(data).__name__}, not an object")
-        class_names, contract = checked_metadata(data["class_names"], data["preprocessing"], path)
-        model_file = data.get("model_file")
-        if model_file is not None and not is_plain_file_name(model_file):
-            raise ArtifactError(
-                f"{path}: model_file {str(model_file)[:80]!r} is not a file name inside its folder; "
-                "edgetl reads a model only from the folder its edgetl.json is in"
-            )
-        backbone = data.get("backbone")
-        return ModelInfo(
-            class_names=class_names,
-            contract=contract,
-            backbone=backbone if isinstance(backbone, str) else None,
-            extra=data,
-        )
-    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise ArtifactError(f"{path} is not valid edgetl metadata ({type(exc).__name__}: {shown(str(exc))})") from None
+    meta = ArtifactMetadata.read(artifact)
+    return ModelInfo(
+        class_names=meta.class_names,
+        contract=meta.contract,
+        backbone=meta.backbone if isinstance(meta.backbone, str) else None,
+        extra=meta.to_json(),
+    )
 
 
 #: Name of the ``Model.metadata`` entry inside a ``.tflite`` that holds edgetl's metadata (JSON).

@@ -54,7 +54,7 @@ def parse_margin(text: str | None) -> tuple[int, float]:
         except ValueError:
             percent = -1.0
         if not 0 <= percent <= 1000:
-            raise ConfigError(f"Received --arena-margin {text!r}; pass a percentage (10%) or a size (16KB, 4096)")
+            raise ConfigError(f"Received arena_margin={text!r}; pass a percentage (10%) or a size (16KB, 4096)")
         return 0, percent / 100
     if value in ("0", "0%"):
         return 0, 0.0

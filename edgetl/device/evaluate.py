@@ -4,7 +4,10 @@ Every artifact is fed exactly what training fed the float model: the preprocessi
 read from the artifact's ``edgetl.json`` (or, for a file on its own, from what it carries: a
 ``.tflite``'s embedded ``edgetl`` metadata entry, an ``.onnx`` file's ``metadata_props``), never
 re-guessed. ``.tflite`` files run in LiteRT and ``.onnx`` files in ONNX
-Runtime, with no TensorFlow; Keras models import it when asked.
+Runtime, with no TensorFlow. Keras models (``.keras``, ``.h5``, run folders) are evaluated by the
+predictor their format entry names by module path (:data:`edgetl.runtime.formats.FORMATS`),
+imported only then: this module never imports TensorFlow, and without it a Keras model gets
+a one-line error naming the install command.
 """
 
 from __future__ import annotations
@@ -18,14 +21,13 @@ from typing import Any
 import numpy as np
 
 from edgetl.core.errors import ArtifactError, DataError
-from edgetl.core.metadata import ModelInfo, metadata_path_for, read_model_info
-from edgetl.data.images import load_eval_set
+from edgetl.core.metadata import ModelInfo
+from edgetl.data.split import load_eval_set
+from edgetl.runtime.formats import FORMATS, artifact_kind, check_requirements, model_info_for, open_model, resolve
 
 log = logging.getLogger(__name__)
 
 Predictor = Callable[[np.ndarray], np.ndarray]  # uint8 pixels (N,H,W,3) -> probabilities (N,C)
-
-KERAS_SUFFIXES = (".keras", ".h5")
 
 
 @dataclass
@@ -89,86 +91,22 @@ def agreement(probs_a: np.ndarray, probs_b: np.ndarray) -> float:
     return float(np.mean(np.argmax(probs_a, axis=1) == np.argmax(probs_b, axis=1)))
 
 
-def artifact_kind(path: Path) -> str:
-    path = Path(path)
-    if path.is_dir():
-        return "keras"
-    suffix = path.suffix.lower()
-    if suffix == ".tflite":
-        return "tflite"
-    if suffix == ".onnx":
-        return "onnx"
-    if suffix in KERAS_SUFFIXES:
-        return "keras"
-    raise ArtifactError(f"cannot evaluate {path}: expected a .tflite, .onnx, .keras or .h5 file or an edgetl run folder")
-
-
-def open_model(artifact: Path, *, num_threads: int | None = None):
-    """A runtime model (``LiteRTModel`` or ``ORTModel``) for a ``.tflite`` or ``.onnx`` file."""
-    kind = artifact_kind(Path(artifact))
-    if kind == "tflite":
-        from edgetl.runtime.litert import LiteRTModel
-
-        return LiteRTModel(artifact, num_threads=num_threads)
-    if kind == "onnx":
-        from edgetl.runtime.onnxruntime import ORTModel
-
-        return ORTModel(artifact, num_threads=num_threads)
-    raise ArtifactError(f"{artifact} is not a .tflite or .onnx file")
-
-
-def model_info_for(artifact: Path) -> ModelInfo:
-    """Labels and contract: ``edgetl.json`` beside the model, else what the file carries itself
-    (a ``.tflite``'s embedded ``edgetl`` metadata entry, an ``.onnx`` file's ``metadata_props``)."""
-    artifact = Path(artifact)
-    try:
-        return read_model_info(artifact)
-    except ArtifactError:
-        kind = artifact_kind(artifact)
-        # a broken edgetl.json beside a .tflite is reported as such, not papered over
-        if kind not in ("onnx", "tflite") or (kind == "tflite" and metadata_path_for(artifact).is_file()):
-            raise
-    if kind == "tflite":
-        from edgetl.core.metadata import EMBEDDED_METADATA_NAME, model_info_from_embedded
-        from edgetl.runtime.litert import tflite_metadata
-
-        entries = tflite_metadata(artifact)
-        if EMBEDDED_METADATA_NAME not in entries:
-            raise ArtifactError(
-                f"{artifact} has no edgetl.json beside it and no embedded {EMBEDDED_METADATA_NAME!r} metadata (labels, preprocessing); "
-                "evaluate a .tflite exported by edgetl, or put its edgetl.json beside it"
-            )
-        return model_info_from_embedded(entries[EMBEDDED_METADATA_NAME], artifact)
-    from edgetl.core.metadata import checked_metadata
-    from edgetl.runtime.onnxruntime import ORTModel
-
-    props = ORTModel(artifact).metadata
-    try:
-        import json
-
-        labels, preprocessing = json.loads(props["labels"]), json.loads(props["preprocessing"])
-    except (KeyError, ValueError, TypeError, RecursionError):
-        raise ArtifactError(
-            f"{artifact} has no edgetl.json beside it and no `labels`/`preprocessing` in its metadata_props; "
-            "evaluate an ONNX model exported by edgetl, or put its edgetl.json beside it"
-        ) from None
-    class_names, contract = checked_metadata(labels, preprocessing, f"{artifact} (metadata_props)")
-    return ModelInfo(class_names=class_names, contract=contract, extra={"kind": "onnx", "metadata_props": props})
-
-
 def load_predictor(artifact: Path, *, num_threads: int | None = None, trust_model: bool = False) -> tuple[Predictor, ModelInfo, str]:
     """A function from uint8 pixels to probabilities for any supported artifact.
 
     Raises:
         ArtifactError: missing file, unknown kind, no metadata, or a file the runtime rejects.
+        ConfigError: the format needs packages that are not installed (TensorFlow for a Keras model).
     """
     artifact = Path(artifact)
     if not artifact.exists():
         raise ArtifactError(f"artifact {artifact} does not exist")
     kind = artifact_kind(artifact)
+    fmt = FORMATS.get(kind)
+    check_requirements(fmt, artifact)  # e.g. TensorFlow for a Keras model: one line naming the install command
     info = model_info_for(artifact)
     contract = info.contract
-    if kind in ("tflite", "onnx"):
+    if fmt.open is not None:
         model = open_model(artifact, num_threads=num_threads)
 
         def predict(pixels: np.ndarray) -> np.ndarray:
@@ -182,11 +120,8 @@ def load_predictor(artifact: Path, *, num_threads: int | None = None, trust_mode
 
         return predict, info, kind
 
-    from edgetl.ml.qat import load_keras_artifact
-    from edgetl.ml.train import predict_pixels
-
-    keras_model, _ = load_keras_artifact(artifact, trust_model=trust_model)  # no code from the file runs unless trusted
-    return (lambda pixels: predict_pixels(keras_model, pixels, contract)), info, kind
+    make_predictor = resolve(fmt.predictor)  # registered by module path: imported only for this format
+    return make_predictor(artifact, contract, trust_model=trust_model), info, kind
 
 
 def evaluate_predictor(predict: Predictor, pixels: np.ndarray, labels: np.ndarray, class_names: list[str], batch_size: int = 64) -> tuple[Metrics, np.ndarray]:

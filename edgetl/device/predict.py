@@ -4,7 +4,7 @@ Each image is decoded, converted to RGB and resized exactly as evaluation does
 (:func:`edgetl.data.images.load_images`, with the filter the artifact's preprocessing contract names),
 then normalized by the contract and run through the artifact with
 :func:`edgetl.device.evaluate.load_predictor`. Labels and the contract come from the artifact's
-metadata (:func:`edgetl.device.evaluate.model_info_for`), never guessed. A ``.tflite`` or ``.onnx``
+metadata (:func:`edgetl.runtime.formats.model_info_for`), never guessed. A ``.tflite`` or ``.onnx``
 artifact runs in LiteRT or ONNX Runtime, with no TensorFlow: ``edgetl[runtime]`` is enough.
 
 ``top_k`` larger than the number of classes is clamped to it (the report keeps what was asked,
@@ -23,6 +23,10 @@ from typing import Any
 import numpy as np
 
 from edgetl.core.errors import ArtifactError, ConfigError, DataError
+from edgetl.data.images import load_images
+from edgetl.device.evaluate import load_predictor
+from edgetl.runtime import captured_native_output
+from edgetl.runtime.formats import model_info_for
 
 logger = logging.getLogger(__name__)
 
@@ -144,10 +148,6 @@ def predict_images(
         ArtifactError: the artifact is missing, unreadable, has no labels/contract metadata, or
             its output does not have one score per class.
     """
-    from edgetl.data.images import load_images
-    from edgetl.device.evaluate import load_predictor, model_info_for
-    from edgetl.runtime import captured_native_output
-
     requested = check_top_k(top_k)
     paths = check_images(images)
     artifact = Path(artifact)

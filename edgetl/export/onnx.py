@@ -10,13 +10,13 @@ The int8 route, and why:
   runs that graph slower than fp32: its activations are int8 (ORT's x86 kernels fuse
   ``QLinearConv`` for uint8 activations with int8 weights, "U8S8") and a ``Clip`` (ReLU6) sits
   between each convolution and its QuantizeLinear, which blocks the fusion.
-* :func:`optimize_qdq_for_ort` therefore rewrites that graph, exactly:
+* :func:`edgetl.export.onnx_qdq.optimize_qdq_for_ort` therefore rewrites that graph, exactly:
 
   1. every activation QuantizeLinear/DequantizeLinear pair gets a uint8 zero point
      (``zp + 128``: the same real values, shifted codes); weights stay int8 per-channel;
   2. a ``Clip``/``Relu`` whose output goes only to a QuantizeLinear whose representable range
      lies inside the clip bounds is removed: the QuantizeLinear's saturation already clips;
-     a tolerance of :data:`CLIP_TOLERANCE` (absolute) admits "dead" activations whose
+     a tolerance of :data:`edgetl.export.onnx_qdq.CLIP_TOLERANCE` (absolute) admits "dead" activations whose
      calibrated range is a sliver around zero, where removing the clip moves values by less
      than that;
   3. an int8/uint8 graph input becomes a float input followed by a QuantizeLinear with the
@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
-from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +41,13 @@ import numpy as np
 
 from edgetl.core import fs as _fs
 from edgetl.core.contract import PreprocessContract
-from edgetl.core.errors import ConfigError, ExportError
-from edgetl.export import TARGETS
+from edgetl.core.errors import ConfigError, ExportError, MissingDependencyError
+from edgetl.core.types import IODType
+from edgetl.export.onnx_qdq import optimize_qdq_for_ort
+from edgetl.export.targets import TARGETS, TargetSpec
+from edgetl.export.tflite import export_tflite
+from edgetl.ml._keras import tf
+from edgetl.runtime.onnxruntime import ort_fusion_report
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +55,14 @@ log = logging.getLogger(__name__)
 DEFAULT_OPSET = 17
 #: Opsets tf2onnx 1.17 writes that ORT's QDQ fusions handle.
 SUPPORTED_OPSETS = range(13, 19)
-#: A clip is redundant when the following quantizer's range exceeds its bounds by at most this much.
-CLIP_TOLERANCE = 1e-5
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
-#: Ops that carry a quantized tensor unchanged (a DequantizeLinear may sit behind them).
-_PASS_THROUGH = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "MaxPool", "Identity"})
 
 
 def check_opset(opset: int) -> int:
     if int(opset) not in SUPPORTED_OPSETS:
         raise ConfigError(
-            f"Received --opset {opset}; edgetl writes ONNX opsets {SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1} (default {DEFAULT_OPSET})"
+            f"Received opset={opset}; edgetl writes ONNX opsets {SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1} (default {DEFAULT_OPSET})"
         )
     return int(opset)
 
@@ -72,8 +71,6 @@ def _tf2onnx():
     try:
         import tf2onnx
     except ImportError:
-        from edgetl.core.errors import MissingDependencyError
-
         raise MissingDependencyError("ONNX export needs tf2onnx: pip install 'tf2onnx==1.17.0'") from None
     return tf2onnx
 
@@ -84,218 +81,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# Graph rewrite for ONNX Runtime
+# The ONNX graph: I/O names, metadata, checks, what ONNX Runtime makes of it
 # ----------------------------------------------------------------------------------------------
-
-
-class _Graph:
-    """Index of an ONNX graph: initializers, producers and consumers (rebuilt after edits)."""
-
-    def __init__(self, model) -> None:
-        from onnx import numpy_helper
-
-        self.model = model
-        self.graph = model.graph
-        self._to_array = numpy_helper.to_array
-        self._from_array = numpy_helper.from_array
-        self.inits = {i.name: i for i in self.graph.initializer}
-        self.reindex()
-
-    def reindex(self) -> None:
-        self.consumers: dict[str, list[Any]] = defaultdict(list)
-        for node in self.graph.node:
-            for name in node.input:
-                self.consumers[name].append(node)
-
-    def array(self, name: str) -> np.ndarray:
-        return self._to_array(self.inits[name])
-
-    def add_init(self, name: str, value: np.ndarray) -> str:
-        if name not in self.inits:
-            tensor = self._from_array(value, name)
-            self.graph.initializer.append(tensor)
-            self.inits[name] = tensor
-        return name
-
-    def uint8_zero_point(self, name: str) -> str:
-        """The uint8 twin of an int8 zero-point initializer (a new one: others may share ``name``)."""
-        value = self.array(name)
-        if value.dtype == np.uint8:
-            return name
-        if value.dtype != np.int8:
-            raise ExportError(f"unexpected zero point dtype {value.dtype} in {name}")
-        return self.add_init(f"{name}__u8", (value.astype(np.int16) + 128).astype(np.uint8))
-
-    def dequantizers_behind(self, tensor: str) -> list[Any]:
-        """DequantizeLinear nodes reading ``tensor``, directly or through pass-through ops."""
-        found, stack = [], [tensor]
-        while stack:
-            for node in self.consumers[stack.pop()]:
-                if node.op_type == "DequantizeLinear":
-                    found.append(node)
-                elif node.op_type in _PASS_THROUGH:
-                    stack.append(node.output[0])
-                else:
-                    raise ExportError(f"quantized tensor {tensor} feeds {node.op_type} ({node.name}) directly; edgetl cannot retype it for ONNX Runtime")
-        return found
-
-
-def _scalar(g: _Graph, name: str, default: float) -> float:
-    return float(g.array(name)) if name and name in g.inits else default
-
-
-def optimize_qdq_for_ort(model) -> dict[str, int]:
-    """Rewrite a tf2onnx-from-TFLite QDQ graph in place so ONNX Runtime fuses it to int8 kernels.
-
-    See the module docstring for the three rewrites; none changes a computed value beyond
-    :data:`CLIP_TOLERANCE`. Returns counts of what was changed, for the report.
-    """
-    from onnx import TensorProto, helper
-
-    g = _Graph(model)
-    stats = {"float_input_added": 0, "float_output_added": 0, "activation_zero_points_to_uint8": 0, "clips_removed": 0, "clips_kept": 0}
-
-    # 3a. integer graph inputs -> float input + QuantizeLinear with the input's own scale.
-    for graph_input in list(g.graph.input):
-        elem = graph_input.type.tensor_type.elem_type
-        if elem not in (TensorProto.INT8, TensorProto.UINT8):
-            continue
-        dqs = g.dequantizers_behind(graph_input.name)
-        if not dqs:
-            raise ExportError(f"integer input {graph_input.name} is never dequantized; not an int8 TFLite graph edgetl understands")
-        scale, zero_point = dqs[0].input[1], dqs[0].input[2]
-        float_name = graph_input.name + "__float"
-        dims = [d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim]
-        new_input = helper.make_tensor_value_info(float_name, TensorProto.FLOAT, dims)
-        g.graph.input.remove(graph_input)
-        g.graph.input.insert(0, new_input)
-        quantize = helper.make_node("QuantizeLinear", [float_name, scale, zero_point], [graph_input.name], name=graph_input.name + "__quantize")
-        g.graph.node.insert(0, quantize)
-        stats["float_input_added"] += 1
-    # 3b. integer graph outputs -> DequantizeLinear to float.
-    producers = {out: node for node in g.graph.node for out in node.output}
-    for graph_output in list(g.graph.output):
-        if graph_output.type.tensor_type.elem_type not in (TensorProto.INT8, TensorProto.UINT8):
-            continue
-        q = producers.get(graph_output.name)
-        if q is None or q.op_type != "QuantizeLinear":
-            raise ExportError(f"integer output {graph_output.name} is not made by a QuantizeLinear; not an int8 TFLite graph edgetl understands")
-        internal = graph_output.name + "__quantized"
-        q.output[0] = internal
-        for node in g.graph.node:  # anything else reading the old name reads the quantized tensor
-            for i, name in enumerate(node.input):
-                if name == graph_output.name:
-                    node.input[i] = internal
-        g.graph.node.append(helper.make_node("DequantizeLinear", [internal, q.input[1], q.input[2]], [graph_output.name], name=graph_output.name + "__dequantize"))
-        dims = [d.dim_param or d.dim_value for d in graph_output.type.tensor_type.shape.dim]
-        g.graph.output.remove(graph_output)
-        g.graph.output.append(helper.make_tensor_value_info(graph_output.name, TensorProto.FLOAT, dims))
-        stats["float_output_added"] += 1
-    g.reindex()
-
-    # 1. activation zero points int8 -> uint8 (weights, whose QuantizeLinear input is an initializer, stay int8).
-    for q in [n for n in g.graph.node if n.op_type == "QuantizeLinear"]:
-        if q.input[0] in g.inits or len(q.input) < 3 or g.array(q.input[2]).dtype != np.int8:
-            continue
-        q.input[2] = g.uint8_zero_point(q.input[2])
-        for dq in g.dequantizers_behind(q.output[0]):
-            dq.input[2] = g.uint8_zero_point(dq.input[2])
-        stats["activation_zero_points_to_uint8"] += 1
-
-    # 2. clips the next quantizer's saturation already enforces.
-    for clip in [n for n in g.graph.node if n.op_type in ("Clip", "Relu")]:
-        readers = g.consumers[clip.output[0]]
-        if len(readers) != 1 or readers[0].op_type != "QuantizeLinear" or clip.output[0] in {o.name for o in g.graph.output}:
-            stats["clips_kept"] += 1
-            continue
-        q = readers[0]
-        scale, zero_point = float(g.array(q.input[1])), g.array(q.input[2])
-        qmin, qmax = (0, 255) if zero_point.dtype == np.uint8 else (-128, 127)
-        low, high = (qmin - int(zero_point)) * scale, (qmax - int(zero_point)) * scale
-        if clip.op_type == "Relu":
-            cmin, cmax = 0.0, np.inf
-        else:
-            cmin = _scalar(g, clip.input[1] if len(clip.input) > 1 else "", -np.inf)
-            cmax = _scalar(g, clip.input[2] if len(clip.input) > 2 else "", np.inf)
-        if low >= cmin - CLIP_TOLERANCE and high <= cmax + CLIP_TOLERANCE:
-            q.input[0] = clip.input[0]
-            g.graph.node.remove(clip)
-            stats["clips_removed"] += 1
-        else:
-            stats["clips_kept"] += 1
-            log.debug("kept %s: quantizer range [%g, %g] exceeds clip [%g, %g]", clip.name, low, high, cmin, cmax)
-    g.reindex()
-
-    # 4. a bias whose scale is not input scale x weight scale (seen after EfficientNet's SE Reshape,
-    # where TFLite's conv input scale differs from the Reshape's): ORT fuses QLinearConv only when
-    # it is, so re-express the int32 bias in that scale. The change is below half an accumulator
-    # step (input scale x weight scale), far below one output step.
-    stats["biases_rescaled"] = 0
-    producers = {out: node for node in g.graph.node for out in node.output}
-    for conv in [n for n in g.graph.node if n.op_type == "Conv" and len(n.input) == 3]:
-        x_dq, w_dq, b_dq = (producers.get(name) for name in conv.input)
-        if not all(d is not None and d.op_type == "DequantizeLinear" for d in (x_dq, w_dq, b_dq)):
-            continue
-        if b_dq.input[0] not in g.inits or w_dq.input[0] not in g.inits or x_dq.input[1] not in g.inits:
-            continue
-        bias_q = g.array(b_dq.input[0])
-        if bias_q.dtype != np.int32:
-            continue
-        bias_scale = g.array(b_dq.input[1]).astype(np.float64)
-        expected = (float(g.array(x_dq.input[1])) * g.array(w_dq.input[1]).astype(np.float64)).astype(np.float32)
-        if np.allclose(bias_scale, expected, rtol=1e-6, atol=0):
-            continue
-        values = bias_q.astype(np.float64) * bias_scale
-        rescaled = np.clip(np.round(values / expected.astype(np.float64)), -(2**31), 2**31 - 1).astype(np.int32)
-        base = b_dq.input[0]
-        b_dq.input[0] = g.add_init(f"{base}__rescaled", rescaled)
-        b_dq.input[1] = g.add_init(f"{base}__rescaled_scale", expected.reshape(np.shape(bias_scale)))
-        if len(b_dq.input) > 2 and b_dq.input[2]:
-            b_dq.input[2] = g.add_init(f"{base}__rescaled_zero_point", np.zeros(np.shape(g.array(b_dq.input[2])), np.int32))
-        stats["biases_rescaled"] += 1
-    _drop_unused_initializers(g)
-    stats["initializers_unshared"] = _unshare_initializers(g)
-    return stats
-
-
-def _unshare_initializers(g: _Graph) -> int:
-    """Give every node input that reads a shared initializer its own copy.
-
-    tf2onnx (and the uint8 rewrite above) let many QuantizeLinear/DequantizeLinear nodes read one
-    scale or zero-point initializer. ONNX Runtime's ``session.x64quantprecision`` rewrite (int8
-    weights -> uint8 on x86 CPUs without VNNI, whose U8S8 kernels saturate) replaces each weight's
-    zero point in place and fails with "Attempt to replace the existing tensor" on a shared one.
-    The copies are scalars or per-channel vectors; every computed value stays the same.
-
-    Returns:
-        How many copies were added.
-    """
-    import onnx
-
-    initializers = {init.name: init for init in g.graph.initializer}
-    taken: set[str] = set()
-    copies = 0
-    for node in g.graph.node:
-        for i, name in enumerate(node.input):
-            if name not in initializers:
-                continue
-            if name not in taken:
-                taken.add(name)
-                continue
-            copies += 1
-            copy = onnx.TensorProto()
-            copy.CopyFrom(initializers[name])
-            copy.name = f"{name}__use{copies}"
-            g.graph.initializer.append(copy)
-            node.input[i] = copy.name
-    return copies
-
-
-def _drop_unused_initializers(g: _Graph) -> None:
-    used = {name for node in g.graph.node for name in node.input}
-    for init in list(g.graph.initializer):
-        if init.name not in used:
-            g.graph.initializer.remove(init)
 
 
 def _rename_io(model, input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME) -> None:
@@ -333,32 +120,6 @@ def check_model(model, what: str) -> None:
         raise ExportError(f"the {what} ONNX model fails onnx.checker: {_first_line(exc)}") from None
 
 
-def ort_fusion_report(path: Path) -> dict[str, Any]:
-    """How ONNX Runtime (CPU, all graph optimizations) runs the model: its optimized op counts."""
-    import onnx
-    import onnxruntime as ort
-
-    from edgetl.runtime.onnxruntime import create_session
-
-    with tempfile.TemporaryDirectory(prefix="edgetl-ort-") as tmp:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        options.log_severity_level = 3
-        create_session(ort, str(path), options)
-        optimized = onnx.load(options.optimized_model_filepath, load_external_data=False)
-    ops = Counter(node.op_type for node in optimized.graph.node)
-    source_ops = Counter(node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
-    convs = source_ops.get("Conv", 0)
-    return {
-        "ops": dict(sorted(source_ops.items())),
-        "ort_optimized_ops": dict(sorted(ops.items())),
-        "convs": convs,
-        "int8_convs": ops.get("QLinearConv", 0),
-        "float_convs_after_optimization": ops.get("Conv", 0) + ops.get("FusedConv", 0),
-    }
-
-
 # ----------------------------------------------------------------------------------------------
 # Converters
 # ----------------------------------------------------------------------------------------------
@@ -366,8 +127,6 @@ def ort_fusion_report(path: Path) -> dict[str, Any]:
 
 def convert_fp32(model, *, contract: PreprocessContract, opset: int = DEFAULT_OPSET):
     """The float Keras model as an fp32 ONNX model (NHWC float input, softmax output)."""
-    from edgetl.ml._keras import tf
-
     t = tf()
     tf2onnx = _tf2onnx()
     size = contract.input_size
@@ -458,3 +217,46 @@ def export_onnx(
     write_onnx(onnx_model, path, metadata=onnx_metadata(target=target, class_names=class_names, contract=contract, route=details["route"]), what=target)
     details["graph"] = ort_fusion_report(path)
     return Path(path), details
+
+
+def onnx_io_details(path: Path) -> dict[str, Any]:
+    """Input/output tensor facts of a .onnx file (ONNX Runtime, no TF)."""
+    from edgetl.runtime.onnxruntime import ORTModel  # [runtime]: ONNX Runtime loads when a file is read
+
+    model = ORTModel(path)
+    return {
+        "inputs": [vars(t) | {"shape": list(t.shape)} for t in model.inputs],
+        "outputs": [vars(t) | {"shape": list(t.shape)} for t in model.outputs],
+    }
+
+
+def onnx_graph_summary(details: dict[str, Any], target: TargetSpec) -> dict[str, Any]:
+    """The ``graph`` block of an ONNX artifact: op counts, and how ONNX Runtime runs its convolutions."""
+    graph = dict(details["graph"])
+    if target.dtype == "int8":
+        graph["full_integer"] = graph["convs"] == graph["int8_convs"] and graph["float_convs_after_optimization"] == 0
+        graph["float_ops"] = [] if graph["full_integer"] else [{"op": "Conv", "count": graph["float_convs_after_optimization"]}]
+    return graph
+
+
+def export_target(
+    model, spec: TargetSpec, folder: Path, *, class_names: list[str], contract: PreprocessContract,
+    representative: np.ndarray | None, io_dtype: IODType, opset: int,
+) -> tuple[Path, dict[str, Any]]:
+    """The exporter of every ``onnx-*`` target (see :class:`~edgetl.export.targets.TargetSpec`):
+    ``<folder>/model.onnx`` and its tensor, graph and route facts."""
+    folder = Path(folder)
+    if spec.dtype == "int8":
+        # The int8 TFLite model carries the QAT ranges and int8 per-channel weights; the ONNX model
+        # is rewritten from it, so both formats share the same scales (and both ship).
+        tflite = export_tflite(
+            model, "tflite-int8", folder / TARGETS.get("tflite-int8").filename, class_names=class_names,
+            representative=representative, contract=contract, io_dtype=io_dtype,
+        )
+        artifact, details = export_onnx(spec.name, folder / spec.filename, tflite_int8=tflite, class_names=class_names, contract=contract, opset=opset)
+    else:
+        artifact, details = export_onnx(spec.name, folder / spec.filename, model=model, class_names=class_names, contract=contract, opset=opset)
+    io = onnx_io_details(artifact)
+    io["graph"] = onnx_graph_summary(details, spec)
+    io["onnx"] = {k: v for k, v in details.items() if k != "graph"}
+    return artifact, io

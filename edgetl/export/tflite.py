@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgetl.core import fs as _fs
 from edgetl.core.contract import PreprocessContract
 from edgetl.core.errors import ArtifactError, ConfigError, ExportError
+from edgetl.core.metadata import EMBEDDED_METADATA_NAME, embedded_metadata
 from edgetl.core.types import IODType
-from edgetl.export import TARGETS
+from edgetl.export.targets import TARGETS, TargetSpec
+from edgetl.ml._keras import tf
+from edgetl.runtime.tflite_file import add_tflite_metadata
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +51,6 @@ def convert(
         ConfigError: unknown target, or int8 without representative images.
         ExportError: the converter failed (first line of its message kept).
     """
-    from edgetl.ml._keras import tf
-
     t = tf()
     spec = TARGETS.get(target)
     if spec.format != "tflite":
@@ -67,8 +69,6 @@ def convert(
 
 def _frozen_converter(model):
     """A converter over ``model(x, training=False)`` as one concrete function, frozen (no SavedModel)."""
-    from edgetl.ml._keras import tf
-
     t = tf()
     signature = [t.TensorSpec(tensor.shape, tensor.dtype) for tensor in model.inputs]
     function = t.function(lambda *inputs: model(inputs[0] if len(inputs) == 1 else list(inputs), training=False))
@@ -112,9 +112,6 @@ def export_tflite(model, target: str, path: Path, *, class_names: list[str] | No
     """
     data = convert(model, target, **kwargs)
     if class_names is not None:
-        from edgetl.core.metadata import EMBEDDED_METADATA_NAME, embedded_metadata
-        from edgetl.runtime.litert import add_tflite_metadata
-
         payload = embedded_metadata(class_names, kwargs["contract"], target=target)
         try:
             data = add_tflite_metadata(data, EMBEDDED_METADATA_NAME, payload)
@@ -123,3 +120,29 @@ def export_tflite(model, target: str, path: Path, *, class_names: list[str] | No
     _fs.write_bytes(Path(path), data)
     log.info("wrote %s (%d bytes, %s)", path, len(data), target)
     return Path(path)
+
+
+def tflite_io_details(path: Path) -> dict[str, Any]:
+    """Input/output tensor facts of a .tflite file for the metadata (LiteRT, no TF)."""
+    from edgetl.runtime.litert import LiteRTModel, op_report  # [runtime]: LiteRT loads when a file is read
+
+    model = LiteRTModel(path)
+    graph = op_report(path)
+    return {
+        "inputs": [vars(t) | {"shape": list(t.shape)} for t in model.inputs],
+        "outputs": [vars(t) | {"shape": list(t.shape)} for t in model.outputs],
+        "graph": graph,
+    }
+
+
+def export_target(
+    model, spec: TargetSpec, folder: Path, *, class_names: list[str], contract: PreprocessContract,
+    representative: np.ndarray | None, io_dtype: IODType, opset: int,
+) -> tuple[Path, dict[str, Any]]:
+    """The exporter of every ``tflite-*`` target (see :class:`~edgetl.export.targets.TargetSpec`):
+    ``<folder>/model.tflite`` and its tensor and op facts. ``opset`` is an ONNX option, unused here."""
+    artifact = export_tflite(
+        model, spec.name, Path(folder) / spec.filename, class_names=class_names,
+        representative=representative, contract=contract, io_dtype=io_dtype,
+    )
+    return artifact, tflite_io_details(artifact)

@@ -31,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.core.errors import ArtifactError, EdgetlError
+from edgetl.ml._keras import keras, tfmot
+from edgetl.ml.quantize import custom_objects
+from edgetl.ml.quantize import custom_objects as edgetl_objects
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +117,6 @@ def read_model_config(path: Path, fmt: str) -> Any:
 @functools.lru_cache(maxsize=1)
 def _builtin_classes() -> frozenset[str]:
     """Class names tf_keras, tfmot and edgetl define for model configs (Lambda excluded)."""
-    from edgetl.ml._keras import keras, tfmot
-    from edgetl.ml.quantize import custom_objects
-
     k = keras()
     names: set[str] = {"Functional", "Sequential", "Model", "Policy", "function", *_OP_LAYERS, *_DATA_MARKERS}
     for module in (k.layers, k.initializers, k.regularizers, k.constraints):
@@ -132,8 +132,6 @@ def _builtin_classes() -> frozenset[str]:
 def _builtin_function_names() -> frozenset[str]:
     """Function names a config may hold as ``{"class_name": "function", "config": NAME}``: Keras'
     activations, losses and metrics (tf_keras finds such a name in the module the entry names)."""
-    from edgetl.ml._keras import keras
-
     k = keras()
     names: set[str] = set()
     for module in (k.activations, k.losses, k.metrics):
@@ -232,9 +230,6 @@ def load_keras_model(path: Path, custom_objects: Mapping[str, Any] | None = None
     Raises:
         ArtifactError: code or an unknown class in the file, no model config, or a file tf_keras rejects.
     """
-    from edgetl.ml._keras import keras, tfmot
-    from edgetl.ml.quantize import custom_objects as edgetl_objects
-
     path = Path(path)
     fmt = model_file_format(path)
     objects = dict(edgetl_objects())

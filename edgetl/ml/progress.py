@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from edgetl.core.progress import Progress
+from edgetl.ml._keras import keras
 
 
 def keras_callback(progress: Progress, task: str, total_epochs: int):
     """A Keras callback reporting each finished epoch with its loss and accuracy."""
-    from edgetl.ml._keras import keras
-
     class _EpochProgress(keras().callbacks.Callback):
         def on_train_begin(self, logs=None):
             progress(task, 0, total_epochs, "")

@@ -21,13 +21,16 @@ from edgetl.core import fs as _fs
 from edgetl.core.config import BuildConfig
 from edgetl.core.contract import PreprocessContract
 from edgetl.core.errors import ConfigError
-from edgetl.core.metadata import SCHEMA_VERSION, package_versions, read_model_info, write_labels
+from edgetl.core.fingerprint import stage_fingerprints
+from edgetl.core.metadata import ArtifactMetadata, package_versions, write_labels
 from edgetl.core.progress import Progress, log_progress
 from edgetl.core.types import QuantMode
-from edgetl.data.images import SplitData, load_split
-from edgetl.ml.backbones import BACKBONES
+from edgetl.data.split import SplitData, load_split
+from edgetl.ml.backbones.spec import BACKBONES
+from edgetl.ml.model_io import accuracy, check_finite_weights
+from edgetl.ml.phases import fit_on_images, is_batchnorm
 from edgetl.ml.quantize import calibrate_ranges, quantize_model
-from edgetl.ml.train import accuracy, check_finite_weights, deterministic_ops, fit_on_images, is_batchnorm, set_seed
+from edgetl.ml.train import deterministic_ops, set_seed
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +124,6 @@ def _qat(config, float_model, class_names, contract, split, out_dir, force, prog
 def _write_qat_run(result: QATResult, config: BuildConfig, force: bool, run_fp: str | None) -> None:
     out = Path(result.out_dir)
     if run_fp is None:
-        from edgetl.core.fingerprint import stage_fingerprints
-
         run_fp = stage_fingerprints(config)["qat"]
     _fs.check_output_dir(out, run_fp, force=force, what="QAT run")
     with _fs.atomic_dir(out) as staging:  # a forced run replaces the previous folder only when complete
@@ -133,44 +134,19 @@ def _write_qat_files(out: Path, result: QATResult, config: BuildConfig, run_fp: 
     result.model.save(out / QAT_MODEL_FILE)
     write_labels(out / "labels.txt", result.class_names)
     _fs.write_json(out / "history.json", result.history)
-    _fs.write_json(
-        out / _fs.MARKER,
-        {
-            "schema_version": SCHEMA_VERSION,
-            "kind": "keras-qat",
-            "fingerprint": run_fp,
-            "model_file": QAT_MODEL_FILE,
-            "backbone": config.model.name,
-            "input_size": result.contract.input_size,
-            "class_names": result.class_names,
-            "preprocessing": result.contract.to_dict(),
-            "val_accuracy": result.val_accuracy,
-            "deterministic": config.train.deterministic,
-            "versions": package_versions(),
-            "config": config.to_toml_dict(),
-        },
-    )
-
-
-def load_keras_artifact(path: Path, *, trust_model: bool = False):
-    """Load a float or QAT Keras model from a file or an edgetl run folder, through
-    :func:`edgetl.ml.keras_safety.load_keras_model` (no code from the file runs unless ``trust_model``).
-
-    Returns:
-        ``(model, model_info)``.
-
-    Raises:
-        ArtifactError: no model or metadata there, or a model file that carries code.
-    """
-    from edgetl.core.errors import ArtifactError
-    from edgetl.ml.keras_safety import load_keras_model
-
-    path = Path(path)
-    info = read_model_info(path)
-    model_file = path / info.extra.get("model_file", "model.keras") if path.is_dir() else path
-    if not model_file.is_file():
-        raise ArtifactError(f"model file {model_file} does not exist; pass an edgetl run folder or model file")
-    return load_keras_model(model_file, trust=trust_model), info
+    ArtifactMetadata.create(
+        kind="keras-qat",
+        fingerprint=run_fp,
+        model_file=QAT_MODEL_FILE,
+        backbone=config.model.name,
+        input_size=result.contract.input_size,
+        class_names=result.class_names,
+        preprocessing=result.contract.to_dict(),
+        val_accuracy=result.val_accuracy,
+        deterministic=config.train.deterministic,
+        versions=package_versions(),
+        config=config.to_toml_dict(),
+    ).write(out)
 
 
 def representative_images(split: SplitData, count: int, seed: int) -> np.ndarray:

@@ -26,6 +26,8 @@ from typing import Any
 
 from edgetl.core.errors import ExportError
 from edgetl.core.registry import Registry
+from edgetl.ml._keras import keras, tfmot
+from edgetl.ml.backbones.graph import hard_swish_multiplies
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +97,6 @@ def graph_ptq_model(model, pixels, contract, batch_size: int = 32):
         The calibrated QAT-form model, or None when ``model`` has no split hard-swish, is already
         quantized, or the recipe does not cover it (then the converter's PTQ is the right path).
     """
-    from edgetl.ml._keras import keras
-    from edgetl.ml.backbones.graph import hard_swish_multiplies
-
     if is_quantized(model) or not hard_swish_multiplies(model):
         return None
     k = keras()
@@ -131,8 +130,6 @@ def _config_classes() -> dict[str, type]:
     Names must not collide with tfmot's own inside ``quantize_scope`` (its ``OutputOnlyConfig``
     is already taken there, and a clash silently deserializes ours as theirs).
     """
-    from edgetl.ml._keras import tfmot
-
     qk = tfmot().quantization.keras
 
     class EdgetlOutputQuantizeConfig(qk.QuantizeConfig):
@@ -161,7 +158,7 @@ def _config_classes() -> dict[str, type]:
 
 def custom_objects(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Everything a saved edgetl QAT model needs to load: configs and edgetl layers."""
-    from edgetl.ml.backbones.layers import custom_objects as layer_objects
+    from edgetl.ml.backbones.layers import custom_objects as layer_objects  # defines Keras layers: imports TensorFlow
 
     objects = dict(layer_objects())
     objects.update(_config_classes())
@@ -192,8 +189,6 @@ def plan_quantization(model, recipe: str | QATRecipe = "plain", quantize_configs
     Raises:
         ExportError: a layer no recipe covers (named, with its type and what to do), or a nested model.
     """
-    from edgetl.ml._keras import keras, tfmot
-
     k = keras()
     tfmot()
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_registry import (
@@ -253,8 +248,6 @@ def calibrate_ranges(q_model, batches) -> None:
         q_model: the model :func:`quantize_model` returned.
         batches: normalized float input batches (training images).
     """
-    from edgetl.ml._keras import tfmot
-
     tfmot()
     from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
 
@@ -284,8 +277,6 @@ def quantize_model(model, recipe: str | QATRecipe = "plain", quantize_configs: M
     Raises:
         ExportError: a layer no recipe covers, or tfmot refusing the graph (message in one line).
     """
-    from edgetl.ml._keras import keras, tfmot
-
     k, qk = keras(), tfmot().quantization.keras
     plans = {plan.name: plan for plan in plan_quantization(model, recipe, quantize_configs)}
     hooks = dict(quantize_configs or {})

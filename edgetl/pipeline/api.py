@@ -1,22 +1,54 @@
-"""Stage functions that take artifacts on disk, as the CLI and notebooks use them.
+"""The public Python API: one function per stage, each what the matching ``edgetl`` command calls.
 
-``train``, ``qat`` and ``build`` live in their own modules; this module adds ``export_model``,
-which turns a trained run folder into a verified artifact folder.
+=================  ==========================  ==================================================
+function           command                     does
+=================  ==========================  ==================================================
+:func:`train`      ``edgetl train``            fine-tune a backbone on an image folder
+:func:`qat`        ``edgetl qat``              quantization-aware fine-tuning of a trained run
+:func:`export`     ``edgetl export``           a run folder -> a verified .tflite/.onnx folder
+:func:`build`      ``edgetl build``            train -> QAT -> export -> verify -> benchmark
+:func:`evaluate`   ``edgetl eval``             accuracy of a model file on a labelled folder
+:func:`bench`      ``edgetl bench``            latency of model files, here or on a board
+:func:`package`    ``edgetl package``          bundle a model for TFLite Micro or an app
+=================  ==========================  ==================================================
+
+Reach them as ``edgetl.api.<name>`` (``import edgetl``, then ``edgetl.api.build(config)``) or
+``from edgetl.pipeline.api import build``. They are not attributes of ``edgetl`` itself because
+``edgetl.export``, ``edgetl.bench`` and ``edgetl.package`` are subpackages: once one of those is
+imported, Python binds the attribute to the module, so a function of that name could not stay there.
+
+Importing this module does not import TensorFlow: ``train``, ``qat``, ``export`` and ``build``
+import the training stack when they run, so ``evaluate``, ``bench`` and ``package`` work on a device
+install (``pip install edgetl``) for ``.tflite`` and ``.onnx`` files.
+
+Each function that writes an output folder holds its lock (:func:`edgetl.core.fs.output_lock`)
+while it writes, so two processes never write the same folder.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edgetl.bench.harness import check_output_dir, run_bench, write_bench
+from edgetl.bench.options import BenchOptions
+from edgetl.bench.plan import plan_bench
+from edgetl.bench.remote import SSHTarget, run_remote_bench
 from edgetl.core import fs as _fs
 from edgetl.core.config import BuildConfig
 from edgetl.core.errors import ConfigError
 from edgetl.core.fingerprint import fingerprint
 from edgetl.core.metadata import read_model_info
-from edgetl.core.types import IODType, QuantMode
-from edgetl.export import TARGETS
+from edgetl.core.progress import Progress, log_progress
+from edgetl.core.types import IODType, PackageFor, QuantMode
+from edgetl.data.split import load_split
+from edgetl.device.evaluate import compute_metrics
+from edgetl.device.evaluate import evaluate as run_evaluate
+from edgetl.export.targets import TARGETS
+from edgetl.package.stage import package as run_package
+from edgetl.package.stage import resolve_artifact
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +85,15 @@ def export_model(
     Raises:
         ConfigError, ArtifactError, DataError, ExportError, OutputExistsError.
     """
-    from edgetl.data.images import load_split
-    from edgetl.ml.qat import load_keras_artifact, representative_images
-    from edgetl.pipeline.build import export_artifact, verify_artifact
+    # TensorFlow (Keras loading, conversion) and the exporters: imported when an export runs, so that
+    # evaluate, bench and package work on a device install
+    from edgetl.export.run import export_verified
+    from edgetl.ml.model_io import load_keras_artifact
+    from edgetl.ml.qat import representative_images
 
     spec = TARGETS.get(target)
     if spec.format == "onnx":
-        from edgetl.export.onnx import check_opset
+        from edgetl.export.onnx import check_opset  # the ONNX exporter: only for onnx-* targets
 
         check_opset(opset)
     model = Path(model)
@@ -77,7 +111,7 @@ def export_model(
     run_config["target"] = target
     config = BuildConfig.model_validate(run_config)
     if config.data.path is None:
-        raise ConfigError("export needs the training images (calibration and verification): pass --data DIR")
+        raise ConfigError("export needs the training images (calibration and verification): pass data=DIR")
     split = load_split(config.data, info.contract.input_size)
     if split.class_names != info.class_names:
         raise ConfigError(f"--data has classes {split.class_names}, the model {info.class_names}; pass the folder it was trained on")
@@ -90,15 +124,13 @@ def export_model(
     if spec.dtype == "int8":
         mode = QuantMode.qat if kind == "keras-qat" else QuantMode.ptq
     with _fs.atomic_dir(out) as staging:
-        artifact, meta = export_artifact(
+        exported = export_verified(
             keras_model, target, staging, class_names=info.class_names, contract=info.contract,
-            representative=representative_images(split, samples, config.data.seed), config=config, write_marker=False,
+            representative=representative_images(split, samples, config.data.seed), config=config, pixels=split.val.x,
         )
-        verification, artifact_probs = verify_artifact(artifact, spec, keras_model, split.val.x, info.contract)
-        from edgetl.device.evaluate import compute_metrics
-
+        verification, artifact_probs = exported.verification, exported.probs
         metrics = compute_metrics(artifact_probs, split.val.y, info.class_names)
-        meta.update(
+        meta = exported.stamp(
             {
                 "fingerprint": export_fp,
                 "quantization_mode": mode.value if mode else None,
@@ -107,5 +139,150 @@ def export_model(
                 "verification": verification,
             }
         )
-        _fs.write_json(staging / _fs.MARKER, meta)
-    return out / spec.filename, meta
+    return out / spec.filename, meta.to_json()
+
+
+def train(config: BuildConfig, out: Path, *, force: bool = False, progress: Progress = log_progress):
+    """Fine-tune ``config.model`` on ``config.data`` into run folder ``out`` (see :func:`edgetl.ml.train.train`).
+
+    Returns:
+        The :class:`~edgetl.ml.train.TrainResult` (``out_dir``, ``val_accuracy``, ...).
+
+    Raises:
+        ConfigError, DataError, OutputExistsError.
+    """
+    from edgetl.ml.train import train as run_train  # TensorFlow: imported when training runs
+
+    with _fs.output_lock(out):
+        return run_train(config, out, force=force, progress=progress)
+
+
+def qat(
+    model: Path,
+    config: BuildConfig,
+    *,
+    out: Path | None = None,
+    force: bool = False,
+    progress: Progress = log_progress,
+    trust_model: bool = False,
+):
+    """Quantization-aware fine-tuning of the float run folder ``model`` (see :func:`edgetl.ml.qat.qat`).
+
+    Args:
+        model: an ``edgetl train`` output folder.
+        config: resolved configuration; its ``qat`` and ``data`` sections are used.
+        out: output folder (default: ``<model>-qat`` beside the run).
+        trust_model: load the Keras model even if it carries code (Lambda layers).
+
+    Returns:
+        The :class:`~edgetl.ml.qat.QATResult`; the QAT model is written to ``out``.
+
+    Raises:
+        ArtifactError, ConfigError, DataError, OutputExistsError.
+    """
+    from edgetl.ml.model_io import load_keras_artifact  # TensorFlow: imported when QAT runs
+    from edgetl.ml.qat import qat as run_qat  # TensorFlow (tfmot)
+
+    model = Path(model)
+    float_model, info = load_keras_artifact(model, trust_model=trust_model)  # refused before the output is locked
+    target = Path(out) if out is not None else model.with_name(model.name + "-qat")
+    with _fs.output_lock(target):
+        return run_qat(config, float_model, class_names=info.class_names, contract=info.contract, out_dir=target, force=force, progress=progress)
+
+
+def export(
+    model: Path,
+    target: str,
+    *,
+    data: Path | None = None,
+    out: Path | None = None,
+    io_dtype: IODType = IODType.int8,
+    samples: int = 200,
+    force: bool = False,
+    opset: int = 17,
+    trust_model: bool = False,
+) -> tuple[Path, dict[str, Any]]:
+    """:func:`export_model` while holding the lock on its output folder (arguments and result the same)."""
+    spec = TARGETS.get(target)
+    folder = Path(out) if out is not None else Path(model).with_name(f"{Path(model).name}-{spec.name}")  # export_model's default
+    with _fs.output_lock(folder):
+        return export_model(model, target, data=data, out=out, io_dtype=io_dtype, samples=samples, force=force, opset=opset, trust_model=trust_model)
+
+
+def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_progress, trust_model: bool = False):
+    """The whole pipeline into ``<config.out>/<name>/<target>/`` (see :func:`edgetl.pipeline.build.build`).
+
+    Returns:
+        The :class:`~edgetl.pipeline.build.BuildResult` (``out_dir``, ``target``, ``summary``).
+    """
+    from edgetl.pipeline.build import build as run_build  # TensorFlow: imported when a build runs
+
+    return run_build(config, force=force, progress=progress, trust_model=trust_model)
+
+
+def evaluate(artifact: Path, data: Path, *, against: Path | None = None, strict: bool = False, trust_model: bool = False):
+    """Accuracy of ``artifact`` on the labelled folder ``data`` (see :func:`edgetl.device.evaluate.evaluate`).
+
+    ``.tflite`` and ``.onnx`` files need no TensorFlow; ``.keras``/``.h5`` files and run folders do.
+
+    Returns:
+        The :class:`~edgetl.device.evaluate.EvalReport`.
+    """
+    return run_evaluate(artifact, data, against=against, strict=strict, trust_model=trust_model)
+
+
+def bench(
+    artifacts: Sequence[Path],
+    options: BenchOptions,
+    out: Path,
+    *,
+    remote: SSHTarget | None = None,
+    progress: Progress = log_progress,
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Time ``artifacts`` (``.tflite``/``.onnx``) here, or on a board over SSH, and write the reports to ``out``.
+
+    Every file and shape is checked before the first measurement.
+
+    Args:
+        options: thread counts, runs and shapes (:class:`~edgetl.bench.options.BenchOptions`).
+        out: folder for ``bench.json``, ``report.md`` and ``report.html``.
+        remote: a board (:func:`edgetl.bench.remote.make_target`); None measures on this machine.
+
+    Returns:
+        The ``bench.json`` document and the paths written (``json``, ``markdown``, ``html``).
+
+    Raises:
+        ConfigError, ArtifactError, DataError, OutputExistsError, RemoteError.
+    """
+    check_output_dir(out)
+    plans = plan_bench(artifacts, options)
+    if remote is not None:
+        doc = run_remote_bench(plans, options, remote, progress=progress)
+    else:
+        doc = run_bench(plans, options, progress=progress)
+    return doc, write_bench(doc, out)
+
+
+def package(
+    artifact: Path,
+    for_: PackageFor | str,
+    out: Path | None = None,
+    *,
+    ram_budget: str | int | None = None,
+    flash_budget: str | int | None = None,
+    arena_margin: str | None = None,
+    force: bool = False,
+):
+    """Bundle ``artifact`` for TFLite Micro (``c``), ``android``, ``ios`` or ``python`` (see :func:`edgetl.package.stage.package`).
+
+    Args:
+        artifact: a ``.tflite``/``.onnx`` file or an edgetl build/export folder.
+        out: package folder (default: ``package-<for>`` beside the model).
+
+    Returns:
+        The :class:`~edgetl.package.stage.PackageResult`.
+    """
+    for_ = PackageFor(for_)
+    target = Path(out) if out is not None else resolve_artifact(artifact).parent / f"package-{for_.value}"
+    with _fs.output_lock(target):
+        return run_package(artifact, for_, target, ram_budget=ram_budget, flash_budget=flash_budget, arena_margin=arena_margin, force=force)

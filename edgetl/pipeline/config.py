@@ -82,7 +82,7 @@ def resolve_config(config_path: Path | None = None, flags: dict[str, Any] | None
     layered = deep_merge(user, cli)
     name = layered.get("model", {}).get("name", ModelConfig.model_fields["name"].default)
 
-    from edgetl.ml.backbones import BACKBONES  # light: no TensorFlow at import
+    from edgetl.ml.backbones.spec import BACKBONES  # light: no TensorFlow at import
 
     spec = BACKBONES.get(name)  # unknown backbone -> error listing the registered ones
     recipe_path = recipes_dir() / f"{name}.toml"

@@ -1,4 +1,15 @@
-"""Runtimes that run edgetl's artifacts: LiteRT, ONNX Runtime, TFLite Micro. No TensorFlow here."""
+"""Runtimes that run edgetl's artifacts: LiteRT, ONNX Runtime, TFLite Micro. No TensorFlow here.
+
+* :mod:`~edgetl.runtime.formats`: the one registry of artifact formats (suffix -> open, runtime,
+  version, metadata, inspector); start here.
+* :mod:`~edgetl.runtime.model`: :class:`~edgetl.runtime.model.LoadedModel`, what every loaded model offers.
+* :mod:`~edgetl.runtime.litert` (``.tflite`` in LiteRT), :mod:`~edgetl.runtime.tflite_file` (the
+  flatbuffer: verify, operators, metadata; on :mod:`~edgetl.runtime.flatbuffer`).
+* :mod:`~edgetl.runtime.onnxruntime` (``.onnx`` in ONNX Runtime), :mod:`~edgetl.runtime.ort_session`
+  (the session every caller opens).
+* :mod:`~edgetl.runtime.isolation` (first load of an untrusted model in a child process),
+  :mod:`~edgetl.runtime.tflm` (TFLite Micro).
+"""
 
 from __future__ import annotations
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.core.errors import ArtifactError
+from edgetl.runtime.ort_session import _dtype_name, create_session
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +106,6 @@ def _probe_litert(path: str, kernels: str) -> None:
 def _probe_onnxruntime(path: str, kernels: str) -> None:  # noqa: ARG001 - one signature for every probe
     import numpy as np
     import onnxruntime as ort
-
-    from edgetl.runtime.onnxruntime import _dtype_name, create_session
 
     options = ort.SessionOptions()
     options.log_severity_level = 4

@@ -2,7 +2,9 @@
 
 Like :mod:`edgetl.runtime.litert`, this module must import on a device that has only numpy
 and onnxruntime: ``onnxruntime`` itself is imported inside the functions that need it, and the
-``onnx`` package is not used at all (``metadata_props`` come from the session's model metadata).
+``onnx`` package is used only by :func:`ort_fusion_report` (``edgetl inspect``; ``metadata_props``
+come from the session's model metadata). A profiled session hands back ONNX Runtime's raw profile
+events (:meth:`ORTModel.profile_events`); ranking them is the benchmark's business.
 
 Session options are fixed for reproducible latency: ``intra_op_num_threads`` as asked,
 one inter-op thread, sequential execution, and graph optimization level ``ORT_ENABLE_ALL``
@@ -18,17 +20,16 @@ import os
 import re
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgetl.bench.board_runner import (
-    top_ops_from_profile,  # one implementation, shared with the stand-alone board runner
-)
 from edgetl.core.errors import ArtifactError, ConfigError, DataError
 from edgetl.runtime.isolation import check_input_shape, probe_model
-from edgetl.runtime.litert import TensorInfo
+from edgetl.runtime.model import TensorInfo
+from edgetl.runtime.ort_session import _dtype_name, create_session
 
 logger = logging.getLogger(__name__)
 
@@ -40,47 +41,6 @@ OPTIMIZATION_LEVELS = {
     "extended": "ORT_ENABLE_EXTENDED",
     "all": "ORT_ENABLE_ALL",
 }
-#: ONNX Runtime's ``tensor(<type>)`` names -> numpy dtype names.
-_ORT_DTYPES = {
-    "float": "float32",
-    "float16": "float16",
-    "double": "float64",
-    "int8": "int8",
-    "uint8": "uint8",
-    "int16": "int16",
-    "uint16": "uint16",
-    "int32": "int32",
-    "uint32": "uint32",
-    "int64": "int64",
-    "uint64": "uint64",
-    "bool": "bool",
-}
-#: Session config entry that makes ONNX Runtime compute int8 exactly on x86 CPUs without VNNI:
-#: there its default U8S8 kernels add pairs of products in saturating 16-bit arithmetic, and an
-#: edgetl int8 model agreed with LiteRT on only 30-40% of top-1 predictions (AMD EPYC, AVX2, no
-#: VNNI). With it, ORT uses U8U8 kernels on such CPUs only; VNNI and ARM CPUs are unaffected.
-PRECISE_INT8_ON_X86 = ("session.x64quantprecision", "1")
-
-
-def create_session(ort: Any, model: str | bytes, options: Any) -> Any:
-    """``ort.InferenceSession`` on the CPU provider with :data:`PRECISE_INT8_ON_X86` set.
-
-    ORT's rewrite behind that option fails on a model whose weight zero points share one
-    initializer (ONNX files from other tools, or edgetl's before it gave each its own); such a
-    model is opened without it, with a warning that int8 results on this CPU may saturate.
-    """
-    options.add_session_config_entry(*PRECISE_INT8_ON_X86)
-    try:
-        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - ORT's pybind errors share no public base class
-        if "replace the existing tensor" not in str(exc):
-            raise
-    logger.warning(
-        "ONNX Runtime cannot use its exact int8 kernels for this model (shared weight zero points); on x86 CPUs "
-        "without VNNI its int8 results may saturate. Re-export the model with edgetl to fix this."
-    )
-    options.add_session_config_entry(PRECISE_INT8_ON_X86[0], "0")
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 _ORT_ERROR_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*[A-Z_]+\s*:\s*(Load model from .*? failed:\s*)?")
@@ -104,12 +64,6 @@ def _ort_errors() -> tuple[type[BaseException], ...]:
     names = ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "EngineError", "RuntimeException",
              "InvalidProtobuf", "ModelLoaded", "NotImplemented", "InvalidGraph", "EPFail")
     return tuple(getattr(state, n) for n in names if isinstance(getattr(state, n, None), type))
-
-
-def _dtype_name(ort_type: str) -> str:
-    """``"tensor(float)"`` -> ``"float32"``; types numpy cannot hold keep ONNX's name (``"bfloat16"``)."""
-    inner = ort_type[len("tensor(") : -1] if ort_type.startswith("tensor(") and ort_type.endswith(")") else ort_type
-    return _ORT_DTYPES.get(inner, inner)
 
 
 def _declared(shape: Any) -> tuple[int | str, ...]:
@@ -146,9 +100,6 @@ def check_model_file(path: Path) -> int:
     return size
 
 
-
-
-
 class ORTModel:
     """An ``.onnx`` model loaded into an ONNX Runtime CPU session.
 
@@ -158,7 +109,7 @@ class ORTModel:
     Args:
         path: the ``.onnx`` file.
         num_threads: intra-op threads; None: ONNX Runtime's default (one per physical core).
-        profile: record an ONNX Runtime profile of every run, read by :meth:`top_ops`.
+        profile: record an ONNX Runtime profile of every run, read by :meth:`profile_events`.
         optimization: graph optimization level: ``"disable"``, ``"basic"``, ``"extended"`` or ``"all"``.
 
     Raises:
@@ -296,31 +247,33 @@ class ORTModel:
         return np.concatenate(results).astype(np.float32, copy=False)
 
     # ------------------------------------------------------------------------------ profiling
-    def top_ops(self, n: int = 10) -> list[dict[str, Any]]:
-        """Op types ranked by kernel time over the runs so far (profiling stops at the first call).
+    def profile_events(self) -> list[dict[str, Any]]:
+        """The ONNX Runtime profile of the runs so far (profiling stops at the first call).
 
         Returns:
-            ``[{"op", "total_ms", "percent", "calls"}]``, most time first (see :func:`top_ops_from_profile`).
+            The profile's events as ONNX Runtime writes them (a Chrome trace: ``cat``, ``name``,
+            ``dur`` in microseconds, ``args``); :func:`edgetl.bench.board_runner.top_ops_from_profile`
+            ranks operators by them.
 
         Raises:
             ConfigError: the model was loaded without ``profile=True``.
         """
         if not self.profile:
-            raise ConfigError(f"top_ops() needs a profiled session: load {self.path} with ORTModel(..., profile=True)")
+            raise ConfigError(f"profile_events() needs a profiled session: load {self.path} with ORTModel(..., profile=True)")
         if self._profile_events is None:
             profile_file = self._session.end_profiling()
             try:
                 self._profile_events = json.loads(Path(profile_file).read_text(encoding="utf-8")) if profile_file else []
             finally:
                 self._remove_profile_dir()
-        return top_ops_from_profile(self._profile_events, n)
+        return self._profile_events
 
     def _remove_profile_dir(self) -> None:
         if self._profile_dir:
             shutil.rmtree(self._profile_dir, ignore_errors=True)
             self._profile_dir = None
 
-    def __del__(self) -> None:  # a profiled session abandoned before top_ops() leaves no temp folder
+    def __del__(self) -> None:  # a profiled session abandoned before profile_events() leaves no temp folder
         try:
             if self._profile_dir and self._profile_events is None:
                 self._session.end_profiling()
@@ -341,3 +294,27 @@ class ORTModel:
             "outputs": [info.to_dict() for info in self.outputs],
             "metadata": dict(self.metadata),
         }
+
+
+def ort_fusion_report(path: Path) -> dict[str, Any]:
+    """How ONNX Runtime (CPU, all graph optimizations) runs the model: its optimized op counts."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="edgetl-ort-") as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        options.log_severity_level = 3
+        create_session(ort, str(path), options)
+        optimized = onnx.load(options.optimized_model_filepath, load_external_data=False)
+    ops = Counter(node.op_type for node in optimized.graph.node)
+    source_ops = Counter(node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
+    convs = source_ops.get("Conv", 0)
+    return {
+        "ops": dict(sorted(source_ops.items())),
+        "ort_optimized_ops": dict(sorted(ops.items())),
+        "convs": convs,
+        "int8_convs": ops.get("QLinearConv", 0),
+        "float_convs_after_optimization": ops.get("Conv", 0) + ops.get("FusedConv", 0),
+    }

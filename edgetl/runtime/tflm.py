@@ -30,8 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.core.errors import ArtifactError, DataError, MissingDependencyError
+from edgetl.core.errors import ArtifactError, DataError, EdgetlError, MissingDependencyError
 from edgetl.runtime import captured_native_output
+from edgetl.runtime.isolation import mp_context
+from edgetl.runtime.tflite_file import _builtin_names, _checked_model, tflite_operator_counts
 
 logger = logging.getLogger(__name__)
 
@@ -281,8 +283,6 @@ def arena_lower_bound(data: bytes) -> int:
     Raises:
         ArtifactError: not a valid TFLite model.
     """
-    from edgetl.runtime.litert import _checked_model, tflite_operator_counts
-
     tflite_operator_counts(data)  # verifies the file, as every reader here does
     _, reader, model = _checked_model(data)
     buffers = reader.tables(model, 12, "buffers")
@@ -310,8 +310,6 @@ def arena_lower_bound(data: bytes) -> int:
 
 
 def _builtin_name(code: int) -> str:
-    from edgetl.runtime.litert import _builtin_names
-
     return _builtin_names().get(code, f"BUILTIN_{code}")
 
 
@@ -339,8 +337,6 @@ def probe_arena(data: bytes, arena_size: int, *, invoke: bool = False, timeout: 
         ``("unsupported", (ops, message))``.
     """
     import signal
-
-    from edgetl.runtime.isolation import mp_context
 
     _runtime()  # a missing package is reported here, and the child (forked) does not import it again
     context = mp_context()
@@ -436,8 +432,6 @@ def measure_arena(data: bytes, *, step: int = ARENA_STEP, limit: int = ARENA_LIM
 
 def _call_in_child(fn, args: tuple) -> tuple[str, Any]:
     """Run ``fn(*args)`` and return what happened as plain, picklable data."""
-    from edgetl.core.errors import EdgetlError
-
     try:
         return "ok", fn(*args)
     except UnsupportedOpsError as exc:
@@ -455,8 +449,6 @@ def isolated(fn, *args):
     import importlib
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
-
-    from edgetl.runtime.isolation import mp_context
 
     with ProcessPoolExecutor(max_workers=1, mp_context=mp_context()) as pool:
         try:

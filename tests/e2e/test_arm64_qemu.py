@@ -1,4 +1,7 @@
-"""Slow: edgetl's stand-alone runner on emulated arm64 (qemu-user) gives the x86 outputs on edgetl's int8 models.
+"""Slow: on emulated arm64 (qemu-user), edgetl's stand-alone runner and the installed package give the x86 outputs.
+
+The package part installs edgetl's wheel and its TensorFlow-free dependencies for aarch64 (pip
+``--target --platform``) and runs ``python -m edgetl inspect`` and ``predict`` there.
 
 Runs ``benchmarks/arm64_qemu.py`` as a user would. Its first run makes the arm64 Debian root
 (debootstrap from a Debian mirror, about 30 s here) and fetches PyPI's aarch64 wheels, cached in
@@ -38,5 +41,12 @@ def test_runner_under_emulated_arm64_matches_x86(tmp_path):
     assert int8_out["dtype"] == "int8" and int8_out["rule"] == "exact" and int8_out["max_abs_diff"] == 0
     for item in doc["artifacts"]:
         assert item["equal"] and item["informative"], item
+    package = doc["package"]
+    assert package["install"]["wheel"].startswith("edgetl-") and package["install"]["distributions"] > 5
+    assert {Path(c["artifact"]).name for c in package["checks"]} == set(names)
+    for check in package["checks"]:
+        assert check["inspect"] == "ok" and check["predictions"] == 2 and check["same_labels"] and check["equal"], check
+    assert doc["all_equal"]
     report = (out / "report.md").read_text()
     assert "NOT latency figures" in report and report.count("not a latency") >= 1
+    assert "## The real package on emulated arm64" in report and "no TensorFlow" in report

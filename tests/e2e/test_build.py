@@ -98,6 +98,46 @@ def test_build_writes_one_complete_folder(built):
     assert "onnx-int8 (same scales)" in result.stdout and "ONNX Runtime" in result.stdout
 
 
+# Issue 13 moved every module: the outputs users and scripts read must not change. The golden files were
+# written by the code before the move (EDGETL_WRITE_GOLDEN=1 rewrites them on purpose).
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+
+
+def _key_paths(value, prefix="", depth=0):
+    """Key paths of a JSON document to depth 3 (lists: the union over their items, as ``[]``)."""
+    paths = set()
+    if depth >= 3:
+        return paths
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{prefix}.{key}" if prefix else key
+            paths.add(path)
+            if key not in ("per_class", "versions", "config", "ops"):  # data-dependent keys; config is checked by the dry-run golden
+                paths |= _key_paths(item, path, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            paths |= _key_paths(item, f"{prefix}[]", depth)
+    return paths
+
+
+def _check_golden(name: str, actual):
+    path = GOLDEN / name
+    if os.environ.get("EDGETL_WRITE_GOLDEN") == "1":
+        path.write_text(json.dumps(actual, indent=2, sort_keys=True) + "\n")
+    assert actual == json.loads(path.read_text()), f"{name} changed"
+
+
+def test_edgetl_json_keys_are_unchanged(built):
+    """Runs before the rebuild tests below, which add other targets (and their keys) to the same build."""
+    root = built[0] / "build" / "shapes"
+    keys = {
+        folder.name: sorted(_key_paths(json.loads((folder / "edgetl.json").read_text())))
+        for folder in sorted(root.iterdir()) if (folder / "edgetl.json").is_file() and folder.name in ("float", "qat", "ptq-int8", "tflite-int8")
+    }
+    assert set(keys) == {"float", "qat", "ptq-int8", "tflite-int8"}
+    _check_golden("build_edgetl_json_keys.json", keys)
+
+
 def test_rebuild_reuses_stages_and_other_config_is_refused(built, shapes_dir):
     root, args, _ = built
     start = time.perf_counter()
@@ -150,45 +190,6 @@ def test_demo_meets_its_promise(tmp_path):
     meta = json.loads((tmp_path / "demo" / "build" / "shapes" / "tflite-int8" / "edgetl.json").read_text())
     assert meta["accuracy"]["artifact_top1"] >= 0.9, meta["accuracy"]
     assert elapsed < 360, elapsed
-
-
-# Issue 13 moved every module: the outputs users and scripts read must not change. The golden files were
-# written by the code before the move (EDGETL_WRITE_GOLDEN=1 rewrites them on purpose).
-GOLDEN = Path(__file__).resolve().parent.parent / "golden"
-
-
-def _key_paths(value, prefix="", depth=0):
-    """Key paths of a JSON document to depth 3 (lists: the union over their items, as ``[]``)."""
-    paths = set()
-    if depth >= 3:
-        return paths
-    if isinstance(value, dict):
-        for key, item in value.items():
-            path = f"{prefix}.{key}" if prefix else key
-            paths.add(path)
-            if key not in ("per_class", "versions", "config", "ops"):  # data-dependent keys; config is checked by the dry-run golden
-                paths |= _key_paths(item, path, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            paths |= _key_paths(item, f"{prefix}[]", depth)
-    return paths
-
-
-def _check_golden(name: str, actual):
-    path = GOLDEN / name
-    if os.environ.get("EDGETL_WRITE_GOLDEN") == "1":
-        path.write_text(json.dumps(actual, indent=2, sort_keys=True) + "\n")
-    assert actual == json.loads(path.read_text()), f"{name} changed"
-
-
-def test_edgetl_json_keys_are_unchanged(built):
-    root = built[0] / "build" / "shapes"
-    keys = {
-        folder.name: sorted(_key_paths(json.loads((folder / "edgetl.json").read_text())))
-        for folder in sorted(root.iterdir()) if (folder / "edgetl.json").is_file() and folder.name in ("float", "qat", "ptq-int8", "tflite-int8")
-    }
-    assert set(keys) == {"float", "qat", "ptq-int8", "tflite-int8"}
-    _check_golden("build_edgetl_json_keys.json", keys)
 
 
 DRY_RUNS = {

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from edgetl.core.errors import ConfigError, ExportError
-from edgetl.ml.backbones import BACKBONES, block_starts, build_backbone, build_classifier, resolve_weights
+from edgetl.ml.backbones import block_starts, build_backbone, build_classifier, resolve_weights
+from edgetl.ml.backbones.spec import BACKBONES
 
 STOCK = [name for name, spec in BACKBONES.items() if spec.stock_builder is not None]
 REPO = Path(__file__).resolve().parents[2]
@@ -45,7 +46,7 @@ def _stock_and_rebuilt(name: str):
 
 
 def test_registry_entries_are_complete():
-    from edgetl.export import TARGETS
+    from edgetl.export.targets import TARGETS
     from edgetl.ml.quantize import QAT_RECIPES
 
     assert set(BACKBONES.names()) >= {
@@ -212,7 +213,7 @@ def test_input_size_below_minimum_says_which_sizes_work(name):
 
 def test_block_starts_and_unfreeze_blocks(tmp_path):
     from edgetl.core.config import validate
-    from edgetl.ml.train import unfreeze_index
+    from edgetl.ml.phases import unfreeze_index
 
     spec = BACKBONES.get("mobilenet_v3_small")
     model, _ = build_classifier(spec, 3, 32, None, "none")

@@ -13,35 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetl.bench.harness import (
-    BENCH_KIND,
-    LITERT_OP_PROFILE_NOTE,
-    SCHEMA_VERSION,
-    BenchOptions,
-    BenchResult,
-    LatencyStats,
-    artifact_labels,
-    bench_tflite,
-    bootstrap_ratio_ci,
-    compare_benches,
-    load_bench,
-    machine_info,
-    measure,
-    measure_in_subprocess,
-    parse_duration,
-    parse_shape,
-    parse_threads,
-    plan_bench,
-    resolve_input_shapes,
-    run_bench,
-    summarize,
-    synthetic_input,
-    time_calls,
-    timed_loop,
-)
+from edgetl.bench.board_runner import LITERT_OP_PROFILE_NOTE, machine_info, synthetic_input, timed_loop
+from edgetl.bench.compare import bootstrap_ratio_ci, compare_benches, load_bench
+from edgetl.bench.harness import bench_tflite, run_bench, time_calls
+from edgetl.bench.isolation import measure, measure_in_subprocess
+from edgetl.bench.options import BenchOptions, parse_duration, parse_shape, parse_threads
+from edgetl.bench.plan import artifact_labels, plan_bench, resolve_input_shapes
+from edgetl.bench.stats import BENCH_KIND, SCHEMA_VERSION, BenchResult, LatencyStats, summarize
 from edgetl.core.errors import ArtifactError, ConfigError
-from tests.unit.test_runtime_litert import INPUT_SHAPE, build_tflite_models
-from tests.unit.test_runtime_onnx import build_onnx_model
+from tests.helpers import INPUT_SHAPE, blocker_site, build_onnx_model, build_tflite_models
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -343,28 +323,11 @@ def test_run_bench_litert_and_onnx(models, onnx_model):
     assert all(p[1] == p[2] for p in progress if p[3] == "done")
 
 
-BLOCK_TF = """
-import os
-import sys
-
-with open(os.environ["EDGETL_TEST_BLOCKER_LOG"], "a") as log:  # one line per process that got the blocker
-    log.write(f"{os.getpid()}\\n")
-
-class _BlockTensorFlow:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"tensorflow", "tf_keras", "tensorflow_model_optimization", "tf2onnx"}:
-            raise ImportError(f"blocked for this test: {name}")
-        return None
-
-sys.meta_path.insert(0, _BlockTensorFlow())
-"""
 
 
 def test_bench_and_compare_cli_never_import_tensorflow(models, onnx_model, tmp_path):
     """The CLI process and every benchmark worker run with TensorFlow made unimportable."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(BLOCK_TF)  # reaches the worker processes too
+    site = blocker_site(tmp_path / "site", log_env="EDGETL_TEST_BLOCKER_LOG")  # sitecustomize: reaches the worker processes too
     code = """
     import sys
     from edgetl.cli.app import main

@@ -9,8 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgetl.cli.app import app
-from tests.unit.test_cli import assert_one_line_error
-from tests.unit.test_runtime_onnx import build_onnx_model
+from tests.helpers import assert_one_line_error, build_onnx_model
 
 runner = CliRunner()
 

@@ -25,9 +25,7 @@ from edgetl.bench import board_runner as remote_runner
 from edgetl.bench.remote import INSECURE_FLAG, parse_ssh_url
 from edgetl.cli.app import app
 from edgetl.core.errors import ConfigError
-from tests.unit.test_cli import assert_one_line_error
-from tests.unit.test_runtime_litert import build_tflite_models
-from tests.unit.test_runtime_onnx import build_onnx_model
+from tests.helpers import assert_one_line_error, build_onnx_model, build_tflite_models
 
 runner = CliRunner()
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -292,7 +290,7 @@ def _run_runner_without_edgetl(*args: str, cwd: Path) -> subprocess.CompletedPro
 def test_runner_runs_stand_alone_and_agrees_with_bench_measure(models, tmp_path):
     import numpy as np
 
-    from edgetl.bench.harness import measure
+    from edgetl.bench.isolation import measure
 
     x = np.random.default_rng(1).integers(-128, 127, (1, 16, 16, 3), dtype=np.int8)
     np.save(tmp_path / "x.npy", x)
@@ -338,19 +336,24 @@ def test_cpu_model_names_arm_boards():
 
 
 def test_runner_statistics_are_bench_summarize():
-    from edgetl.bench.harness import summarize
+    from edgetl.bench.stats import summarize
 
     samples = [3.0, 1.0, 2.0, 10.0, 4.0]
     assert summarize(samples, 2, batch=2).to_dict() == remote_runner.latency_stats(samples, 2, batch=2)
 
 
-def test_runner_op_profile_is_the_runtime_modules():
-    from edgetl.runtime.onnxruntime import top_ops_from_profile
+def test_runner_op_profile_ranks_kernel_time_per_op_type():
+    """The one implementation (the board runner's): ONNX Runtime's raw profile events -> top ops.
 
+    Only kernel time counts (not the fences around it, not the session's own events)."""
     events = [
         {"cat": "Node", "name": "conv_kernel_time", "dur": 30, "args": {"op_name": "Conv"}},
         {"cat": "Node", "name": "conv_fence_before", "dur": 5, "args": {"op_name": "Conv"}},
         {"cat": "Node", "name": "relu_kernel_time", "dur": 10, "args": {"op_name": "Relu"}},
         {"cat": "Session", "name": "model_run", "dur": 100},
     ]
-    assert remote_runner.top_ops_from_profile(events, 5) == top_ops_from_profile(events, 5)
+    assert remote_runner.top_ops_from_profile(events, 5) == [
+        {"op": "Conv", "total_ms": 0.03, "percent": 75.0, "calls": 1},
+        {"op": "Relu", "total_ms": 0.01, "percent": 25.0, "calls": 1},
+    ]
+    assert [row["op"] for row in remote_runner.top_ops_from_profile(events, 1)] == ["Conv"]

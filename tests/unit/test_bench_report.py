@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from edgetl.bench.harness import BenchOptions, run_bench, write_bench
+from edgetl.bench.harness import run_bench, write_bench
+from edgetl.bench.options import BenchOptions
 from edgetl.bench.report import plots, render_html, render_markdown
-from tests.unit.test_runtime_onnx import build_onnx_model
+from tests.helpers import build_onnx_model
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 

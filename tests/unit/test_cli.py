@@ -13,6 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from edgetl.cli.app import app
+from tests.helpers import assert_one_line_error
 
 runner = CliRunner()
 COMMANDS = ["train", "qat", "export", "eval", "build", "demo", "backbones", "data", "data check"]
@@ -20,16 +21,6 @@ COMMANDS = ["train", "qat", "export", "eval", "build", "demo", "backbones", "dat
 
 def run(*args: str):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code != 0, result.output
-    err = result.stderr.strip()
-    assert err.startswith("error:"), err
-    assert "\n" not in err, f"error is not one line:\n{err}"
-    assert "Traceback" not in result.output + result.stderr
-    for fragment in fragments:
-        assert fragment in err, f"{fragment!r} not in {err!r}"
 
 
 def test_help_does_not_import_tensorflow():
@@ -177,7 +168,7 @@ def test_backbones_lists_registry_with_params_and_macs():
     # Figures keras.applications and the papers publish (same GAP + dense 1000-class top).
     assert rows["efficientnet_b0"]["params"] == 5_330_564 and abs(rows["efficientnet_b0"]["macs"] - 390e6) / 390e6 < 0.02
     assert rows["efficientnet_v2_b0"]["params"] == 7_200_312 and abs(rows["efficientnet_v2_b0"]["macs"] - 720e6) / 720e6 < 0.02
-    from edgetl.ml.backbones import BACKBONES
+    from edgetl.ml.backbones.spec import BACKBONES
 
     assert sorted(rows) == BACKBONES.names()
     assert rows["efficientnet_lite0"]["imagenet_weights"] is False and rows["mobilenet_v3_small"]["qat_recipe"] == "mobilenet_v3"

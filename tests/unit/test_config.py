@@ -21,7 +21,7 @@ def test_recipe_then_toml_then_flags(tmp_path):
 
 
 def test_every_registered_backbone_has_a_recipe():
-    from edgetl.ml.backbones import BACKBONES
+    from edgetl.ml.backbones.spec import BACKBONES
 
     for name in BACKBONES:
         assert (recipes_dir() / f"{name}.toml").is_file(), f"models/{name}.toml missing"
@@ -55,7 +55,7 @@ def test_missing_config_file(tmp_path):
 
 
 def test_unknown_backbone_lists_registered():
-    from edgetl.ml.backbones import BACKBONES
+    from edgetl.ml.backbones.spec import BACKBONES
 
     with pytest.raises(ConfigError, match="unknown backbone 'resnet50'; known backbones: ") as excinfo:
         resolve_config(None, {"model.name": "resnet50"})

@@ -13,17 +13,9 @@ from PIL import Image, ImageFile
 
 from edgetl.core.config import DataConfig
 from edgetl.core.errors import ConfigError, DataError
-from edgetl.data.images import (
-    ALPHA_BACKGROUND,
-    IMAGE_SUFFIXES,
-    check_folder,
-    load_eval_set,
-    load_images,
-    load_split,
-    scan_folder,
-    split_indices,
-    to_rgb,
-)
+from edgetl.data.folder import check_folder, scan_folder
+from edgetl.data.images import ALPHA_BACKGROUND, IMAGE_SUFFIXES, load_images, to_rgb
+from edgetl.data.split import load_eval_set, load_split, split_indices
 
 SIZE = 16
 
@@ -131,7 +123,7 @@ def test_scan_layout_hidden_nested_and_top_level(tmp_path, caplog):
     write_rgb(tmp_path / "a" / ".hidden.png")  # hidden file: ignored
     write_rgb(tmp_path / ".cache" / "x.png")  # hidden class folder: ignored
     write_rgb(tmp_path / "stray.png")  # top level: ignored, with a warning
-    with caplog.at_level(logging.WARNING, logger="edgetl.data.images"):
+    with caplog.at_level(logging.WARNING, logger="edgetl.data.folder"):
         scan = scan_folder(tmp_path)
     assert scan.class_names == ["a", "b"]
     assert scan.counts == {"a": 4, "b": 2}
@@ -153,7 +145,7 @@ def test_bad_files_skipped_and_logged(tmp_path, caplog):
     text_png.write_text("this is not a png")
     notes = tmp_path / "dog" / "notes.txt"
     notes.write_text("hello")
-    with caplog.at_level(logging.WARNING, logger="edgetl.data.images"):
+    with caplog.at_level(logging.WARNING, logger="edgetl.data.folder"):
         scan = scan_folder(tmp_path)
     reasons = {s.path: s.reason for s in scan.skipped}
     assert reasons[truncated] == "truncated image"

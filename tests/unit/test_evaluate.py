@@ -12,6 +12,7 @@ import pytest
 
 from edgetl.core.errors import ArtifactError
 from edgetl.device.evaluate import agreement, compute_metrics, evaluate
+from tests.helpers import import_blocker
 
 
 def test_metrics_on_known_predictions():
@@ -42,7 +43,7 @@ def test_eval_tflite_and_against_keras(int8_export, trained_run, shapes_dir):
 
 def test_eval_keras_run_matches_training_accuracy(trained_run, shapes_dir):
     report = evaluate(trained_run.out_dir, shapes_dir)
-    from edgetl.ml.train import predict_pixels
+    from edgetl.ml.model_io import predict_pixels
 
     pixels = np.concatenate([trained_run.split.train.x, trained_run.split.val.x])
     labels = np.concatenate([trained_run.split.train.y, trained_run.split.val.y])
@@ -70,3 +71,26 @@ def test_tflite_eval_never_imports_tensorflow(int8_export, shapes_dir):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert 0.0 <= json.loads(out.stdout.strip().splitlines()[-1])["top1"] <= 1.0
+
+
+def test_keras_eval_without_tensorflow_names_the_install_command(tmp_path):
+    """The Keras predictor is registered by module path: without TensorFlow, evaluating a .keras
+    file is one ConfigError line naming the install, and nothing of edgetl.ml is imported."""
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"PK")
+    code = import_blocker() + (
+        "from edgetl.core.errors import ConfigError\n"
+        "from edgetl.device.evaluate import evaluate\n"
+        "try:\n"
+        f"    evaluate({str(model)!r}, {str(tmp_path)!r})\n"
+        "except ConfigError as exc:\n"
+        "    assert not any(m.startswith('edgetl.ml') for m in sys.modules), 'edgetl.ml imported'\n"
+        "    print(exc)\n"
+        "else:\n"
+        "    raise SystemExit('no ConfigError')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    message = out.stdout.strip()
+    assert "\n" not in message and str(model) in message
+    assert message.endswith('pip install "edgetl[train]"')

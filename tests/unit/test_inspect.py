@@ -14,7 +14,7 @@ from edgetl.cli.app import app
 from edgetl.device.inspect import inspect_artifact
 from edgetl.runtime.litert import LiteRTModel, op_report
 from edgetl.runtime.tflm import unsupported_ops
-from tests.unit.test_cli import assert_one_line_error
+from tests.helpers import assert_one_line_error, build_tflite
 
 runner = CliRunner()
 
@@ -24,51 +24,6 @@ def run(*args):
 
 
 # ---------------------------------------------------------------------------------------------- tiny models
-
-
-def build_tflite(path: Path, ops: list[str]) -> Path:
-    """A float model written with the flatbuffer schema (no converter): x[1,8] -> ADD(x, const) -> each of ``ops`` -> y.
-
-    ``ops`` are one-input builtin operators, e.g. SIGN (LiteRT runs it; XNNPACK and TFLite Micro do not).
-    """
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
-    def tensor(name: str, buffer: int = 0):
-        t = schema.TensorT()
-        t.name, t.shape, t.type, t.buffer = name, [1, 8], schema.TensorType.FLOAT32, buffer
-        return t
-
-    constant = schema.BufferT()
-    constant.data = np.arange(8, dtype=np.float32).tobytes()
-    model = schema.ModelT()
-    model.version, model.description = 3, "edgetl test model"
-    model.buffers = [schema.BufferT(), schema.BufferT(), constant]
-    tensors, operators, codes = [tensor("x"), tensor("c", buffer=2)], [], []
-    for i, name in enumerate(["ADD", *ops]):
-        if name not in codes:
-            codes.append(name)
-        op = schema.OperatorT()
-        op.opcodeIndex = codes.index(name)
-        op.inputs = [len(tensors) - 1 if i else 0] + ([1] if name == "ADD" else [])
-        op.outputs = [len(tensors)]
-        if name == "ADD":
-            op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.AddOptions, schema.AddOptionsT()
-        tensors.append(tensor(f"t{i}"))
-        operators.append(op)
-    subgraph = schema.SubGraphT()
-    subgraph.tensors, subgraph.inputs, subgraph.outputs, subgraph.operators = tensors, [0], [len(tensors) - 1], operators
-    model.subgraphs = [subgraph]
-    model.operatorCodes = []
-    for name in codes:
-        code = schema.OperatorCodeT()
-        code.builtinCode = getattr(schema.BuiltinOperator, name)
-        code.deprecatedBuiltinCode, code.version = min(code.builtinCode, 127), 1
-        model.operatorCodes.append(code)
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    path.write_bytes(builder.Output())
-    return path
 
 
 def build_qdq_onnx(path: Path) -> Path:

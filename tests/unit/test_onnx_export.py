@@ -71,7 +71,7 @@ def test_onnx_int8_weights_are_int8_per_channel_and_activations_uint8(onnx_int8)
 
 
 def test_onnx_runtime_fuses_every_conv_to_int8(onnx_int8):
-    from edgetl.export.onnx import ort_fusion_report
+    from edgetl.runtime.onnxruntime import ort_fusion_report
 
     path, details, _, _ = onnx_int8
     graph = ort_fusion_report(path)
@@ -104,7 +104,7 @@ def test_rewrite_changes_no_value(int8_export, trained_run, tmp_path):
     import onnxruntime as ort
     import tf2onnx
 
-    from edgetl.export.onnx import optimize_qdq_for_ort
+    from edgetl.export.onnx_qdq import optimize_qdq_for_ort
 
     tflite, meta = int8_export
     raw, _ = tf2onnx.convert.from_tflite(str(tflite), opset=17)
@@ -141,7 +141,7 @@ def test_opset_is_configurable_and_checked(int8_export, tmp_path):
 
 
 def test_onnx_fp32_export_reproduces_keras(trained_run, shapes_dir, tmp_path):
-    from edgetl.ml.train import predict_pixels
+    from edgetl.ml.model_io import predict_pixels
     from edgetl.pipeline.api import export_model
     from edgetl.runtime.onnxruntime import ORTModel
 

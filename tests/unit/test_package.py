@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -20,18 +19,18 @@ from typer.testing import CliRunner
 from edgetl.cli.app import app
 from edgetl.core.errors import ArtifactError, BudgetError, ConfigError, OutputExistsError
 from edgetl.core.units import parse_margin, parse_size
-from edgetl.package.stage import input_lookup_table, package
-from edgetl.runtime.litert import LiteRTModel, quantize, tflite_operator_counts
+from edgetl.package.c import input_lookup_table
+from edgetl.package.stage import package
+from edgetl.runtime.litert import LiteRTModel, quantize
+from edgetl.runtime.tflite_file import tflite_operator_counts
 from edgetl.runtime.tflm import (
-    TFLM_CUSTOM_OP_RESOLVER_METHODS,
     TFLM_OP_RESOLVER_METHODS,
     TFLMModel,
     UnsupportedOpsError,
     allocates,
     measure_arena,
 )
-from tests.conftest import tiny_config
-from tests.unit.test_cli import assert_one_line_error
+from tests.helpers import assert_one_line_error, compile_and_run_c_package, tiny_config
 
 runner = CliRunner()
 CLASSES = ["circle", "square", "star", "triangle"]
@@ -119,84 +118,6 @@ def test_c_array_bytes_equal_the_model(c_package, int8_export):
     assert "extern const unsigned char g_model_data[];" in header and "extern const unsigned int g_model_data_len;" in header
 
 
-def _stub_resolver() -> str:
-    """Declarations standing in for TFLite Micro's headers: every Add...() edgetl knows, each recording its call."""
-    methods = {**TFLM_OP_RESOLVER_METHODS, **TFLM_CUSTOM_OP_RESOLVER_METHODS}
-    adds = "\n".join(f'  TfLiteStatus {method}() {{ return Add("{op}"); }}' for op, method in sorted(methods.items()))
-    return f"""#include <string>
-#include <vector>
-enum TfLiteStatus {{ kTfLiteOk = 0, kTfLiteError = 1 }};
-namespace tflite {{
-template <unsigned int tOpCount>
-class MicroMutableOpResolver {{
- public:
-  std::vector<std::string> added;
-  TfLiteStatus Add(const char* op) {{
-    if (added.size() >= tOpCount) return kTfLiteError;  // the resolver's capacity N
-    for (const auto& name : added) if (name == op) return kTfLiteError;  // TFLM refuses a second registration
-    added.push_back(op);
-    return kTfLiteOk;
-  }}
-{adds}
-}};
-}}  // namespace tflite
-"""
-
-
-MAIN_CC = r"""
-#define EDGETL_MODEL_OPS_NO_TFLM_INCLUDE
-#include "stub_tflm.h"
-#include <cstdint>
-#include <cstdio>
-#include "labels.h"
-#include "model_data.h"
-#include "model_ops.h"
-#include "model_settings.h"
-
-static_assert(kOutputElementCount == kCategoryCount, "one score per label");
-static_assert(kInputHeight == kImageSize && kInputWidth == kImageSize && kInputChannels == 3, "input is the image");
-static_assert(kTensorArenaSize >= kTensorArenaMeasuredSize + kTensorArenaMargin, "arena");
-static_assert(sizeof(kInputLookup) == 3 * 256 * sizeof(InputType), "lookup table");
-
-int main() {
-  ModelOpResolver resolver;
-  if (RegisterModelOps(resolver) != kTfLiteOk) return 3;
-  std::printf("ops %u", kModelOpCount);
-  for (const auto& op : resolver.added) std::printf(" %s", op.c_str());
-  unsigned long long hash = 1469598103934665603ULL;  // FNV-1a over the array
-  for (unsigned int i = 0; i < g_model_data_len; ++i) { hash ^= g_model_data[i]; hash *= 1099511628211ULL; }
-  std::printf("\nmodel %u %llu %d\n", g_model_data_len, hash, static_cast<int>(reinterpret_cast<std::uintptr_t>(g_model_data) % 16));
-  std::printf("labels");
-  for (int i = 0; i < kCategoryCount; ++i) std::printf(" %s", kCategoryLabels[i]);
-  std::printf("\nlookup");
-  for (int c = 0; c < 3; ++c) for (int p = 0; p < 256; ++p) std::printf(" %d", static_cast<int>(QuantizePixel(static_cast<uint8_t>(p), c)));
-  std::printf("\narena %d\nprobability %.8f\n", kTensorArenaSize, DequantizeOutput(static_cast<OutputType>(kOutputZeroPoint + 64)));
-  return 0;
-}
-"""
-
-
-def compile_and_run_c_package(out: Path, build: Path) -> dict[str, str]:
-    """Compile a `--for c` package in ``out`` with :data:`MAIN_CC` (g++, -Werror) in ``build``, run it,
-    and return what it printed as ``{key: rest of line}``; skips (or fails under EDGETL_REQUIRE_GXX) without g++."""
-    gxx = shutil.which("g++")
-    if gxx is None:
-        if os.environ.get("EDGETL_REQUIRE_GXX"):
-            pytest.fail("g++ is required (EDGETL_REQUIRE_GXX is set) but not installed")
-        pytest.skip("g++ not installed (apt-get install g++)")
-    build.mkdir(parents=True, exist_ok=True)
-    for name in ("labels.h", "model_data.h", "model_data.cc", "model_ops.h", "model_settings.h"):
-        shutil.copy(out / name, build / name)
-    (build / "stub_tflm.h").write_text(_stub_resolver())
-    (build / "main.cc").write_text(MAIN_CC)
-    compiled = subprocess.run(
-        [gxx, "-std=c++17", "-Wall", "-Wextra", "-Werror", "-O0", "main.cc", "model_data.cc", "-o", "check"],
-        cwd=build, capture_output=True, text=True, timeout=600,
-    )
-    assert compiled.returncode == 0, compiled.stderr[-3000:]
-    ran = subprocess.run([str(build / "check")], capture_output=True, text=True, timeout=60)
-    assert ran.returncode == 0, ran.stderr
-    return dict(line.split(" ", 1) for line in ran.stdout.strip().splitlines())
 
 
 def test_generated_c_compiles_and_holds_the_model(c_package, int8_export, tmp_path):
@@ -222,7 +143,7 @@ def test_generated_c_compiles_and_holds_the_model(c_package, int8_export, tmp_pa
 
 def test_tflm_in_the_measured_arena_matches_litert_on_images(c_package, int8_export, shapes_dir):
     """The C package's inputs (its lookup table) on real images: TFLite Micro == LiteRT's reference kernels, bit for bit."""
-    from edgetl.data.images import load_eval_set
+    from edgetl.data.split import load_eval_set
 
     _, report, _ = c_package
     model = int8_export[0]

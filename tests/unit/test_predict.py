@@ -18,11 +18,11 @@ from typer.testing import CliRunner
 from edgetl.cli.app import app
 from edgetl.core.contract import PreprocessContract
 from edgetl.core.errors import ConfigError
-from edgetl.data.images import load_eval_set, load_images
+from edgetl.data.images import load_images
+from edgetl.data.split import load_eval_set
 from edgetl.device.evaluate import load_predictor
 from edgetl.device.predict import predict_images, top_k_of
-from tests.unit.test_cli import assert_one_line_error
-from tests.unit.test_inspect import build_tflite
+from tests.helpers import TRAINING_MODULES, _nhwc_onnx_classifier, assert_one_line_error, build_tflite, import_blocker
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["circle", "square", "star", "triangle"]
@@ -76,36 +76,6 @@ def test_tflite_predictions_equal_evaluation(int8_export, images, tmp_path):
         assert [p.label for p in top] == [CLASSES[i] for i in ranked]
         assert [p.score for p in top] == pytest.approx(probs[ranked].tolist(), abs=0)
         assert top[0].score >= top[1].score >= top[2].score
-
-
-def _nhwc_onnx_classifier(path: Path, *, metadata: dict[str, str] | None, size: int = 32) -> tuple[Path, dict[str, np.ndarray]]:
-    """NHWC float input -> Transpose -> 1x1 Conv -> GlobalAveragePool -> Flatten -> MatMul -> Softmax."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(3)
-    weights = {"W": rng.standard_normal((6, 3, 1, 1)).astype(np.float32), "D": (rng.standard_normal((6, 4)) * 4).astype(np.float32)}
-    nodes = [
-        helper.make_node("Transpose", ["input"], ["nchw"], perm=[0, 3, 1, 2]),
-        helper.make_node("Conv", ["nchw", "W"], ["c"]),
-        helper.make_node("GlobalAveragePool", ["c"], ["g"]),
-        helper.make_node("Flatten", ["g"], ["f"]),
-        helper.make_node("MatMul", ["f", "D"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
-    ]
-    graph = helper.make_graph(
-        nodes, "nhwc",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", size, size, 3])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 4])],
-        [numpy_helper.from_array(v, k) for k, v in weights.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    for key, value in (metadata or {}).items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(model, str(path))
-    return path, weights
 
 
 def _reference(pixels: np.ndarray, contract: PreprocessContract, weights: dict[str, np.ndarray]) -> np.ndarray:
@@ -224,22 +194,11 @@ def test_bad_input_is_one_line(case, fragments, int8_export, images, tmp_path):
     assert_one_line_error(run("predict", *args), *fragments)
 
 
-BLOCKER = """
-import sys
-
-class _BlockHeavy:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"tensorflow", "tf_keras", "tensorflow_model_optimization", "tf2onnx", "onnx"}:
-            raise ImportError(f"blocked for this test: {name}")
-        return None
-
-sys.meta_path.insert(0, _BlockHeavy())
-"""
 
 
 def test_predict_cli_never_imports_tensorflow(int8_export, onnx_classifier, images, tmp_path):
     """`edgetl[runtime]` only: TensorFlow, tf2onnx and onnx made unimportable, .tflite and .onnx still predict."""
-    code = BLOCKER + textwrap.dedent("""
+    code = import_blocker((*TRAINING_MODULES, "onnx")) + textwrap.dedent("""
     import json, sys
     from edgetl.cli.app import main
 

@@ -20,8 +20,7 @@ def test_qat_model_holds_quantize_wrappers(qat_run):
 
 
 def test_qat_model_reloads(qat_run):
-    from edgetl.ml.qat import load_keras_artifact
-    from edgetl.ml.train import predict_pixels
+    from edgetl.ml.model_io import load_keras_artifact, predict_pixels
 
     model, info = load_keras_artifact(qat_run.out_dir)
     pixels = qat_run.split.val.x[:8]
@@ -49,7 +48,7 @@ def test_int8_tflite_is_full_integer(int8_export):
 
 
 def test_int8_agrees_with_qat_keras_model(int8_export, qat_run):
-    from edgetl.ml.train import predict_pixels
+    from edgetl.ml.model_io import predict_pixels
     from edgetl.runtime.litert import LiteRTModel
 
     path, meta = int8_export

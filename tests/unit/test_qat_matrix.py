@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgetl.ml.backbones import BACKBONES
+from edgetl.ml.backbones.spec import BACKBONES
 
 #: The matrix: every registered backbone, and whether it is slow to convert here.
 MATRIX = {
@@ -42,18 +42,20 @@ def colour_task(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _case(name: str):
-    return pytest.param(name, marks=[pytest.mark.slow] if MATRIX[name] else [], id=name)
+    # The heavy cases are `slow` and `matrix`: 2-5 minutes each on 2 cores, run by hand
+    # (`pytest -m matrix`); CI's slow run leaves them out to stay within its hour.
+    return pytest.param(name, marks=[pytest.mark.slow, pytest.mark.matrix] if MATRIX[name] else [], id=name)
 
 
 @pytest.mark.parametrize("name", [_case(n) for n in MATRIX])
 def test_qat_int8_litert(name, tmp_path):
     from edgetl.core.types import IODType
-    from edgetl.device.inspect import inspect_tflite
+    from edgetl.device.inspect_tflite import inspect_tflite
     from edgetl.export.tflite import export_tflite
     from edgetl.ml._keras import keras
     from edgetl.ml.backbones import build_classifier
+    from edgetl.ml.phases import reestimate_batchnorm, set_batchnorm_momentum
     from edgetl.ml.quantize import calibrate_ranges, plan_quantization, quantize_model
-    from edgetl.ml.train import reestimate_batchnorm, set_batchnorm_momentum
     from edgetl.runtime.litert import LiteRTModel, op_report
 
     k = keras()
@@ -84,7 +86,7 @@ def test_qat_int8_litert(name, tmp_path):
     runtime = LiteRTModel(artifact)
     assert runtime.inputs[0].dtype == "int8" and runtime.outputs[0].dtype == "int8"
     # edgetl converts a frozen inference function: the same flatbuffer as from_keras_model's SavedModel route
-    from tests.unit.test_tflite_convert import savedmodel_route, structure
+    from tests.helpers import savedmodel_route, structure
 
     assert structure(artifact.read_bytes()) == structure(savedmodel_route(q_model, "tflite-int8", x_train[:32], contract))
     graph = op_report(artifact)
@@ -125,7 +127,7 @@ def _check_graph_ptq(float_model, contract, x_train, x_test, tmp_path):
     """PTQ of a MobileNetV3 goes through the calibrated QAT graph: the converter's own PTQ fuses
     hard-swish into int8 HARD_SWISH, which XNNPACK does not run (19-21 partitions, int8 slower than
     fp32, benchmarks/RESULTS.md). This int8 model keeps one partition and agrees with float."""
-    from edgetl.device.inspect import inspect_tflite
+    from edgetl.device.inspect_tflite import inspect_tflite
     from edgetl.export.tflite import export_tflite
     from edgetl.ml.quantize import graph_ptq_model, is_quantized
     from edgetl.runtime.litert import LiteRTModel, op_report

@@ -13,47 +13,14 @@ import numpy as np
 import pytest
 
 from edgetl.core.errors import ArtifactError, ConfigError, DataError
-from edgetl.runtime.litert import LiteRTModel, TensorInfo, _walk_model, verify_tflite_file
+from edgetl.runtime.formats import find_format, open_model
+from edgetl.runtime.litert import LiteRTModel
+from edgetl.runtime.model import LoadedModel, TensorInfo
+from edgetl.runtime.tflite_file import _walk_model, verify_tflite_file
+from tests.helpers import INPUT_SHAPE, TFLITE_NUM_CLASSES, build_tflite_models
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-INPUT_SHAPE = (16, 16, 3)
-NUM_CLASSES = 3
-
-
-def build_tflite_models(out_dir: Path) -> dict:
-    """A tiny Keras classifier, its fp32 TFLite file and its full-integer int8 TFLite file."""
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    import tensorflow as tf
-    import tf_keras as keras
-
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.layers.Input(INPUT_SHAPE),
-            keras.layers.Conv2D(4, 3),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(NUM_CLASSES, activation="softmax"),
-        ]
-    )
-    # Spread the logits so top-1 is decisive and int8 rounding rarely flips it.
-    dense = model.layers[-1]
-    kernel, bias = dense.get_weights()
-    dense.set_weights([kernel * 20.0, bias])
-
-    fp32 = out_dir / "tiny_fp32.tflite"
-    fp32.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-
-    rng = np.random.default_rng(1)
-    calibration = rng.standard_normal((20, 1, *INPUT_SHAPE)).astype(np.float32)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([sample] for sample in calibration)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    int8 = out_dir / "tiny_int8.tflite"
-    int8.write_bytes(converter.convert())
-    return {"keras": model, "fp32": fp32, "int8": int8}
+NUM_CLASSES = TFLITE_NUM_CLASSES
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +65,14 @@ def test_tensor_info_int8_model(models):
     assert inp.scale > 0 and -128 <= inp.zero_point <= 127 and inp.quantized
     # A softmax output in int8 is quantized to [0, 1] with scale 1/256 and zero point -128.
     assert out.scale == pytest.approx(1 / 256) and out.zero_point == -128
+
+
+def test_tflite_is_opened_by_suffix_as_a_loaded_model(models):
+    model = open_model(models["int8"], num_threads=1)
+    assert isinstance(model, LiteRTModel) and isinstance(model, LoadedModel)
+    fmt = find_format(models["int8"])
+    assert (fmt.name, fmt.runtime) == ("tflite", model.runtime)
+    assert fmt.version() == model.describe()["runtime_version"]
 
 
 def test_describe(models):

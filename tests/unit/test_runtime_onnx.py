@@ -12,63 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgetl.bench.board_runner import top_ops_from_profile
 from edgetl.core.errors import ArtifactError, ConfigError, DataError
-from edgetl.runtime.litert import TensorInfo
-from edgetl.runtime.onnxruntime import ORTModel, top_ops_from_profile
+from edgetl.runtime.formats import find_format, open_model
+from edgetl.runtime.model import LoadedModel, TensorInfo
+from edgetl.runtime.onnxruntime import ORTModel
+from tests.helpers import ONNX_CHANNELS, ONNX_NUM_CLASSES, TRAINING_MODULES, build_onnx_model, import_blocker
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-NUM_CLASSES = 4
-CHANNELS = 3
+NUM_CLASSES = ONNX_NUM_CLASSES
+CHANNELS = ONNX_CHANNELS
 #: The op types of :func:`build_onnx_model`'s graph, as ONNX Runtime runs them unoptimized.
 GRAPH_OPS = {"Conv", "Relu", "GlobalAveragePool", "Flatten", "MatMul", "Add", "Softmax"}
-
-
-def build_onnx_model(
-    path: Path,
-    *,
-    batch: int | str = "N",
-    height: int | str = 32,
-    width: int | str = 32,
-    metadata: dict[str, str] | None = None,
-    filters: int = 4,
-    seed: int = 0,
-) -> Path:
-    """A tiny NCHW classifier: 1x1 Conv -> Relu -> GlobalAveragePool -> Flatten -> MatMul -> Add -> Softmax.
-
-    A string dimension is symbolic (dynamic). The 1x1 convolution keeps a numpy reference
-    (:func:`reference`) a few lines long.
-    """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    weights = {
-        "W": rng.standard_normal((filters, CHANNELS, 1, 1)).astype(np.float32),
-        "D": (rng.standard_normal((filters, NUM_CLASSES)) * 3).astype(np.float32),
-        "b": rng.standard_normal(NUM_CLASSES).astype(np.float32),
-    }
-    nodes = [
-        helper.make_node("Conv", ["x", "W"], ["c"]),
-        helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
-        helper.make_node("Flatten", ["g"], ["f"]),
-        helper.make_node("MatMul", ["f", "D"], ["m"]),
-        helper.make_node("Add", ["m", "b"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
-    ]
-    graph = helper.make_graph(
-        nodes, "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, CHANNELS, height, width])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, NUM_CLASSES])],
-        [numpy_helper.from_array(v, k) for k, v in weights.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    if metadata:
-        helper.set_model_props(model, metadata)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
 
 
 def reference(x: np.ndarray, seed: int = 0, filters: int = 4) -> np.ndarray:
@@ -121,6 +76,14 @@ def run_python(code: str, *args: str) -> subprocess.CompletedProcess:
 
 
 # ---------------------------------------------------------------- loading and describing
+
+
+def test_onnx_is_opened_by_suffix_as_a_loaded_model(models):
+    model = open_model(models["dynamic"], num_threads=1)
+    assert isinstance(model, ORTModel) and isinstance(model, LoadedModel)
+    fmt = find_format(models["dynamic"])
+    assert (fmt.name, fmt.runtime) == ("onnx", model.runtime)
+    assert fmt.version() == model.describe()["runtime_version"]
 
 
 def test_inputs_outputs_metadata_and_versions(models):
@@ -199,12 +162,12 @@ def test_profile_top_ops_counts_every_kernel(models, x):
     model = ORTModel(models["dynamic"], num_threads=1, profile=True, optimization="disable")
     for _ in range(5):
         model.invoke_raw([x[:1]])
-    ops = model.top_ops()
+    ops = top_ops_from_profile(model.profile_events(), 10)
     assert {o["op"] for o in ops} == GRAPH_OPS
     assert all(o["calls"] == 5 for o in ops)
     assert [o["total_ms"] for o in ops] == sorted((o["total_ms"] for o in ops), reverse=True)
     assert sum(o["percent"] for o in ops) == pytest.approx(100.0)
-    assert [o["op"] for o in model.top_ops(2)] == [o["op"] for o in ops[:2]]  # served from the parsed profile
+    assert [o["op"] for o in top_ops_from_profile(model.profile_events(), 2)] == [o["op"] for o in ops[:2]]  # served from the parsed profile
     assert model._profile_dir is None  # the temporary profile file is gone
 
 
@@ -212,13 +175,13 @@ def test_optimization_level_changes_the_graph_that_runs(models, x):
     """At "all" ONNX Runtime fuses Conv+Relu and adds NCHWc layout nodes; "disable" runs the graph as written."""
     model = ORTModel(models["dynamic"], num_threads=1, profile=True, optimization="all")
     model.invoke_raw([x[:1]])
-    optimized = {o["op"] for o in model.top_ops()}
+    optimized = {o["op"] for o in top_ops_from_profile(model.profile_events(), 10)}
     assert "Relu" not in optimized and optimized != GRAPH_OPS
 
 
 def test_top_ops_needs_profile(models):
     with pytest.raises(ConfigError, match="profile=True"):
-        ORTModel(models["dynamic"]).top_ops()
+        ORTModel(models["dynamic"]).profile_events()
 
 
 def test_top_ops_from_profile_ranks_node_events():
@@ -314,23 +277,14 @@ def test_random_byte_flips_never_crash(models, tmp_path):
 
 
 def test_imports_lazily_and_runs_without_tensorflow(models):
-    code = """
-    import sys
-
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {"tensorflow", "tf_keras", "tensorflow_model_optimization", "tf2onnx", "onnx"}:
-                raise ImportError(f"blocked: {name}")
-            return None
-
-    sys.meta_path.insert(0, Block())
+    code = import_blocker((*TRAINING_MODULES, "onnx")) + textwrap.dedent("""
     import numpy as np
     import edgetl.runtime.onnxruntime as rt
     assert "onnxruntime" not in sys.modules, "onnxruntime imported at module import"
     out = rt.ORTModel(sys.argv[1]).predict(np.zeros((3, 3, 32, 32), np.float32))
     assert out.shape == (3, 4), out.shape
     print("ok", "tensorflow" in sys.modules, "onnx" in sys.modules)
-    """
+    """)
     result = run_python(code, str(models["dynamic"]))
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["ok", "False", "False"]

@@ -36,9 +36,11 @@ from edgetl.core.metadata import (
     write_labels,
 )
 from edgetl.core.text import c_string, kotlin_string, python_string, swift_string
-from edgetl.package.stage import c_settings_file, package, python_script
-from edgetl.runtime.litert import add_tflite_metadata
-from tests.unit.test_cli import assert_one_line_error
+from edgetl.package.apps import python_script
+from edgetl.package.c import c_settings_file
+from edgetl.package.stage import package
+from edgetl.runtime.tflite_file import add_tflite_metadata
+from tests.helpers import GOOD, assert_one_line_error
 
 runner = CliRunner()
 
@@ -130,7 +132,6 @@ def _import_predict(package_dir: Path, cwd: Path, marker: Path | None = None) ->
 # ---------------------------------------------------------------------------------------------- the schema
 
 
-GOOD = {"input_size": 32, "mean": [127.5, 127.5, 127.5], "std": [127.5, 127.5, 127.5], "resize": "bilinear", "channel_order": "RGB", "layout": "NHWC", "pixel_range": [0, 255]}
 BAD_PREPROCESSING = [
     ("std", [0, 0, 0]),
     ("std", [1.0, -1.0, 1.0]),
@@ -211,7 +212,7 @@ def test_edgetl_never_writes_what_it_would_refuse(tmp_path):
 
 
 def test_onnx_metadata_props_are_validated_too(tmp_path):
-    from tests.unit.test_predict import _nhwc_onnx_classifier
+    from tests.helpers import _nhwc_onnx_classifier
 
     model, _ = _nhwc_onnx_classifier(
         tmp_path / "m.onnx", size=8,
@@ -314,7 +315,7 @@ def test_weird_class_names_survive_every_package_exactly(int8_export, tmp_path):
         for readme_line in (tmp_path / target / "README.md").read_text(encoding="utf-8").splitlines():
             assert "\u202e" not in readme_line and "\u200f" not in readme_line, "bidi controls are escaped in READMEs"
     # C/C++: compiles warning-free (trigraphs on) and the labels read back byte for byte
-    from tests.unit.test_package import _stub_resolver
+    from tests.helpers import _stub_resolver
 
     c_dir = tmp_path / "c"
     (c_dir / "stub_tflm.h").write_text(_stub_resolver())
@@ -342,7 +343,7 @@ def test_onnx_python_package_with_hostile_file_and_class_names(tmp_path):
     class names; the generated predict.py classifies an image and runs nothing else."""
     from PIL import Image
 
-    from tests.unit.test_predict import _nhwc_onnx_classifier
+    from tests.helpers import _nhwc_onnx_classifier
 
     name = 'x" if __import__("os").system("touch pwned") else "m.onnx'
     (tmp_path / "in").mkdir()

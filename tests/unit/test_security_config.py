@@ -177,7 +177,7 @@ def test_bench_refuses_absurd_options_at_once(tmp_path, args, needle):
 
 
 def test_bench_options_bounds_in_the_api():
-    from edgetl.bench.harness import MAX_RUNS, BenchOptions
+    from edgetl.bench.options import MAX_RUNS, BenchOptions
 
     assert BenchOptions(runs=MAX_RUNS).timed_runs == MAX_RUNS
     with pytest.raises(ConfigError, match="pass 1 to 1,000,000"):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from edgetl.core.errors import ConfigError
-from tests.conftest import TINY_SETTINGS
-from tests.unit.test_cli import assert_one_line_error, run
+from tests.helpers import TINY_SETTINGS, assert_one_line_error
+from tests.helpers import run_cli as run
 
 #: As small as training gets: two epochs per phase, augmentation on (its random ops are seeded too).
 QUICK = {"train": {"head_epochs": 2, "fine_tune_epochs": 2, "augment": True, "clean_epochs": 1, "patience": 2}}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fuzz_helpers import MUTATIONS, make_inputs, make_seed_models, mutants, run_command, write_corpus
+from tests.helpers import MUTATIONS, make_inputs, make_seed_models, mutants, run_command, write_corpus
 
 #: Mutated files in the default suite (plus an empty file and a folder per suffix).
 FILES = 200

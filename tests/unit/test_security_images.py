@@ -19,7 +19,9 @@ from PIL import Image
 
 from edgetl.core.config import DataConfig
 from edgetl.core.errors import ConfigError, DataError
-from edgetl.data.images import MAX_PIXELS_ENV, check_folder, load_images, load_split
+from edgetl.data.folder import check_folder
+from edgetl.data.images import MAX_PIXELS_ENV, load_images
+from edgetl.data.split import load_split
 
 BIG_REASON = "12000x12000 = 144 MP is over the 64 MP limit"
 

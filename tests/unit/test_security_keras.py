@@ -20,7 +20,8 @@ from PIL import Image
 
 from edgetl.core.contract import PreprocessContract
 from edgetl.core.errors import ArtifactError, ConfigError
-from tests.unit.test_cli import assert_one_line_error, run
+from tests.helpers import assert_one_line_error
+from tests.helpers import run_cli as run
 
 CLASSES = ["a", "b"]
 
@@ -120,7 +121,7 @@ def test_trust_model_loads_it_and_runs_its_code(env, layout):
 
 def test_python_api_refuses_too(env):
     from edgetl.device.evaluate import evaluate
-    from edgetl.ml.qat import load_keras_artifact
+    from edgetl.ml.model_io import load_keras_artifact
 
     for layout in ("h5", "named", "zip"):
         with pytest.raises(ArtifactError, match=r"Lambda layer 'evil' \(Python code\)"):
@@ -199,7 +200,8 @@ def test_unknown_classes_foreign_modules_and_weights_only_files_are_refused(tmp_
 def test_weights_option_reads_weights_only(env):
     """``--weights PATH`` goes to ``load_weights``, which reads weight arrays, never the config:
     a hostile model given as weights fails to fit, and its code does not run."""
-    from edgetl.ml.backbones import BACKBONES, build_classifier
+    from edgetl.ml.backbones import build_classifier
+    from edgetl.ml.backbones.spec import BACKBONES
 
     for layout, name in (("h5", "m.h5"), ("zip", "model.keras")):
         with pytest.raises(ConfigError, match="cannot load weights"):
@@ -220,7 +222,8 @@ def test_edgetl_models_pass_the_check(trained_run, shapes_dir):
 def test_mobilenet_v3_float_and_qat_models_pass_the_check(tmp_path):
     """edgetl's own layers (HardSigmoid) and QAT configs (EdgetlOutputQuantizeConfig) are allowed
     (checked by hand as well for efficientnet_b0, efficientnet_v2_b0, efficientnet_lite0, mobilenet_v3_large)."""
-    from edgetl.ml.backbones import BACKBONES, build_classifier
+    from edgetl.ml.backbones import build_classifier
+    from edgetl.ml.backbones.spec import BACKBONES
     from edgetl.ml.keras_safety import load_keras_model
     from edgetl.ml.quantize import quantize_model
 

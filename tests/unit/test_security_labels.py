@@ -24,7 +24,7 @@ from edgetl.cli.app import app
 from edgetl.core.errors import DataError
 from edgetl.core.metadata import labels_text, write_labels
 from edgetl.core.text import class_name_problem, display_safe
-from tests.unit.test_cli import assert_one_line_error
+from tests.helpers import assert_one_line_error
 
 runner = CliRunner()
 #: Legal class names that a terminal must not obey: a right-to-left override, rich markup (one closing
@@ -101,7 +101,8 @@ def test_data_check_refuses_the_folder_by_name(case, tmp_path):
     result = run("data", "check", root)
     assert_one_line_error(result, "class folder", "rename")
     assert repr(bad)[1:-1] in result.stderr, "the folder is named, escaped (repr)"
-    from edgetl.data.images import load_eval_set, scan_folder
+    from edgetl.data.folder import scan_folder
+    from edgetl.data.split import load_eval_set
 
     with pytest.raises(DataError, match="rename"):
         scan_folder(root)
@@ -127,8 +128,7 @@ def test_train_and_build_refuse_it_before_training(command, case, tmp_path):
 
 
 def _onnx_with_labels(tmp_path: Path, labels: list[str]) -> Path:
-    from tests.unit.test_predict import _nhwc_onnx_classifier
-    from tests.unit.test_security_codegen import GOOD
+    from tests.helpers import GOOD, _nhwc_onnx_classifier
 
     model, _ = _nhwc_onnx_classifier(tmp_path / "m.onnx", size=8, metadata={"labels": json.dumps(labels), "preprocessing": json.dumps({**GOOD, "input_size": 8})})
     return model

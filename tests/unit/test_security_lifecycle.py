@@ -22,7 +22,7 @@ import pytest
 
 from edgetl.core import fs as _fs
 from edgetl.core.errors import OutputExistsError
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 _CLI = "import sys\nfrom edgetl.cli import main\nmain(sys.argv[1:])\n"
 
@@ -102,11 +102,11 @@ def _patch_stages(monkeypatch, *, qat_raises: type[BaseException] = _Reached) ->
     def qat(*args, **kwargs):
         raise qat_raises("qat")
 
-    def export_artifact(*args, **kwargs):
+    def export_verified(*args, **kwargs):
         raise _Reached("export")
 
     monkeypatch.setattr(edgetl.ml.qat, "qat", qat)
-    monkeypatch.setattr(edgetl.pipeline.build, "export_artifact", export_artifact)
+    monkeypatch.setattr(edgetl.pipeline.build, "export_verified", export_verified)
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
@@ -256,7 +256,7 @@ def test_sigterm_is_one_line_and_exit_143(tmp_path, slow_onnx):
 _HOLD = (
     "import sys, time\n"
     "from pathlib import Path\n"
-    "from edgetl import _fs\n"
+    "from edgetl.core import fs as _fs\n"
     "with _fs.output_lock(Path(sys.argv[1])):\n"
     "    print('held', flush=True)\n"
     "    time.sleep(120)\n"
@@ -310,7 +310,7 @@ def test_cli_build_and_train_refuse_a_folder_being_written(tmp_path, shapes_dir)
 
 _SWALLOWED_SIGTERM = """
 import os, signal, sys, time
-from edgetl.cli import app as cli
+from edgetl.cli import errors as cli
 cli._handle_sigterm()
 class Finalized:
     def __del__(self):

@@ -20,9 +20,8 @@ from typer.testing import CliRunner
 from edgetl.cli.app import app
 from edgetl.core.errors import ArtifactError
 from edgetl.runtime import isolation
-from edgetl.runtime.litert import verify_tflite_file
-from tests.fuzz_helpers import make_inputs, run_command
-from tests.unit.test_cli import assert_one_line_error
+from edgetl.runtime.tflite_file import verify_tflite_file
+from tests.helpers import assert_one_line_error, make_inputs, run_command
 
 runner = CliRunner()
 

@@ -17,7 +17,7 @@ import pytest
 
 from edgetl.package.stage import package
 from edgetl.runtime.tflm import arena_lower_bound, probe_arena
-from tests.unit.test_package import compile_and_run_c_package
+from tests.helpers import compile_and_run_c_package
 
 
 def mobilenet_v2_int8(alpha: float, size: int, out_dir: Path) -> Path:
@@ -80,7 +80,7 @@ def test_package_c_on_mobilenet_v2_1_0_at_224px(tmp_path):
 
 
 def test_a_probe_that_crashes_the_interpreter_is_a_failed_probe_not_a_dead_measurement():
-    from tests.fuzz_helpers import bit_flips  # noqa: F401 - the helpers import without edgetl
+    from tests.helpers import bit_flips  # noqa: F401 - the helpers import without edgetl
 
     status, detail = probe_arena(b"\0" * 64, 1 << 16)  # not a model at all: refused or crashed, in the child
     assert status in ("fail", "crash"), (status, detail)

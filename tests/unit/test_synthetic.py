@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from edgetl.core.errors import ConfigError, DataError
-from edgetl.data.images import load_eval_set, scan_folder
+from edgetl.data.folder import scan_folder
+from edgetl.data.split import load_eval_set
 from edgetl.data.synthetic import DEFAULT_SHAPES, SUPPORTED_SHAPES, make_shapes_dataset
 
 

@@ -11,36 +11,7 @@ import numpy as np
 import pytest
 
 from edgetl.export import tflite as tflite_exporter
-
-
-def structure(data: bytes) -> list:
-    """Every op in order with its tensors' dtype, shape, shape signature, quantization and, for
-    constant tensors (weights, biases), their bytes. Tensor names are left out: they differ."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=data, experimental_preserve_all_tensors=True)
-    interpreter.allocate_tensors()
-    ops = interpreter._get_ops_details()
-    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    produced = {i for op in ops for i in op["outputs"]} | {d["index"] for d in interpreter.get_input_details()}
-    described = []
-    for op in ops:
-        entries = []
-        for index in [*op["inputs"], *op["outputs"]]:
-            if index < 0:
-                entries.append(None)
-                continue
-            t = tensors[index]
-            q = t["quantization_parameters"]
-            constant = interpreter.get_tensor(index).tobytes() if index not in produced else None
-            entries.append((str(t["dtype"]), tuple(t["shape"]), tuple(t["shape_signature"]), tuple(q["scales"]), tuple(q["zero_points"]), constant))
-        described.append((op["op_name"], entries))
-    return described
-
-
-def savedmodel_route(model, target, representative, contract) -> bytes:
-    """The conversion as before: ``from_keras_model`` (SavedModel written and read back)."""
-    return tflite_exporter.convert(model, target, representative=representative, contract=contract, route="savedmodel")
+from tests.helpers import savedmodel_route, structure
 
 
 def test_structure_tells_different_models_apart(int8_export, fp32_export):

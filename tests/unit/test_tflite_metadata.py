@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 from edgetl.cli.app import app
 from edgetl.core.errors import ArtifactError
 from edgetl.core.metadata import EMBEDDED_METADATA_NAME, model_info_from_embedded
-from edgetl.device.evaluate import model_info_for
-from edgetl.runtime.litert import LiteRTModel, add_tflite_metadata, tflite_metadata, tflite_operator_counts
+from edgetl.runtime.formats import model_info_for
+from edgetl.runtime.litert import LiteRTModel
+from edgetl.runtime.tflite_file import add_tflite_metadata, tflite_metadata, tflite_operator_counts
 
 runner = CliRunner()
 
@@ -51,7 +52,7 @@ def test_embedding_changes_no_weight_and_no_output(int8_export, shapes_dir):
     plain = path.parent / "plain.tflite"
     plain.write_bytes(original)
     try:
-        from edgetl.data.images import load_eval_set
+        from edgetl.data.split import load_eval_set
 
         images, _ = load_eval_set(shapes_dir, meta["preprocessing"]["input_size"], class_names=meta["class_names"])
         x = model_info_for(path).contract.normalize(images.x)
@@ -89,7 +90,7 @@ def test_reading_embedded_metadata_needs_no_tensorflow(int8_export, tmp_path):
     lone = tmp_path / "lone.tflite"
     lone.write_bytes(int8_export[0].read_bytes())
     code = (
-        "import sys, json; from edgetl.device.evaluate import model_info_for; "
+        "import sys, json; from edgetl.runtime.formats import model_info_for; "
         f"info = model_info_for({str(lone)!r}); "
         "assert 'tensorflow' not in sys.modules, 'TF imported'; "
         "print(json.dumps(info.class_names))"

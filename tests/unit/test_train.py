@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from edgetl.core.errors import ConfigError
-from edgetl.ml.backbones import BACKBONES, HEAD_LAYERS, build_classifier
-from tests.conftest import tiny_config
+from edgetl.ml.backbones import build_classifier
+from edgetl.ml.backbones.spec import BACKBONES, HEAD_LAYERS
+from tests.helpers import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def test_classifier_is_one_flat_graph_with_named_head(keras):
 
 
 def test_phase1_trains_only_the_head(keras):
-    from edgetl.ml.train import freeze_backbone
+    from edgetl.ml.phases import freeze_backbone
 
     model = _classifier()
     freeze_backbone(model)
@@ -55,7 +56,7 @@ def test_phase1_trains_only_the_head(keras):
 
 
 def test_phase2_unfreezes_default_block_and_keeps_batchnorm_frozen(keras):
-    from edgetl.ml.train import backbone_layers, unfreeze_index, unfreeze_top
+    from edgetl.ml.phases import backbone_layers, unfreeze_index, unfreeze_top
 
     spec = BACKBONES.get("mobilenet_v2")
     model = _classifier()
@@ -73,7 +74,7 @@ def test_phase2_unfreezes_default_block_and_keeps_batchnorm_frozen(keras):
 
 
 def test_unfreeze_count_and_name_options(keras):
-    from edgetl.ml.train import backbone_layers, unfreeze_index
+    from edgetl.ml.phases import backbone_layers, unfreeze_index
 
     spec = BACKBONES.get("mobilenet_v2")
     model = _classifier()
@@ -87,7 +88,7 @@ def test_unfreeze_count_and_name_options(keras):
 
 
 def test_from_scratch_trains_everything(keras):
-    from edgetl.ml.train import unfreeze_index
+    from edgetl.ml.phases import unfreeze_index
 
     model = _classifier()
     assert unfreeze_index(model, BACKBONES.get("mobilenet_v2"), tiny_config("x")) == 0
@@ -111,7 +112,7 @@ def test_head_loss_falls_and_run_folder_is_complete(trained_run):
 
 
 def test_cosine_schedule_anneals_to_a_hundredth():
-    from edgetl.ml.train import cosine_lr
+    from edgetl.ml.phases import cosine_lr
 
     rate = cosine_lr(2e-3, 50)
     rates = [rate(e) for e in range(50)]
@@ -134,7 +135,7 @@ def test_schedule_is_plateau_unless_cosine_is_asked_for():
 
 def test_from_scratch_training_followed_the_cosine_schedule(trained_run):
     """The real run (weights=none, 30 phase-2 epochs at 3e-3) stepped its optimizer down the cosine."""
-    from edgetl.ml.train import cosine_lr
+    from edgetl.ml.phases import cosine_lr
 
     used = trained_run.history["lr"]
     expected = [cosine_lr(3e-3, 30)(epoch) for epoch in range(len(used))]
@@ -155,7 +156,7 @@ def _batchnorm_stats(model, keras) -> list[np.ndarray]:
 def test_clean_phase_keeps_batchnorm_statistics_and_never_raises_validation_loss(trained_run, keras, lr):
     """Phase 3 trains with BatchNorm in inference mode and keeps its epochs only if validation loss
     falls; at a learning rate of 1.0 the epochs diverge and the incoming weights come back intact."""
-    from edgetl.ml.train import finish_clean, validation_loss
+    from edgetl.ml.phases import finish_clean, validation_loss
 
     model = _copy_of(trained_run.model, keras)
     for layer in model.layers:  # as after a from-scratch phase 2: everything trainable, BN too
@@ -194,7 +195,7 @@ def test_no_clean_phase_without_augmentation(trained_run):
 
 
 def test_saved_model_reloads_with_same_outputs(trained_run):
-    from edgetl.ml.train import load_float_model, predict_pixels
+    from edgetl.ml.model_io import load_float_model, predict_pixels
 
     reloaded = load_float_model(trained_run.out_dir)
     pixels = trained_run.split.val.x[:8]
@@ -227,7 +228,7 @@ def test_pretrained_batchnorm_statistics_survive_fine_tuning(pretrained_weights,
 def test_batchnorm_reestimation_matches_batch_statistics(keras):
     """After re-estimation on one batch, inference mode reproduces training mode on it."""
     from edgetl.core.contract import PreprocessContract
-    from edgetl.ml.train import reestimate_batchnorm
+    from edgetl.ml.phases import reestimate_batchnorm
 
     model = _classifier()
     pixels = np.random.default_rng(0).integers(0, 256, (48, 32, 32, 3), dtype=np.uint8)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgetl.core.contract import PreprocessContract
-from edgetl.ml.backbones import BACKBONES, BackboneSpec, BuiltBackbone
+from edgetl.ml.backbones.spec import BACKBONES, BackboneSpec, BuiltBackbone
 
 
 def _stock_b0(input_size: int, alpha: float | None, weights: str | None) -> Any:

@@ -11,7 +11,7 @@ recipe. Layer names follow keras.applications' EfficientNet (``stem_conv``, ``bl
 from __future__ import annotations
 
 from edgetl.core.contract import PreprocessContract
-from edgetl.ml.backbones import BACKBONES, BackboneSpec, BuiltBackbone
+from edgetl.ml.backbones.spec import BACKBONES, BackboneSpec, BuiltBackbone
 
 #: (repeats, kernel, first stride, expand ratio, filters in, filters out), B0's seven stages.
 LITE0_STAGES = (

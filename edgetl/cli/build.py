@@ -1,0 +1,155 @@
+"""``edgetl build`` (the whole pipeline into one folder) and ``edgetl demo`` (the same on generated shapes)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from edgetl.cli.console import RichProgress, console, pct, setup_logging
+from edgetl.cli.errors import errors_as_exit, requires_training_stack
+from edgetl.cli.options import (
+    AlphaOpt,
+    AugmentOpt,
+    BackboneOpt,
+    BatchOpt,
+    CleanEpochsOpt,
+    ConfigOpt,
+    DataOpt,
+    DeterministicOpt,
+    FineEpochsOpt,
+    ForceOpt,
+    HeadEpochsOpt,
+    InputSizeOpt,
+    SeedOpt,
+    StrictOpt,
+    TrustModelOpt,
+    UnfreezeBlocksOpt,
+    UnfreezeFromOpt,
+    UnfreezeOpt,
+    ValOpt,
+    ValSplitOpt,
+    VerboseOpt,
+    WeightsOpt,
+    resolve,
+    training_flags,
+)
+from edgetl.core.text import display_safe
+from edgetl.core.types import IODType, PackageFor, QuantMode
+
+
+def build(
+    target: Annotated[str | None, typer.Option("--target", help="tflite-int8 (QAT, full-integer), tflite-fp16, tflite-fp32, onnx-int8 (QAT scales, int8 in ONNX Runtime) or onnx-fp32.")] = None,
+    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset of onnx-* targets (13-18, default 17).")] = None,
+    data: DataOpt = None,
+    backbone: BackboneOpt = None,
+    input_size: InputSizeOpt = None,
+    alpha: AlphaOpt = None,
+    weights: WeightsOpt = None,
+    config: ConfigOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Root of build folders (default: build); writes <out>/<name>/<target>/.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Build name (default: the data folder's name).")] = None,
+    mode: Annotated[QuantMode | None, typer.Option("--mode", help="int8 ranges from QAT (default) or post-training calibration (ptq).")] = None,
+    qat_epochs: Annotated[int | None, typer.Option("--qat-epochs", help="QAT epochs (default 3).")] = None,
+    io_dtype: Annotated[IODType | None, typer.Option("--io-dtype", help="Input/output dtype of int8 models.")] = None,
+    val: ValOpt = None,
+    val_split: ValSplitOpt = None,
+    seed: SeedOpt = None,
+    batch_size: BatchOpt = None,
+    head_epochs: HeadEpochsOpt = None,
+    fine_tune_epochs: FineEpochsOpt = None,
+    unfreeze: UnfreezeOpt = None,
+    unfreeze_from: UnfreezeFromOpt = None,
+    unfreeze_blocks: UnfreezeBlocksOpt = None,
+    augment: AugmentOpt = None,
+    clean_epochs: CleanEpochsOpt = None,
+    strict: StrictOpt = None,
+    package: Annotated[list[PackageFor] | None, typer.Option("--package", help="Also bundle the artifact for apps into <target>/package-<for>/: c (TFLite Micro, needs tflite-int8), android, ios, python; repeat for several. Budgets: [package] in --config.", show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved configuration and exit.")] = False,
+    deterministic: DeterministicOpt = False,
+    trust_model: TrustModelOpt = False,
+    force: ForceOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """The whole pipeline: train -> QAT -> export -> verify -> benchmark, into one output folder."""
+    setup_logging(verbose)
+    with errors_as_exit():
+        requires_training_stack("build")
+        flags = training_flags(data, backbone, input_size, alpha, weights, val, val_split, seed, batch_size, head_epochs, fine_tune_epochs, unfreeze, unfreeze_from, augment, strict, unfreeze_blocks, clean_epochs)
+        flags.update({
+            "train.deterministic": True if deterministic else None,
+            "target": target, "out": str(out) if out else None, "name": name,
+            "qat.mode": mode.value if mode else None, "qat.epochs": qat_epochs,
+            "export.io_dtype": io_dtype.value if io_dtype else None, "export.opset": opset,
+            "package.targets": [p.value for p in package] if package else None,
+        })
+        cfg = resolve(config, flags)
+        # the pipeline (pydantic, numpy, TensorFlow for the backbone checks): imported when the command runs, not for --help
+        from edgetl.pipeline import api
+        from edgetl.pipeline.build import check_build
+
+        check_build(cfg)
+        if dry_run:
+            console.print_json(json.dumps(cfg.to_toml_dict()))
+            return
+        with RichProgress() as progress:
+            result = api.build(cfg, force=force, progress=progress, trust_model=trust_model)
+        print_build_summary(result)
+
+
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the generated images and the build.")] = Path("edgetl-demo"),
+    images_per_class: Annotated[int, typer.Option("--images-per-class", help="Generated images per shape class.")] = 250,
+    force: ForceOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Generate a small shapes dataset (real PNG files) and run the whole int8 build on it."""
+    setup_logging(verbose)
+    with errors_as_exit():
+        requires_training_stack("demo")
+        # the pipeline (TensorFlow once the build runs): imported when the command runs, not for --help
+        from edgetl.pipeline.demo import run_demo
+
+        start = time.perf_counter()
+        with RichProgress() as progress:
+            result = run_demo(out, images_per_class=images_per_class, force=force, progress=progress)
+        print_build_summary(result, time.perf_counter() - start)
+
+
+def print_build_summary(result, elapsed_s: float | None = None) -> None:
+    """The accuracy table (float, PTQ, QAT, the artifact) and the artifact's latency table."""
+    names = {"litert": "LiteRT", "onnxruntime": "ONNX Runtime"}
+    s = result.summary
+    runtime = names.get(s.get("runtime", "litert"), s.get("runtime"))
+    other = s.get("companion")
+    t = Table(title=f"edgetl build -> {display_safe(result.out_dir)}")
+    for col, justify in (("model", "left"), ("runtime", "left"), ("top-1", "right"), ("p50 ms, 1 thread", "right")):
+        t.add_column(col, justify=justify)
+    t.add_row("float", "Keras", pct(s["float_top1"]), "")
+    if s.get("ptq_top1") is not None:
+        t.add_row("PTQ int8", "LiteRT", pct(s["ptq_top1"]), "")
+    if s["source"] == "qat":
+        t.add_row("QAT", "Keras", pct(s["source_keras_top1"]), "")
+
+    def p50(latency):
+        return next((f"{e['stats']['p50_ms']:.3f}" for e in latency if e["threads"] == 1), "")
+
+    t.add_row(result.target, runtime, pct(s["artifact_top1"]), p50(s["latency"]))
+    if other:
+        t.add_row(f"{other['target']} (same scales)", names.get(other["runtime"], other["runtime"]), pct(other["artifact_top1"]), p50(other["latency"]))
+    console.print(t)
+    lat = Table(title=f"{Path(s['artifact']).name}: {s['size_bytes'] / 1024:.1f} KiB, {runtime} latency (ms, batch 1)")
+    for col in ("threads", "p50", "p90", "p99"):
+        lat.add_column(col, justify="right")
+    for entry in s["latency"]:
+        st = entry["stats"]
+        lat.add_row(str(entry["threads"]), f"{st['p50_ms']:.3f}", f"{st['p90_ms']:.3f}", f"{st['p99_ms']:.3f}")
+    console.print(lat)
+    if elapsed_s is not None:
+        console.print(f"done in {elapsed_s:.0f} s; report: {display_safe(result.out_dir / 'report.md')}")
+    else:
+        console.print(f"report: {display_safe(result.out_dir / 'report.md')}")

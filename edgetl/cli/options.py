@@ -1,0 +1,72 @@
+"""Options that mean the same thing in every command that takes them, and flags -> configuration.
+
+Each ``*Opt`` is an ``Annotated`` type: a command declares ``data: DataOpt = None`` and gets the
+same flag name and help text as every other command with ``--data``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+DataOpt = Annotated[Path | None, typer.Option("--data", help="Image folder with one subfolder per class (class name = folder name).")]
+BackboneOpt = Annotated[str | None, typer.Option("--model", help="Backbone to fine-tune (see `edgetl backbones`), e.g. mobilenet_v2.")]
+InputSizeOpt = Annotated[int | None, typer.Option("--input-size", help="Square input size in pixels (default: the backbone recipe's).")]
+AlphaOpt = Annotated[float | None, typer.Option("--alpha", help="MobileNet width multiplier, e.g. 0.35, 0.5, 1.0.")]
+WeightsOpt = Annotated[
+    str | None,
+    typer.Option("--weights", help="'imagenet' (from ~/.keras/models, downloaded if online), 'none' (train from scratch) or a path to a .h5 weights file."),
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="edgetl.toml with any of the settings; flags override it.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an output folder that holds a different run or build.")]
+StrictOpt = Annotated[bool | None, typer.Option("--strict", help="Fail on unreadable image files instead of skipping them.")]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-v info, -vv debug).")]
+TrustModelOpt = Annotated[
+    bool,
+    typer.Option("--trust-model", help="Load a Keras model even if it carries Python code (Lambda layers, custom modules), which then runs: only for files you trust."),
+]
+DeterministicOpt = Annotated[
+    bool,
+    typer.Option("--deterministic", help="TensorFlow op determinism: the same --seed gives the same weights, metrics and model bytes (slower). Default: [train] deterministic, else off."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
+
+# Training options shared by `train` and `build`.
+ValOpt = Annotated[Path | None, typer.Option("--val", help="Separate validation folder (same classes); default: a seeded split of --data.")]
+ValSplitOpt = Annotated[float | None, typer.Option("--val-split", help="Fraction of --data held out for validation (default 0.2).")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed for the split, shuffling and initialisation (default 42).")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Training batch size (default 32).")]
+HeadEpochsOpt = Annotated[int | None, typer.Option("--head-epochs", help="Phase 1 epochs: new head on the frozen backbone.")]
+FineEpochsOpt = Annotated[int | None, typer.Option("--fine-tune-epochs", help="Phase 2 epochs (early stopping on validation loss).")]
+UnfreezeOpt = Annotated[int | None, typer.Option("--unfreeze", help="Phase 2 trains the top N backbone layers (default: from the backbone's recipe block).")]
+UnfreezeFromOpt = Annotated[str | None, typer.Option("--unfreeze-from", help="Phase 2 trains from this layer name to the top, e.g. block_13_expand.")]
+UnfreezeBlocksOpt = Annotated[int | None, typer.Option("--unfreeze-blocks", help="Phase 2 trains the top N blocks of the backbone (blocks as `edgetl backbones` names them).")]
+AugmentOpt = Annotated[bool | None, typer.Option("--augment/--no-augment", help="Light augmentation (flip, rotation, zoom, contrast) in phase 2; on by default.")]
+CleanEpochsOpt = Annotated[int | None, typer.Option("--clean-epochs", help="Phase 3 after an augmented phase 2: epochs on un-augmented images, BatchNorm frozen, kept only if validation loss falls (default 3; 0: off).")]
+
+
+def training_flags(
+    data: Path | None, backbone: str | None, input_size: int | None, alpha: float | None, weights: str | None,
+    val: Path | None, val_split: float | None, seed: int | None, batch_size: int | None, head_epochs: int | None,
+    fine_tune_epochs: int | None, unfreeze: int | None, unfreeze_from: str | None, augment: bool | None, strict: bool | None,
+    unfreeze_blocks: int | None = None, clean_epochs: int | None = None,
+) -> dict[str, Any]:
+    """The training options as dotted configuration keys (``None``: not given on the command line)."""
+    return {
+        "data.path": str(data) if data else None, "model.name": backbone, "model.input_size": input_size,
+        "model.alpha": alpha, "model.weights": weights, "data.val_path": str(val) if val else None,
+        "data.val_split": val_split, "data.seed": seed, "data.batch_size": batch_size,
+        "train.head_epochs": head_epochs, "train.fine_tune_epochs": fine_tune_epochs,
+        "train.unfreeze": unfreeze, "train.unfreeze_from": unfreeze_from, "train.unfreeze_blocks": unfreeze_blocks,
+        "train.augment": augment, "train.clean_epochs": clean_epochs,
+        "data.strict": strict,
+    }
+
+
+def resolve(config: Path | None, flags: dict[str, Any]):
+    """The build configuration from ``--config`` (TOML) with the given flags layered on top."""
+    from edgetl.pipeline.config import resolve_config  # pydantic: imported when a command runs (keeps --help fast)
+
+    return resolve_config(config, flags)

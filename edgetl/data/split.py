@@ -1,0 +1,203 @@
+"""Decoded image sets: the stratified train/validation split of a data folder, and a whole folder for evaluation.
+
+:func:`load_split` loads training and validation images (a separate ``val_path`` folder, or a
+seeded, stratified :func:`split_indices` of one folder); :func:`load_eval_set` loads a folder whose
+classes must be among a model's. Both decode each image once, through :mod:`edgetl.data.folder`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgetl.core.errors import ConfigError, DataError
+from edgetl.data.folder import class_dirs, scan_and_load
+from edgetl.data.images import SkippedFile, check_input_size, image_pixel_limit
+
+if TYPE_CHECKING:
+    from edgetl.core.config import DataConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ImageData:
+    """Decoded images and their labels.
+
+    Attributes:
+        x: uint8 pixels, shape ``(N, input_size, input_size, 3)``, RGB.
+        y: int64 class indices, shape ``(N,)``.
+        paths: the file each row came from.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    paths: list[Path]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+@dataclass
+class SplitData:
+    """Training and validation images of one data folder (or of a folder and its ``val_path``)."""
+
+    train: ImageData
+    val: ImageData
+    class_names: list[str]
+    skipped: list[SkippedFile]
+
+
+def split_indices(labels: np.ndarray | Sequence[int], val_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train/validation split of sample indices, the same for the same seed.
+
+    Each class with ``n >= 2`` images gives ``round(n * val_split)`` of them to validation, at least 1 and
+    at most ``n - 1``; a class with a single image goes to training only.
+
+    Args:
+        labels: class index of each sample.
+        val_split: fraction in (0, 1) held out for validation.
+        seed: random seed.
+
+    Returns:
+        ``(train_indices, val_indices)``, int64, each sorted ascending.
+
+    Raises:
+        ConfigError: ``val_split`` is not in (0, 1).
+        DataError: no labels, or no class has 2 images so validation would be empty.
+    """
+    if not 0.0 < float(val_split) < 1.0:
+        raise ConfigError(f"val_split={val_split!r} must be between 0 and 1 (exclusive), e.g. 0.2")
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.size == 0:
+        raise DataError("no images to split; add images to the class folders")
+    rng = np.random.default_rng(seed)
+    train: list[np.ndarray] = []
+    val: list[np.ndarray] = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        n = members.size
+        n_val = 0 if n < 2 else min(max(int(np.floor(n * val_split + 0.5)), 1), n - 1)
+        val.append(members[:n_val])
+        train.append(members[n_val:])
+    val_idx = np.sort(np.concatenate(val)).astype(np.int64)
+    if val_idx.size == 0:
+        raise DataError(
+            "every class has a single image, so the validation split would be empty; "
+            "add images or give a separate validation folder (data.val_path)"
+        )
+    return np.sort(np.concatenate(train)).astype(np.int64), val_idx
+
+
+def _subset(x: np.ndarray, y: np.ndarray, paths: list[Path], idx: np.ndarray) -> ImageData:
+    return ImageData(x=x[idx], y=y[idx], paths=[paths[i] for i in idx])
+
+
+def load_split(data: DataConfig, input_size: int, *, resize: str = "bilinear") -> SplitData:
+    """Load a data folder as training and validation images (see :func:`_load_split`), decoding
+    with ``data.max_image_pixels`` as the pixel limit when it is set."""
+    with image_pixel_limit(getattr(data, "max_image_pixels", None)):
+        return _load_split(data, input_size, resize=resize)
+
+
+def _load_split(data: DataConfig, input_size: int, *, resize: str = "bilinear") -> SplitData:
+    """Load a data folder as training and validation images.
+
+    Args:
+        data: the :class:`~edgetl.core.config.DataConfig`; uses ``path``, ``val_path``, ``val_split``, ``seed``
+            and ``strict``. With ``val_path`` set, that folder is the validation set and must have the
+            same class folders as ``path``; otherwise ``val_split`` of each class is held out.
+        input_size: height and width images are resized to.
+        resize: filter name, one of :data:`RESAMPLING`.
+
+    Returns:
+        The :class:`SplitData`; ``skipped`` lists the files of both folders that were not used.
+
+    Raises:
+        DataError: no ``path``; any problem :func:`~edgetl.data.folder.scan_folder` raises for; ``val_path`` classes differ.
+        ConfigError: bad ``input_size``, ``resize`` or ``val_split``.
+    """
+    if data.path is None:
+        raise DataError("no data folder given; set data.path (or pass the folder on the command line)")
+    check_input_size(input_size)
+    root = Path(data.path)
+    if data.val_path is not None:
+        val_root = Path(data.val_path)
+        train_classes = [d.name for d in class_dirs(root)]
+        val_classes = [d.name for d in class_dirs(val_root)]
+        if train_classes != val_classes:
+            missing = sorted(set(train_classes) - set(val_classes))
+            extra = sorted(set(val_classes) - set(train_classes))
+            raise DataError(
+                f"validation folder {val_root} has different classes from {root} "
+                f"(missing: {missing}, extra: {extra}); give both folders the same class subfolders"
+            )
+        train_scan, train_x = scan_and_load(
+            root, strict=data.strict, class_names=None, verify=True, input_size=input_size, resize=resize
+        )
+        val_scan, val_x = scan_and_load(
+            val_root,
+            strict=data.strict,
+            class_names=train_scan.class_names,
+            verify=True,
+            input_size=input_size,
+            resize=resize,
+        )
+        split = SplitData(
+            train=ImageData(train_x, train_scan.labels, train_scan.paths),  # type: ignore[arg-type]
+            val=ImageData(val_x, val_scan.labels, val_scan.paths),  # type: ignore[arg-type]
+            class_names=train_scan.class_names,
+            skipped=train_scan.skipped + val_scan.skipped,
+        )
+    else:
+        scan, x = scan_and_load(root, strict=data.strict, class_names=None, verify=True, input_size=input_size, resize=resize)
+        train_idx, val_idx = split_indices(scan.labels, data.val_split, data.seed)
+        split = SplitData(
+            train=_subset(x, scan.labels, scan.paths, train_idx),  # type: ignore[arg-type]
+            val=_subset(x, scan.labels, scan.paths, val_idx),  # type: ignore[arg-type]
+            class_names=scan.class_names,
+            skipped=scan.skipped,
+        )
+    logger.info(
+        "loaded %d training and %d validation images of %d classes from %s",
+        len(split.train),
+        len(split.val),
+        len(split.class_names),
+        root,
+    )
+    return split
+
+
+def load_eval_set(
+    root: str | Path,
+    input_size: int,
+    class_names: list[str] | None = None,
+    strict: bool = False,
+    *,
+    resize: str = "bilinear",
+) -> tuple[ImageData, list[SkippedFile]]:
+    """Load a whole folder for evaluation.
+
+    Args:
+        root: folder with one subfolder per class.
+        input_size: height and width images are resized to.
+        class_names: the model's classes; the folder's classes must be a subset and labels index into
+            this list. None: the folder's own (sorted) classes, at least 2.
+        strict: raise on any unreadable image file instead of skipping it.
+        resize: filter name, one of :data:`RESAMPLING`.
+
+    Returns:
+        ``(images, skipped_files)``.
+
+    Raises:
+        DataError: any problem :func:`~edgetl.data.folder.scan_folder` raises for, including a class folder not in ``class_names``.
+        ConfigError: bad ``input_size`` or ``resize``.
+    """
+    check_input_size(input_size)
+    scan, x = scan_and_load(root, strict=strict, class_names=class_names, verify=True, input_size=input_size, resize=resize)
+    return ImageData(x=x, y=scan.labels, paths=scan.paths), scan.skipped  # type: ignore[arg-type]

@@ -1,0 +1,52 @@
+"""Verification of an exported artifact against the Keras model it came from, as its target's
+registry entry says: fp32 must match to a max |diff| (else :class:`VerificationError`), quantized
+artifacts report their top-1 agreement (a warning below the entry's threshold)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.core.contract import PreprocessContract
+from edgetl.core.errors import VerificationError
+from edgetl.export.targets import MAX_ABS_DIFF, TargetSpec
+from edgetl.ml.model_io import predict_pixels
+from edgetl.runtime.formats import open_model
+
+log = logging.getLogger(__name__)
+
+
+def verify_artifact(
+    artifact: Path, target: TargetSpec, reference, pixels: np.ndarray, contract: PreprocessContract
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Run the reference Keras model and the artifact on the same images; compare.
+
+    A :data:`~edgetl.export.targets.MAX_ABS_DIFF` target must match to ``target.tolerance`` (else
+    :class:`VerificationError`, listing every mismatch at once); the others report their top-1
+    agreement and max difference, with a warning below ``target.tolerance`` agreement.
+
+    Returns:
+        The comparison, and the artifact's probabilities (for its accuracy, without a second run).
+    """
+    ref = predict_pixels(reference, pixels, contract)
+    out = open_model(artifact).predict(contract.normalize(pixels))
+    diff = np.abs(ref - out)
+    result = {
+        "images": int(len(pixels)),
+        "top1_agreement": float(np.mean(np.argmax(ref, 1) == np.argmax(out, 1))) if len(pixels) else float("nan"),
+        "max_abs_diff": float(diff.max()) if diff.size else 0.0,
+    }
+    if target.verify == MAX_ABS_DIFF:
+        tolerance = target.tolerance
+        if diff.size and diff.max() > tolerance:
+            bad = np.nonzero(diff.max(axis=1) > tolerance)[0]
+            raise VerificationError(
+                f"{artifact} differs from the Keras model on {len(bad)} of {len(pixels)} images (max |diff| {diff.max():.2e} > {tolerance}); "
+                "the converter changed the model: report it with the model's backbone and versions"
+            )
+    elif result["top1_agreement"] < target.tolerance:
+        log.warning("%s agrees with its source model on only %.1f%% of validation images", artifact, 100 * result["top1_agreement"])
+    return result, out

@@ -1,0 +1,312 @@
+"""The training phases and their schedules, used by :func:`edgetl.ml.train.train` and by QAT:
+which layers train in each phase (freeze, unfreeze the top blocks, BatchNorm handling), learning
+rates (fine-tune rate, cosine schedule), the tf.data input pipeline with augmentation, fitting with
+best-epoch weights, phase 1 on cached backbone features and phase 3 on clean images."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+from edgetl.core.config import BuildConfig
+from edgetl.core.contract import PreprocessContract
+from edgetl.core.errors import ConfigError
+from edgetl.core.progress import Progress
+from edgetl.data.split import ImageData, SplitData
+from edgetl.ml._keras import keras, tf
+from edgetl.ml.backbones import block_starts
+from edgetl.ml.backbones.spec import HEAD_LAYERS, BackboneSpec
+from edgetl.ml.model_io import predict_pixels
+from edgetl.ml.progress import keras_callback
+
+log = logging.getLogger(__name__)
+
+
+def from_scratch(config: BuildConfig) -> bool:
+    return config.model.weights.lower() == "none"
+
+
+def fine_tune_lr(config: BuildConfig) -> float:
+    """Phase 2 learning rate: as configured, else 10x below the head's for pretrained weights
+    (small steps keep ImageNet features) and the head's own when training from scratch."""
+    if config.train.fine_tune_lr is not None:
+        return config.train.fine_tune_lr
+    return config.train.head_lr if from_scratch(config) else config.train.head_lr / 10
+
+
+def cosine_lr(base: float, epochs: int, floor: float = 0.01):
+    """Epoch -> learning rate, from ``base`` at the first epoch to ``floor * base`` at the last."""
+
+    def rate(epoch: int, _current: float | None = None) -> float:
+        if epochs <= 1:
+            return base
+        progress = min(epoch, epochs - 1) / (epochs - 1)
+        return float(base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))))
+
+    return rate
+
+
+def is_batchnorm(layer) -> bool:
+    return isinstance(layer, keras().layers.BatchNormalization)
+
+
+def backbone_layers(model) -> list:
+    return [layer for layer in model.layers if layer.name not in HEAD_LAYERS]
+
+
+def unfreeze_index(model, spec: BackboneSpec, config: BuildConfig) -> int:
+    """Index into the backbone's layers from which phase 2 trains.
+
+    ``--unfreeze N`` counts layers from the top; ``--unfreeze-from NAME`` names the first one;
+    ``--unfreeze-blocks N`` takes the backbone's top N blocks (its registry entry names them); otherwise the backbone's default block boundary, or everything when training from scratch.
+
+    Raises:
+        ConfigError: an unknown layer name, or both options given.
+    """
+    layers = backbone_layers(model)
+    names = [layer.name for layer in layers]
+    train_cfg = config.train
+    if train_cfg.unfreeze is not None:
+        return max(0, len(layers) - train_cfg.unfreeze)
+    if train_cfg.unfreeze_blocks is not None:
+        blocks = block_starts(spec, names)
+        if not blocks:
+            raise ConfigError(f"{spec.name} has no named blocks; use --unfreeze N or --unfreeze-from LAYER")
+        count = min(train_cfg.unfreeze_blocks, len(blocks))
+        if train_cfg.unfreeze_blocks > len(blocks):
+            log.warning("%s has %d blocks; unfreezing all of them", spec.name, len(blocks))
+        return names.index(blocks[-count][1])
+    if train_cfg.unfreeze_from is None and from_scratch(config):
+        return 0
+    name = train_cfg.unfreeze_from or spec.unfreeze_from
+    if name not in names:
+        close = [n for n in names if n.split("_")[:2] == name.split("_")[:2]][:5] or names[-5:]
+        raise ConfigError(f"layer {name!r} is not in {spec.name}; layers look like: {', '.join(close)}")
+    return names.index(name)
+
+
+def freeze_backbone(model) -> None:
+    """Phase 1: only the head trains."""
+    for layer in model.layers:
+        layer.trainable = layer.name in HEAD_LAYERS
+
+
+def unfreeze_top(model, start: int, *, keep_batchnorm_frozen: bool) -> list[str]:
+    """Phase 2: backbone layers from ``start`` train (BatchNorm optionally kept frozen).
+
+    Returns:
+        Names of the backbone layers that train.
+    """
+    trainable = []
+    for index, layer in enumerate(backbone_layers(model)):
+        train_it = index >= start and not (keep_batchnorm_frozen and is_batchnorm(layer))
+        layer.trainable = train_it
+        if train_it and layer.weights:
+            trainable.append(layer.name)
+    for name in HEAD_LAYERS:
+        model.get_layer(name).trainable = True
+    return trainable
+
+
+def set_batchnorm_momentum(model, momentum: float) -> None:
+    for layer in model.layers:
+        if is_batchnorm(layer):
+            layer.momentum = momentum
+
+
+def reestimate_batchnorm(
+    model, pixels: np.ndarray, contract: PreprocessContract, batch_size: int = 64, max_images: int = 1024, seed: int = 0
+) -> None:
+    """Recompute BatchNorm moving statistics from training images; weights stay untouched.
+
+    Each batch runs once in training mode with momentum ``k/(k+1)``, so after ``n`` batches the
+    moving statistics are the plain average over all of them.
+    """
+    bns = [layer for layer in model.layers if is_batchnorm(layer)]
+    if not bns:
+        return
+    saved = [(layer.trainable, layer.momentum) for layer in bns]
+    for layer in bns:
+        layer.trainable = True  # tf_keras runs a frozen BatchNorm in inference mode
+    # Shuffled: batches of one class would average away the between-class variance.
+    order = np.random.default_rng(seed).permutation(len(pixels))[:max_images]
+    count = len(order)
+    batches = [pixels[order[i : i + batch_size]] for i in range(0, count, batch_size)]
+    for k, batch in enumerate(batches):
+        for layer in bns:
+            layer.momentum = k / (k + 1)
+        model(contract.normalize(batch), training=True)
+    for layer, (trainable, momentum) in zip(bns, saved, strict=True):
+        layer.trainable = trainable
+        layer.momentum = momentum
+    log.info("re-estimated BatchNorm statistics of %d layers on %d images", len(bns), count)
+
+
+def augmenter(seed: int):
+    """Light augmentation on 0..255 pixels: flip, small rotation, zoom and contrast."""
+    k = keras()
+    return k.Sequential(
+        [
+            k.layers.RandomFlip("horizontal", seed=seed),
+            k.layers.RandomRotation(0.05, fill_mode="reflect", seed=seed + 1),
+            k.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 2),
+            k.layers.RandomContrast(0.1, seed=seed + 3),
+        ],
+        name="edgetl_augment",
+    )
+
+
+def make_dataset(images: ImageData, contract: PreprocessContract, batch_size: int, *, shuffle: bool, augment: bool, seed: int):
+    """A tf.data pipeline: uint8 pixels -> (augmented) -> normalized float32, batched."""
+    t = tf()
+    mean = np.asarray(contract.mean, dtype=np.float32)
+    std = np.asarray(contract.std, dtype=np.float32)
+    ds = t.data.Dataset.from_tensor_slices((images.x, images.y))
+    if shuffle:
+        ds = ds.shuffle(len(images.y), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    aug = augmenter(seed) if augment else None
+
+    def prepare(x, y):
+        x = t.cast(x, t.float32)
+        if aug is not None:
+            x = t.clip_by_value(aug(x, training=True), 0.0, 255.0)
+        return (x - mean) / std, y
+
+    return ds.map(prepare, num_parallel_calls=t.data.AUTOTUNE).prefetch(t.data.AUTOTUNE)
+
+
+def _compile(model, lr: float) -> None:
+    k = keras()
+    model.compile(optimizer=k.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+
+def _merge_history(total: dict[str, list[float]], phase: str, history: dict[str, list[float]]) -> None:
+    for key, values in history.items():
+        total.setdefault(key, []).extend(float(v) for v in values)
+    total.setdefault("phase", []).extend([phase] * len(next(iter(history.values()), [])))
+
+
+class BestWeights:
+    """Keep the weights of the epoch with the lowest validation loss (tf_keras' EarlyStopping
+    restores them only when it actually stops early). With ``baseline`` (the loss before
+    training), weights that never beat it are not kept: the model stays as it came in."""
+
+    def __new__(cls, monitor: str = "val_loss", baseline: float = np.inf):
+        class _Best(keras().callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.best = baseline
+                self.initial = None
+                self.weights = None
+                self.best_epoch = -1
+
+            def on_epoch_end(self, epoch, logs=None):
+                value = (logs or {}).get(monitor)
+                if value is not None and value < self.best:
+                    self.best, self.best_epoch = value, epoch
+                    self.weights = self.model.get_weights()
+
+            def on_train_begin(self, logs=None):
+                if np.isfinite(baseline):
+                    self.initial = self.model.get_weights()
+
+            def on_train_end(self, logs=None):
+                if self.weights is not None:
+                    self.model.set_weights(self.weights)
+                elif self.initial is not None:
+                    self.model.set_weights(self.initial)
+
+        return _Best()
+
+
+def fit_on_images(
+    model, split: SplitData, contract: PreprocessContract, config: BuildConfig, *, lr: float, epochs: int,
+    augment: bool, task: str, progress: Progress, callbacks: list | None = None, baseline: float = np.inf,
+) -> dict[str, list[float]]:
+    """Compile and fit on the split's images, validating on its held-out part; keep the best epoch
+    (or the incoming weights, if no epoch's validation loss beats ``baseline``)."""
+    _compile(model, lr)
+    batch, seed = config.data.batch_size, config.data.seed
+    fitted = model.fit(
+        make_dataset(split.train, contract, batch, shuffle=True, augment=augment, seed=seed),
+        validation_data=make_dataset(split.val, contract, batch, shuffle=False, augment=False, seed=0),
+        epochs=epochs,
+        verbose=0,
+        callbacks=[BestWeights(baseline=baseline), *(callbacks or []), keras_callback(progress, task, epochs)],
+    )
+    return {k: [float(v) for v in values] for k, values in fitted.history.items()}
+
+
+def validation_loss(model, split: SplitData, contract: PreprocessContract, batch_size: int) -> float:
+    """Mean cross-entropy of ``model`` (inference mode) on the split's validation images."""
+    probs = predict_pixels(model, split.val.x, contract, batch_size)
+    return float(np.mean(keras().losses.sparse_categorical_crossentropy(split.val.y, probs)))
+
+
+def finish_clean(
+    model, split: SplitData, contract: PreprocessContract, config: BuildConfig, progress: Progress
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Phase 3: a few epochs on un-augmented images with BatchNorm in inference mode.
+
+    Phase 2's augmentation (resampled rotations and zooms) shifts the training images away from
+    the ones the model meets in use, and QAT afterwards fine-tunes on un-augmented images with
+    BatchNorm frozen. Finishing the float model under the same conditions makes the float model
+    better where that shift matters and makes "QAT int8 vs float" measure quantization alone.
+    The epochs are kept only if they lower validation loss.
+
+    Returns:
+        The epochs' history, and a summary (learning rate, validation loss before and after, kept).
+    """
+    lr = config.train.clean_lr if config.train.clean_lr is not None else fine_tune_lr(config) / 10
+    bns = [layer for layer in model.layers if is_batchnorm(layer)]
+    saved = [layer.trainable for layer in bns]
+    for layer in bns:
+        layer.trainable = False  # tf_keras runs a non-trainable BatchNorm in inference mode
+    before = validation_loss(model, split, contract, max(config.data.batch_size, 64))
+    fitted = fit_on_images(
+        model, split, contract, config, lr=lr, epochs=config.train.clean_epochs, augment=False,
+        task="phase 3 (clean)", progress=progress, baseline=before,
+    )
+    after = validation_loss(model, split, contract, max(config.data.batch_size, 64))
+    for layer, trainable in zip(bns, saved, strict=True):
+        layer.trainable = trainable
+    kept = after < before
+    log.info(
+        "phase 3: %d epochs without augmentation at %g, BatchNorm in inference mode; validation loss %.4f -> %.4f (%s)",
+        config.train.clean_epochs, lr, before, min(fitted.get("val_loss", [before])), "kept" if kept else "not kept: phase 2's weights stay",
+    )
+    return fitted, {"epochs": config.train.clean_epochs, "lr": lr, "val_loss_before": before, "val_loss_after": after, "kept": kept}
+
+
+def train_head_on_features(model, split: SplitData, contract: PreprocessContract, config: BuildConfig, progress: Progress) -> dict[str, list[float]]:
+    """Phase 1 without augmentation: backbone features computed once, head trained on them."""
+    k = keras()
+    pool = model.get_layer("edgetl_pool")
+    extractor = k.Model(model.input, pool.output)
+    batch = config.data.batch_size
+    progress("features", 0, 2, "computing backbone features once")
+    train_features = predict_pixels(extractor, split.train.x, contract, max(batch, 64))
+    progress("features", 1, 2, "")
+    val_features = predict_pixels(extractor, split.val.x, contract, max(batch, 64))
+    progress("features", 2, 2, "")
+
+    feature_in = k.Input(shape=train_features.shape[1:], name="edgetl_features")
+    head_out = model.get_layer("edgetl_logits")(model.get_layer("edgetl_dropout")(feature_in))
+    head = k.Model(feature_in, head_out, name="edgetl_head")  # shares the head's layers
+    _compile(head, config.train.head_lr)
+    best = BestWeights()
+    history = head.fit(
+        train_features,
+        split.train.y,
+        validation_data=(val_features, split.val.y),
+        epochs=config.train.head_epochs,
+        batch_size=batch,
+        shuffle=True,
+        verbose=0,
+        callbacks=[best, keras_callback(progress, "phase 1 (head, cached features)", config.train.head_epochs)],
+    )
+    return history.history
