@@ -5,7 +5,7 @@
 Seed models are small real ones (TensorFlow's converter for the int8 .tflite, the onnx helper for the
 .onnx); the mutations (bit flips, truncation, zeroed regions, inflated or shifted integers, NaN floats,
 garbage appended, spliced regions, an empty file, a folder named like a model) are in
-tests/helpers.py, shared with the default-suite test tests/unit/test_security_fuzz.py. Each file
+tests/helpers.py, shared with the default-suite test tests/unit/runtime/test_security_fuzz.py. Each file
 goes through each command in a worker process that calls the CLI in-process; the counts per command
 and outcome are printed (ok and error are the acceptable outcomes; noisy-error, traceback, crash and
 hang are defects, listed by file).

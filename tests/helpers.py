@@ -1,6 +1,6 @@
 """The tests' shared helpers, in one place (test modules never import each other).
 
-- Fuzzing (tests/unit/test_security_fuzz.py and benchmarks/fuzz.py): mutations of model files are
+- Fuzzing (tests/unit/runtime/test_security_fuzz.py and benchmarks/fuzz.py): mutations of model files are
   plain byte edits of a seed file, seeded, so a failing case is reproduced from
   ``(seed file, mutation name, seed)`` alone.
 - Tiny models built without edgetl (ONNX graphs, TFLite flatbuffers, a small Keras model), the
@@ -651,27 +651,38 @@ def tiny_config(data: Path, **sections):
 TRAINING_MODULES = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "tf2onnx")
 
 
-def import_blocker(blocked: tuple[str, ...] = TRAINING_MODULES, *, log_env: str | None = None) -> str:
-    """Python source that makes ``blocked`` packages unimportable (ImportError) in the process that runs it.
+def import_blocker(blocked: tuple[str, ...] = TRAINING_MODULES, *, log_env: str | None = None, report_attempts: bool = False) -> str:
+    """Python source that makes ``blocked`` packages unimportable in the process that runs it, as if
+    they were not installed (``ModuleNotFoundError``).
 
     Put it at the top of a ``python -c`` script, or write it as ``sitecustomize.py`` in a folder on
     ``PYTHONPATH`` to reach child processes too (:func:`blocker_site`). With ``log_env``, every
     process that installs it appends its pid to the file named by that environment variable, so a
-    test can check that the blocker really reached the processes it meant to.
+    test can check that the blocker reached the processes it meant to. With ``report_attempts``,
+    the process prints ``BLOCKED IMPORTS: ...`` to stderr at exit if anything tried to import a
+    blocked package (a device command must not even try).
     """
     log = (
         f"with open(os.environ[{log_env!r}], 'a') as _log:\n    _log.write(f'{{os.getpid()}}\\n')\n" if log_env else ""
+    )
+    report = (
+        "import atexit\n"
+        "atexit.register(lambda: _BlockImports.attempts and print('BLOCKED IMPORTS: ' + ', '.join(sorted(set(_BlockImports.attempts))), file=sys.stderr))\n"
+        if report_attempts else ""
     )
     return (
         "import os\nimport sys\n"
         + log
         + "class _BlockImports:\n"
         f"    blocked = {tuple(blocked)!r}\n"
+        "    attempts = []\n"
         "    def find_spec(self, name, path=None, target=None):\n"
         "        if name.split('.')[0] in self.blocked:\n"
-        "            raise ImportError(f'blocked for this test: {name}')\n"
+        "            self.attempts.append(name)\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r} (blocked for this test)', name=name)\n"
         "        return None\n"
         "sys.meta_path.insert(0, _BlockImports())\n"
+        + report
     )
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgetl.core.errors import ConfigError
 from edgetl.core.types import IODType, LRSchedule, PackageFor, QuantMode
+from edgetl.core.units import parse_margin, parse_size
 
 #: Upper bounds that keep a typo (10**13 epochs, 10**12 runs) from being accepted and running for ever.
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 16, 1024
@@ -171,8 +172,6 @@ class PackageConfig(_Section):
     @classmethod
     def _size(cls, value: str | None) -> str | None:
         if value is not None:
-            from edgetl.core.units import parse_size
-
             try:
                 parse_size(value)
             except ConfigError as exc:
@@ -183,8 +182,6 @@ class PackageConfig(_Section):
     @classmethod
     def _margin(cls, value: str | None) -> str | None:
         if value is not None:
-            from edgetl.core.units import parse_margin
-
             try:
                 parse_margin(value)
             except ConfigError as exc:

@@ -16,9 +16,10 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from edgetl import __version__
 from edgetl.core.contract import PreprocessContract, check_class_names
 from edgetl.core.errors import ArtifactError
-from edgetl.core.fs import MARKER, read_json
+from edgetl.core.fs import MARKER, read_json, write_json, write_text
 from edgetl.core.text import shown
 
 SCHEMA_VERSION = 1
@@ -162,8 +163,6 @@ class ArtifactMetadata:
 
     def write(self, folder: Path) -> Path:
         """Write ``<folder>/edgetl.json`` (atomically); it marks the folder complete, so it goes last."""
-        from edgetl.core.fs import write_json
-
         path = Path(folder) / MARKER
         write_json(path, self.to_json())
         return path
@@ -237,8 +236,6 @@ def embedded_metadata(class_names: list[str], contract: PreprocessContract, *, t
 
     Deterministic (no time stamps, sorted keys), so exporting the same model twice gives the same bytes.
     """
-    from edgetl import __version__
-
     class_names = check_class_names(class_names, source="the class names being embedded")
     data = {
         "format": EMBEDDED_FORMAT,
@@ -286,6 +283,4 @@ def labels_text(class_names: list[str]) -> str:
 
 
 def write_labels(path: Path, class_names: list[str]) -> Path:
-    from edgetl.core.fs import write_text
-
     return write_text(path, labels_text(class_names))

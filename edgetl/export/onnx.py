@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from edgetl import __version__
 from edgetl.core import fs as _fs
 from edgetl.core.contract import PreprocessContract
 from edgetl.core.errors import ConfigError, ExportError, MissingDependencyError
@@ -172,8 +173,6 @@ def write_onnx(onnx_model, path: Path, *, metadata: dict[str, Any], what: str) -
 
 def onnx_metadata(*, target: str, class_names: list[str], contract: PreprocessContract, route: str) -> dict[str, Any]:
     """What an app or ``edgetl eval`` needs from the file alone (``metadata_props``)."""
-    from edgetl import __version__
-
     return {
         "edgetl.version": __version__,
         "edgetl.target": target,

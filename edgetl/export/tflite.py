@@ -9,7 +9,7 @@ The converter gets the model as one frozen inference function, not through
 tracing every layer's call functions for serialization, and loads it back, which was 90% of an
 export's time (tiny MobileNetV2 QAT model: 43.7 s -> 4.2 s; float int8/fp32/fp16: 16-18 s -> 1.1 s).
 The flatbuffers are op for op, tensor for tensor and weight for weight the same (checked in
-``tests/unit/test_tflite_convert.py``); if freezing fails for some model, the SavedModel route is
+``tests/unit/export/test_tflite_convert.py``); if freezing fails for some model, the SavedModel route is
 used as before.
 """
 

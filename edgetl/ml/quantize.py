@@ -158,7 +158,8 @@ def _config_classes() -> dict[str, type]:
 
 def custom_objects(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Everything a saved edgetl QAT model needs to load: configs and edgetl layers."""
-    from edgetl.ml.backbones.layers import custom_objects as layer_objects  # defines Keras layers: imports TensorFlow
+    # defines Keras layers: imports TensorFlow
+    from edgetl.ml.backbones.layers import custom_objects as layer_objects
 
     objects = dict(layer_objects())
     objects.update(_config_classes())

@@ -13,6 +13,8 @@ from typing import Any
 
 from edgetl.core.config import validate
 from edgetl.core.progress import Progress, log_progress
+from edgetl.data.synthetic import make_shapes_dataset
+from edgetl.pipeline.build import build
 from edgetl.pipeline.config import deep_merge
 
 log = logging.getLogger(__name__)
@@ -32,8 +34,6 @@ DEMO_SETTINGS: dict[str, Any] = {
 
 def run_demo(out: Path, *, images_per_class: int = 250, force: bool = False, progress: Progress = log_progress, overrides: dict[str, Any] | None = None):
     """Generate ``out/data`` (if absent) and build ``out/build/shapes/tflite-int8``."""
-    from edgetl.data.synthetic import make_shapes_dataset
-    from edgetl.pipeline.build import build
 
     out = Path(out)
     data_dir = out / "data"

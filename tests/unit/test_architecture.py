@@ -41,7 +41,7 @@ def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
         while work:
             node, children = work[-1]
             for child in children:
-                if not child.startswith("edgetl"):
+                if child not in graph.modules:
                     continue
                 if child not in index:
                     index[child] = low[child] = counter

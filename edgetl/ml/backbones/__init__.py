@@ -30,7 +30,7 @@ def resolve_weights(spec: BackboneSpec, weights: str, alpha: float | None, input
 
     A file goes to tf_keras' ``load_weights``, which reads weight arrays only (HDF5 groups, or the
     ``model.weights.h5`` inside a ``.keras`` zip), never a model config, so a hostile file cannot
-    run code here (``tests/unit/test_security_keras.py`` checks it with a Lambda model).
+    run code here (``tests/unit/ml/test_security_keras.py`` checks it with a Lambda model).
 
     Returns:
         ``"imagenet"``, ``None`` (random init) or an existing file path.
@@ -94,6 +94,7 @@ def build_classifier(
     The head is global average pooling, dropout and a dense softmax, named ``edgetl_pool``,
     ``edgetl_dropout`` and ``edgetl_logits`` so later stages can find it.
     """
+    # TensorFlow loads here, when a model is built, not when backbones are listed
     from edgetl.ml._keras import keras
 
     k = keras()
@@ -122,6 +123,7 @@ def count_macs(model) -> int:
     Counts convolutions (grouped and depthwise too) and dense layers, which hold nearly all of a
     MobileNet/EfficientNet's arithmetic; element-wise ops, pooling and BatchNorm are not counted.
     """
+    # TensorFlow loads here, when a model is built, not when backbones are listed
     from edgetl.ml._keras import keras
 
     k = keras()

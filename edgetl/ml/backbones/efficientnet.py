@@ -9,12 +9,14 @@ from edgetl.ml.backbones.spec import BACKBONES, BackboneSpec, BuiltBackbone
 
 
 def _stock_b0(input_size: int, alpha: float | None, weights: str | None) -> Any:
+    # TensorFlow loads here, when a model is built, not when backbones are listed
     from edgetl.ml._keras import keras
 
     return keras().applications.EfficientNetB0(input_shape=(input_size, input_size, 3), include_top=False, weights=weights)
 
 
 def _stock_v2b0(input_size: int, alpha: float | None, weights: str | None) -> Any:
+    # TensorFlow loads here, when a model is built, not when backbones are listed
     from edgetl.ml._keras import keras
 
     return keras().applications.EfficientNetV2B0(
@@ -24,6 +26,7 @@ def _stock_v2b0(input_size: int, alpha: float | None, weights: str | None) -> An
 
 def _builder(stock_builder, name: str):
     def build(input_size: int, alpha: float | None, weights: str | None) -> BuiltBackbone:
+        # imports TensorFlow when it runs
         from edgetl.ml.backbones.graph import to_edgetl_form
 
         stock = stock_builder(input_size, alpha, weights)

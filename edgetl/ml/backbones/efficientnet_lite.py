@@ -31,6 +31,7 @@ LITE_MEAN, LITE_STD = (127.0, 127.0, 127.0), (128.0, 128.0, 128.0)
 
 def efficientnet_lite0(input_size: int, alpha: float | None = None, weights: str | None = None) -> BuiltBackbone:
     """The headless EfficientNet-Lite0 graph; ``weights`` is None or an .h5 file (loaded by layer name)."""
+    # TensorFlow loads here, when a model is built, not when backbones are listed
     from edgetl.ml._keras import keras
 
     k = keras()

@@ -49,6 +49,7 @@ def _inbound(layer_config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _is_scaling(layer) -> bool:
+    # TensorFlow loads here, when a model is built, not when backbones are listed
     from edgetl.ml._keras import keras
 
     k = keras()
@@ -82,6 +83,7 @@ def measure_affine(model, last_layer: str, channels: int = 3) -> tuple[np.ndarra
     Raises:
         ConfigError: the sub-graph is not an affine map per channel (it mixes pixels or channels).
     """
+    # TensorFlow loads here, when a model is built, not when backbones are listed
     from edgetl.ml._keras import keras
 
     k = keras()
@@ -105,6 +107,7 @@ def exact_affine(model, prefix: list[str], channels: int = 3) -> tuple[np.ndarra
 
     Returns None for a layer whose constants it cannot read (the measured map is used then).
     """
+    # TensorFlow loads here, when a model is built, not when backbones are listed
     from edgetl.ml._keras import keras
 
     k = keras()
@@ -198,6 +201,7 @@ def _deterministic_names(model, layer_configs: list[dict[str, Any]]) -> dict[str
 
 def _hard_sigmoid_chains(model, layer_configs: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
     """``{add layer: (relu layer, multiply layer)}`` for every ``relu6(x + 3) * (1/6)`` chain."""
+    # TensorFlow loads here, when a model is built, not when backbones are listed
     from edgetl.ml._keras import keras
 
     relu = keras().layers.ReLU
@@ -246,8 +250,9 @@ def rebuild(
         input_name: name of the new input layer.
         name: the new model's name (default: the old one's).
     """
+    # TensorFlow loads here, when a model is built, not when backbones are listed
     from edgetl.ml._keras import keras
-    from edgetl.ml.backbones.layers import HardSigmoid, HardSwish
+    from edgetl.ml.backbones.layers import HardSigmoid, HardSwish  # defines Keras layers: imports TensorFlow
 
     k = keras()
     config = model.get_config()

@@ -11,6 +11,7 @@ _PRETRAINED_V2 = (96, 128, 160, 192, 224)
 
 
 def _mobilenet_v2(input_size: int, alpha: float | None, weights: str | None) -> BuiltBackbone:
+    # TensorFlow loads here, when a model is built, not when backbones are listed
     from edgetl.ml._keras import keras
 
     model = keras().applications.MobileNetV2(
@@ -51,6 +52,7 @@ BACKBONES.register(
 
 def _stock_v3(variant: str):
     def stock(input_size: int, alpha: float | None, weights: str | None) -> Any:
+        # TensorFlow loads here, when a model is built, not when backbones are listed
         from edgetl.ml._keras import keras
 
         cls = getattr(keras().applications, f"MobileNetV3{variant}")
@@ -66,6 +68,7 @@ def _v3_builder(variant: str):
     stock_builder = _stock_v3(variant)
 
     def build(input_size: int, alpha: float | None, weights: str | None) -> BuiltBackbone:
+        # imports TensorFlow when it runs
         from edgetl.ml.backbones.graph import to_edgetl_form
 
         stock = stock_builder(input_size, alpha, weights)

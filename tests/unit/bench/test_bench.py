@@ -23,7 +23,7 @@ from edgetl.bench.stats import BENCH_KIND, SCHEMA_VERSION, BenchResult, LatencyS
 from edgetl.core.errors import ArtifactError, ConfigError
 from tests.helpers import INPUT_SHAPE, blocker_site, build_onnx_model, build_tflite_models
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

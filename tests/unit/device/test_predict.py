@@ -24,7 +24,7 @@ from edgetl.device.evaluate import load_predictor
 from edgetl.device.predict import predict_images, top_k_of
 from tests.helpers import TRAINING_MODULES, _nhwc_onnx_classifier, assert_one_line_error, build_tflite, import_blocker
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 CLASSES = ["circle", "square", "star", "triangle"]
 runner = CliRunner()
 

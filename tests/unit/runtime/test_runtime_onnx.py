@@ -19,7 +19,7 @@ from edgetl.runtime.model import LoadedModel, TensorInfo
 from edgetl.runtime.onnxruntime import ORTModel
 from tests.helpers import ONNX_CHANNELS, ONNX_NUM_CLASSES, TRAINING_MODULES, build_onnx_model, import_blocker
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 NUM_CLASSES = ONNX_NUM_CLASSES
 CHANNELS = ONNX_CHANNELS
 #: The op types of :func:`build_onnx_model`'s graph, as ONNX Runtime runs them unoptimized.

@@ -52,7 +52,7 @@ def test_eval_keras_run_matches_training_accuracy(trained_run, shapes_dir):
 
 
 def test_eval_without_metadata_is_a_clear_error(tmp_path, shapes_dir):
-    # edgetl's own .tflite files carry their metadata (tests/unit/test_tflite_metadata.py); anyone else's need not
+    # edgetl's own .tflite files carry their metadata (tests/unit/runtime/test_tflite_metadata.py); anyone else's need not
     from tflite_micro.python.tflite_micro import runtime
 
     lone = tmp_path / "lone.tflite"

@@ -28,7 +28,7 @@ from edgetl.core.errors import ConfigError
 from tests.helpers import assert_one_line_error, build_onnx_model, build_tflite_models
 
 runner = CliRunner()
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 SSHD = "/usr/sbin/sshd"
 
 

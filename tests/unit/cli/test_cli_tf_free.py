@@ -12,24 +12,10 @@ import sys
 
 import pytest
 
-#: Installs the blocker, runs the CLI with the remaining arguments, and reports any blocked import.
-_BLOCKED_CLI = """
-import atexit, sys
-BLOCKED = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "tf2onnx")
-attempts = []
+from tests.helpers import import_blocker
 
-class Blocker:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            attempts.append(name)
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-sys.meta_path.insert(0, Blocker())
-atexit.register(lambda: attempts and print("BLOCKED IMPORTS: " + ", ".join(sorted(set(attempts))), file=sys.stderr))
-from edgetl.cli import main
-main(sys.argv[1:])
-"""
+#: Installs the blocker (reporting any attempt), then runs the CLI with the remaining arguments.
+_BLOCKED_CLI = import_blocker(report_attempts=True) + "from edgetl.cli import main\nmain(sys.argv[1:])\n"
 
 
 def run_without_tf(*args) -> subprocess.CompletedProcess:

@@ -18,7 +18,7 @@ from edgetl.ml.backbones import block_starts, build_backbone, build_classifier, 
 from edgetl.ml.backbones.spec import BACKBONES
 
 STOCK = [name for name, spec in BACKBONES.items() if spec.stock_builder is not None]
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _settle_batchnorm(model, size: int) -> None:

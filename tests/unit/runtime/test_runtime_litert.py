@@ -19,7 +19,7 @@ from edgetl.runtime.model import LoadedModel, TensorInfo
 from edgetl.runtime.tflite_file import _walk_model, verify_tflite_file
 from tests.helpers import INPUT_SHAPE, TFLITE_NUM_CLASSES, build_tflite_models
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 NUM_CLASSES = TFLITE_NUM_CLASSES
 
 
