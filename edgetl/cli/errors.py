@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ import typer
 
 from edgetl.cli.console import err_console
 from edgetl.core.errors import EdgetlError, MissingDependencyError
+from edgetl.core.install import TRAIN_INSTALL, TRAINING_MODULES, missing_modules
 from edgetl.core.text import display_safe
 
 #: Library parameter name -> the CLI flag that sets it. A library message that writes
@@ -37,9 +37,6 @@ PARAM_FLAGS: dict[str, str] = {
 # A parameter starts the message or follows a space, "(" or "`": never part of a path or a dotted key.
 _PARAM = re.compile(r"(?<![^\s(`])(" + "|".join(map(re.escape, sorted(PARAM_FLAGS, key=len, reverse=True))) + r")=")
 
-#: Import names of the training stack (``pip install "edgetl[train]"``).
-TRAINING_MODULES = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "tf2onnx")
-TRAIN_INSTALL = 'pip install "edgetl[train]"'
 
 
 def cli_message(exc: BaseException) -> str:
@@ -52,14 +49,7 @@ def requires_training_stack(command: str) -> None:
 
     Only looks the modules up (``importlib.util.find_spec``): nothing is imported.
     """
-    missing = []
-    for name in TRAINING_MODULES:
-        try:
-            found = importlib.util.find_spec(name) is not None
-        except (ImportError, ValueError):  # a broken or blocked install counts as missing
-            found = False
-        if not found:
-            missing.append(name)
+    missing = missing_modules(TRAINING_MODULES)
     if missing:
         raise MissingDependencyError(
             f"edgetl {command} needs the training stack ({', '.join(missing)} not installed); "

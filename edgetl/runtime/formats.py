@@ -15,7 +15,6 @@ TensorFlow, and a device install without it still evaluates ``.tflite`` and ``.o
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import os
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.core.errors import ArtifactError, ConfigError
+from edgetl.core.install import TRAIN_INSTALL, missing_modules
 from edgetl.core.metadata import (
     EMBEDDED_METADATA_NAME,
     ModelInfo,
@@ -37,9 +37,6 @@ from edgetl.runtime.litert import LiteRTModel, _litert_version
 from edgetl.runtime.model import LoadedModel
 from edgetl.runtime.onnxruntime import ORTModel, ort_version
 from edgetl.runtime.tflite_file import tflite_metadata
-
-#: What to install for the formats that need TensorFlow (training, Keras models).
-TRAIN_INSTALL = 'pip install "edgetl[train]"'
 
 
 @dataclass(frozen=True)
@@ -176,20 +173,13 @@ def model_info_for(artifact: Path) -> ModelInfo:
     return fmt.embedded_info(artifact)
 
 
-def _importable(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):  # an import hook refusing it, or a module set to None in sys.modules
-        return False
-
-
 def check_requirements(fmt: ArtifactFormat, artifact: Path, action: str = "evaluating") -> None:
     """Refuse early, in one line, when what ``fmt`` needs is not installed.
 
     Raises:
         ConfigError: a module of ``fmt.requires`` is missing; the message names ``fmt.install``.
     """
-    missing = [name for name in fmt.requires if not _importable(name)]
+    missing = missing_modules(fmt.requires)
     if missing:
         raise ConfigError(
             f"{action} {artifact} (a {fmt.name} model) needs {', '.join(missing)}, not installed here: {fmt.install}"
