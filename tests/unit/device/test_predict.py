@@ -123,10 +123,6 @@ def test_cli_table_json_folder_and_clamped_top_k(int8_export, images):
 
 def test_lone_tflite_reads_its_embedded_labels(int8_export, images, tmp_path):
     """A .tflite copied away from its edgetl.json predicts the same, from the metadata inside the flatbuffer."""
-    import edgetl.runtime.litert as litert
-
-    if not hasattr(litert, "tflite_metadata"):
-        pytest.skip("this tree's .tflite export does not embed edgetl metadata yet")
     path, _ = int8_export
     lone = tmp_path / "lone.tflite"
     shutil.copy(path, lone)
