@@ -60,7 +60,9 @@ def make_artifacts(out: Path, size: int) -> dict[str, Path]:
             return next(self.items, None)
 
     pre = out / "mnv2-fp32-pre.onnx"
-    quant_pre_process(str(paths["onnx-fp32"]), str(pre))
+    # ONNX's own shape inference is enough for this static-shape model; the symbolic pass needs
+    # sympy, which onnxruntime 1.32 no longer installs (the script failed without it).
+    quant_pre_process(str(paths["onnx-fp32"]), str(pre), skip_symbolic_shape=True)
     quantize_static(
         str(pre), str(paths["quantize_static"]), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
