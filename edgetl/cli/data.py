@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgetl.cli.console import console, setup_logging
+from edgetl.cli.console import console, err_console, setup_logging
 from edgetl.cli.errors import errors_as_exit
 from edgetl.cli.options import VerboseOpt
 from edgetl.core.text import display_safe
@@ -21,6 +21,14 @@ data_app = typer.Typer(help="Inspect image folders.", no_args_is_help=True)
 def data_check(
     directory: Annotated[Path, typer.Argument(help="Image folder to check (one subfolder per class).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Exit 1 when the folder is not fit to train on: unreadable files, fewer than 2 classes, a class "
+            "under 10 images, or the largest class over 10x the smallest (for CI gates).",
+        ),
+    ] = False,
     verbose: VerboseOpt = 0,
 ) -> None:
     """Report classes, images per class, sizes and modes, imbalance, and unreadable files."""
@@ -41,8 +49,12 @@ def data_check(
         }
         problems = scan.problems()
         report["problems"] = problems
+        failures = scan.strict_failures() if strict else []
+        if strict:
+            report["strict_failures"] = failures
         if as_json:
             console.print_json(json.dumps(report))
+            _fail_if_strict(failures)
             return
         t = Table(title=f"{display_safe(scan.root)}: {len(scan.class_names)} classes, {report['images']} readable images")
         t.add_column("class")
@@ -63,3 +75,11 @@ def data_check(
                 console.print(f"  ... and {len(scan.skipped) - 20} more (see --json)")
         for p in problems:
             console.print(f"[yellow]warning:[/] {display_safe(p)}", highlight=False)
+        _fail_if_strict(failures)
+
+
+def _fail_if_strict(failures: list[str]) -> None:
+    """``--strict``: one line on stderr naming every failure, exit 1."""
+    if failures:
+        err_console.print(f"[bold red]error:[/] --strict: {display_safe('; '.join(failures))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)

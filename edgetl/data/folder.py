@@ -24,6 +24,12 @@ from edgetl.data.images import IMAGE_SUFFIXES, SkippedFile, decode_all, describe
 logger = logging.getLogger(__name__)
 
 
+#: ``data check --strict``: a class needs at least this many readable images ...
+STRICT_MIN_IMAGES = 10
+#: ... and the largest class at most this many times the smallest.
+STRICT_MAX_IMBALANCE = 10.0
+
+
 @dataclass
 class FolderScan:
     """What a data folder holds: its classes, readable images and the files that were skipped.
@@ -73,6 +79,27 @@ class FolderScan:
             found.append("fewer than 2 classes: a classifier needs at least 2")
         if not self.empty_classes and self.imbalance > 3:  # an empty class is reported above, not as imbalance
             found.append(f"classes are imbalanced ({self.imbalance:.1f}x): consider more images for the small ones")
+        return found
+
+    def strict_failures(self, *, min_images: int = STRICT_MIN_IMAGES, max_imbalance: float = STRICT_MAX_IMBALANCE) -> list[str]:
+        """What ``edgetl data check --strict`` fails on (empty for a folder fit to train on), one line each:
+        unreadable files, fewer than 2 classes, empty classes or classes under ``min_images``, and a
+        largest/smallest class ratio over ``max_imbalance``."""
+        found = []
+        if self.skipped:
+            found.append(f"{len(self.skipped)} unreadable or unused file(s), e.g. {self.skipped[0].path.name}: fix or remove them")
+        if len(self.class_names) < 2:
+            found.append(f"{len(self.class_names)} class(es): a classifier needs at least 2")
+        small = [f"{name} ({count})" for name, count in self.counts.items() if count < min_images]
+        if small:
+            found.append(f"class(es) with fewer than {min_images} images: {', '.join(small[:5])}{' ...' if len(small) > 5 else ''}")
+        if not small and self.counts and self.imbalance > max_imbalance:
+            largest = max(self.counts, key=self.counts.get)
+            smallest = min(self.counts, key=self.counts.get)
+            found.append(
+                f"classes are imbalanced {self.imbalance:.1f}x (over {max_imbalance:g}x): "
+                f"{largest} has {self.counts[largest]} images, {smallest} {self.counts[smallest]}"
+            )
         return found
 
 
