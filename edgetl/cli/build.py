@@ -68,7 +68,7 @@ def build(
     augment: AugmentOpt = None,
     clean_epochs: CleanEpochsOpt = None,
     strict: StrictOpt = None,
-    package: Annotated[list[PackageFor] | None, typer.Option("--package", help="Also bundle the artifact for apps into <target>/package-<for>/: c (TFLite Micro, needs tflite-int8), android, ios, python; repeat for several. Budgets: [package] in --config.", show_default=False)] = None,
+    package: Annotated[list[PackageFor] | None, typer.Option("--package", help="Also bundle the artifact for apps into <target>/package-<for>/: c (TFLite Micro, needs tflite-int8), android, ios, python; repeat for several. Budgets: \\[package] in --config.", show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved configuration and exit.")] = False,
     deterministic: DeterministicOpt = False,
     trust_model: TrustModelOpt = False,

@@ -29,7 +29,7 @@ TrustModelOpt = Annotated[
 ]
 DeterministicOpt = Annotated[
     bool,
-    typer.Option("--deterministic", help="TensorFlow op determinism: the same --seed gives the same weights, metrics and model bytes (slower). Default: [train] deterministic, else off."),
+    typer.Option("--deterministic", help="TensorFlow op determinism: the same --seed gives the same weights, metrics and model bytes (slower). Default: \\[train] deterministic, else off."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
 
