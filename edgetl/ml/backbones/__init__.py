@@ -70,9 +70,10 @@ def build_backbone(spec: BackboneSpec, input_size: int, alpha: float | None, wei
     except Exception as exc:  # Keras raises bare Exception/OSError/ValueError on fetch or load
         if resolved == "imagenet":
             cached = KERAS_CACHE / spec.weights_file(alpha, input_size)  # type: ignore[misc]
+            reason = " ".join(str(exc).split())[:160] or type(exc).__name__  # Keras raises a bare Exception: its text says why
             raise ConfigError(
-                f"cannot load ImageNet weights for {spec.name}: {cached} is missing and could not be "
-                f"downloaded ({type(exc).__name__}); copy that file into ~/.keras/models, or pass "
+                f"cannot load ImageNet weights for {spec.name}: {cached} is missing and the download failed "
+                f"({reason}); copy that file into ~/.keras/models (from a machine that is online), or pass "
                 "--weights none or --weights PATH"
             ) from None
         if resolved is not None:

@@ -279,3 +279,23 @@ def test_efficientnet_lite0_layers_start_from_different_weights():
     model, _ = build_backbone(spec, 32, None, "none")
     a, b = model.get_layer("block4b_expand_conv").get_weights()[0], model.get_layer("block4c_expand_conv").get_weights()[0]
     assert a.shape == b.shape and not np.array_equal(a, b)
+
+
+def test_offline_imagenet_error_says_why_the_download_failed(monkeypatch, tmp_path):
+    """Keras raises a bare Exception when the fetch fails: the message gives its text, not "(Exception)"."""
+    import dataclasses
+
+    from edgetl.ml.backbones import spec as spec_module
+
+    spec = BACKBONES.get("mobilenet_v2")
+
+    def offline(**_):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/x.h5: None -- [Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(spec_module, "KERAS_CACHE", tmp_path)  # nothing cached
+    monkeypatch.setattr("edgetl.ml.backbones.KERAS_CACHE", tmp_path)
+    with pytest.raises(ConfigError) as info:
+        build_backbone(dataclasses.replace(spec, builder=offline), 96, 0.35, "imagenet")
+    message = str(info.value)
+    assert "Temporary failure in name resolution" in message and "(Exception)" not in message
+    assert "~/.keras/models" in message and "--weights none" in message and "\n" not in message
