@@ -201,6 +201,12 @@ class ArtifactMetadata:
         """
         json_path = metadata_path_for(path)
         if not json_path.is_file():
+            inside = _artifact_folders_in(Path(path))
+            if inside:  # a build folder (build/<name>/) holds one artifact folder per target and stage
+                shown_names = ", ".join(str(folder) for folder in inside[:4]) + (" ..." if len(inside) > 4 else "")
+                raise ArtifactError(
+                    f"no {MARKER} in {path}: it is a folder of edgetl artifacts; pass one of them: {shown_names}"
+                )
             raise ArtifactError(
                 f"no {MARKER} beside {path}: edgetl needs it for the labels and preprocessing; "
                 "use a model written by edgetl (train/qat/export/build output folders)"
@@ -209,6 +215,14 @@ class ArtifactMetadata:
             return cls.from_json(read_json(json_path), json_path)
         except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ArtifactError(f"{json_path} is not valid edgetl metadata ({type(exc).__name__}: {shown(str(exc))})") from None
+
+
+def _artifact_folders_in(folder: Path) -> list[Path]:
+    """Subfolders of ``folder`` that hold an ``edgetl.json`` (the targets first: what a user evaluates)."""
+    if not folder.is_dir():
+        return []
+    found = sorted(sub for sub in folder.iterdir() if sub.is_dir() and not sub.name.startswith(".") and (sub / MARKER).is_file())
+    return sorted(found, key=lambda sub: (sub.name in ("float", "qat"), sub.name))
 
 
 def read_model_info(artifact: Path) -> ModelInfo:

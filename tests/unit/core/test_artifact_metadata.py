@@ -42,3 +42,19 @@ def test_a_model_file_outside_the_folder_is_refused(tmp_path):
     (tmp_path / "edgetl.json").write_text(json.dumps(data))
     with pytest.raises(ArtifactError, match="not a file name inside its folder"):
         ArtifactMetadata.read(tmp_path)
+
+
+def test_a_build_folder_names_the_artifact_folders_inside_it(tmp_path):
+    """`edgetl eval build/data` (the build, not one of its artifacts) says which folders to pass instead."""
+    build = tmp_path / "build" / "data"
+    for name in ("float", "qat", "tflite-int8", "ptq-int8"):
+        (build / name).mkdir(parents=True)
+        (build / name / "edgetl.json").write_text("{}")
+    (build / ".tflite-int8.tmp-1").mkdir()
+    with pytest.raises(ArtifactError) as info:
+        ArtifactMetadata.read(build)
+    message = str(info.value)
+    assert f"pass one of them: {build / 'ptq-int8'}, {build / 'tflite-int8'}, {build / 'float'}, {build / 'qat'}" in message
+    assert ".tmp" not in message and "\n" not in message
+    with pytest.raises(ArtifactError, match="no edgetl.json beside"):  # an ordinary folder: the message as before
+        ArtifactMetadata.read(tmp_path / "elsewhere")
