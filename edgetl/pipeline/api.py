@@ -53,6 +53,11 @@ from edgetl.package.stage import resolve_artifact
 log = logging.getLogger(__name__)
 
 
+def default_export_dir(model: Path, target: str) -> Path:
+    """Where an export goes when no ``out`` is given: ``<model>-<target>`` beside the run folder."""
+    return model.with_name(f"{model.name}-{target}")
+
+
 def export_model(
     model: Path,
     target: str,
@@ -116,7 +121,7 @@ def export_model(
     if split.class_names != info.class_names:
         raise ConfigError(f"--data has classes {split.class_names}, the model {info.class_names}; pass the folder it was trained on")
 
-    out = Path(out) if out is not None else model.with_name(f"{model.name}-{target}")
+    out = Path(out) if out is not None else default_export_dir(model, target)
     export_fp = fingerprint({"stage": "export", "source": info.extra.get("fingerprint"), "target": target, "export": config.export.model_dump(mode="json")})
     keras_model, _ = load_keras_artifact(model, trust_model=trust_model)  # refused before any output folder exists
     _fs.check_output_dir(out, export_fp, force=force, what="export")  # a forced export replaces `out` only when complete (atomic_dir)
@@ -203,8 +208,8 @@ def export(
     trust_model: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
     """:func:`export_model` while holding the lock on its output folder (arguments and result the same)."""
-    spec = TARGETS.get(target)
-    folder = Path(out) if out is not None else Path(model).with_name(f"{Path(model).name}-{spec.name}")  # export_model's default
+    TARGETS.get(target)  # an unknown target: the one-line error before any lock is taken
+    folder = Path(out) if out is not None else default_export_dir(Path(model), target)
     with _fs.output_lock(folder):
         return export_model(model, target, data=data, out=out, io_dtype=io_dtype, samples=samples, force=force, opset=opset, trust_model=trust_model)
 
