@@ -43,6 +43,7 @@ from edgetl import __version__
 from edgetl.core import fs as _fs
 from edgetl.core.contract import PreprocessContract
 from edgetl.core.errors import ConfigError, ExportError, MissingDependencyError
+from edgetl.core.native_output import native_output_to_log
 from edgetl.core.types import IODType
 from edgetl.export.onnx_qdq import optimize_qdq_for_ort
 from edgetl.export.targets import TARGETS, TargetSpec
@@ -134,7 +135,8 @@ def convert_fp32(model, *, contract: PreprocessContract, opset: int = DEFAULT_OP
     signature = (t.TensorSpec((None, size, size, 3), t.float32, name=INPUT_NAME),)
     opset = check_opset(opset)
     try:
-        onnx_model, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
+        with native_output_to_log("ONNX conversion from Keras"):  # TensorFlow's C++ chatter: to the log
+            onnx_model, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
     except Exception as exc:  # tf2onnx raises assorted exceptions
         raise ExportError(f"ONNX conversion (tf2onnx from Keras) failed: {_first_line(exc)}") from None
     _rename_io(onnx_model)
@@ -150,7 +152,9 @@ def convert_int8_from_tflite(tflite_path: Path, *, opset: int = DEFAULT_OPSET):
     tf2onnx = _tf2onnx()
     opset = check_opset(opset)
     try:
-        onnx_model, _ = tf2onnx.convert.from_tflite(str(tflite_path), opset=opset)
+        # tf2onnx reads the file with tf.lite.Interpreter, which prints "INFO: Created TensorFlow Lite XNNPACK delegate": to the log
+        with native_output_to_log("ONNX conversion from TFLite"):
+            onnx_model, _ = tf2onnx.convert.from_tflite(str(tflite_path), opset=opset)
     except Exception as exc:
         raise ExportError(f"ONNX conversion (tf2onnx from TFLite) failed: {_first_line(exc)}") from None
     stats = optimize_qdq_for_ort(onnx_model)
@@ -167,7 +171,7 @@ def write_onnx(onnx_model, path: Path, *, metadata: dict[str, Any], what: str) -
     set_metadata(onnx_model, metadata)
     check_model(onnx_model, what)
     _fs.write_bytes(Path(path), onnx_model.SerializeToString())
-    log.info("wrote %s (%s)", path, what)
+    log.info("wrote %s (%s)", _fs.final_path(path), what)
     return Path(path)
 
 

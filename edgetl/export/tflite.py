@@ -25,6 +25,7 @@ from edgetl.core import fs as _fs
 from edgetl.core.contract import PreprocessContract
 from edgetl.core.errors import ArtifactError, ConfigError, ExportError
 from edgetl.core.metadata import EMBEDDED_METADATA_NAME, embedded_metadata
+from edgetl.core.native_output import native_output_to_log
 from edgetl.core.types import IODType
 from edgetl.export.targets import TARGETS, TargetSpec
 from edgetl.ml._keras import tf
@@ -59,7 +60,8 @@ def convert(
         raise ConfigError("int8 export needs representative images: pass --data DIR (training images)")
     if route == "frozen":
         try:
-            return _convert(_frozen_converter(model), t, spec, representative, contract, io_dtype, target)
+            # a failure here is retried by the SavedModel route: its native output only at DEBUG
+            return _convert(_frozen_converter(model), t, spec, representative, contract, io_dtype, target, native_error_level=logging.DEBUG)
         except Exception as exc:  # tracing/freezing errors come as many types; the SavedModel route decides
             log.info("converting the frozen inference function failed (%s); trying the SavedModel route", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     elif route != "savedmodel":
@@ -77,7 +79,7 @@ def _frozen_converter(model):
     return converter
 
 
-def _convert(converter, t, spec, representative, contract, io_dtype, target) -> bytes:
+def _convert(converter, t, spec, representative, contract, io_dtype, target, native_error_level: int = logging.ERROR) -> bytes:
     if spec.dtype == "int8":
         samples = representative
 
@@ -95,7 +97,9 @@ def _convert(converter, t, spec, representative, contract, io_dtype, target) -> 
         converter.optimizations = [t.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [t.float16]
     try:
-        return converter.convert()
+        # the converter and its calibrator print from C++ ("fully_quantize: 0, inference_type: 6 ..."): to the log
+        with native_output_to_log(f"TFLite conversion to {target}", level_on_error=native_error_level):
+            return converter.convert()
     except Exception as exc:  # the converter raises ConverterError / RuntimeError / ValueError
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"TFLite conversion to {target} failed: {first}") from None
@@ -118,7 +122,7 @@ def export_tflite(model, target: str, path: Path, *, class_names: list[str] | No
         except ArtifactError as exc:
             raise ExportError(f"cannot embed the labels and preprocessing contract in the {target} model: {exc}") from None
     _fs.write_bytes(Path(path), data)
-    log.info("wrote %s (%d bytes, %s)", path, len(data), target)
+    log.info("wrote %s (%d bytes, %s)", _fs.final_path(path), len(data), target)
     return Path(path)
 
 

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from types import ModuleType
 
 from edgetl.core.errors import MissingDependencyError
+from edgetl.core.native_output import native_output_to_log
 
 log = logging.getLogger(__name__)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+_devices_initialized = False
 
 
 def _prepare_environment() -> None:
@@ -26,15 +30,31 @@ def _prepare_environment() -> None:
 
 
 def tf() -> ModuleType:
-    """Import TensorFlow with Keras 2 selected."""
+    """Import TensorFlow with Keras 2 selected.
+
+    TensorFlow's C++ writes to fd 2 at import (absl and cudart lines, twice) and at its first
+    device query (``failed call to cuInit`` on a machine without a GPU), which
+    ``TF_CPP_MIN_LOG_LEVEL`` does not silence: both happen here, the first time, inside
+    :func:`~edgetl.core.native_output.native_output_to_log` (their text is logged at DEBUG).
+    """
+    global _devices_initialized
     _prepare_environment()
     try:
-        import tensorflow
+        if "tensorflow" in sys.modules:
+            import tensorflow
+        else:
+            with native_output_to_log("TensorFlow import"):
+                import tensorflow
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise MissingDependencyError(
             "TensorFlow is not installed; training and export need it: pip install edgetl "
             "(the 'runtime' extra alone covers eval/bench of .tflite and .onnx files)"
         ) from exc
+    if not _devices_initialized:
+        with native_output_to_log("TensorFlow device discovery"):
+            devices = tensorflow.config.list_physical_devices()
+        _devices_initialized = True
+        log.debug("TensorFlow devices: %s", ", ".join(d.device_type for d in devices))
     return tensorflow
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.core.errors import ArtifactError, ConfigError, DataError
+from edgetl.core.native_output import native_output_to_log
 from edgetl.runtime.isolation import probe_model
 from edgetl.runtime.model import TensorInfo
 from edgetl.runtime.tflite_file import verify_tflite_file
@@ -100,10 +101,13 @@ class LiteRTModel:
         if reference_kernels:
             resolver, self.use_xnnpack = OpResolverType.BUILTIN_REF, False
         try:
-            self._interpreter = Interpreter(
-                model_path=str(self.path), num_threads=num_threads, experimental_op_resolver_type=resolver
-            )
-            self._interpreter.allocate_tensors()
+            # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." from C++ at the first
+            # allocation: to the log. A load failure is reported in one line below; its native text at DEBUG.
+            with native_output_to_log(f"LiteRT loading {self.path.name}", level_on_error=logging.DEBUG):
+                self._interpreter = Interpreter(
+                    model_path=str(self.path), num_threads=num_threads, experimental_op_resolver_type=resolver
+                )
+                self._interpreter.allocate_tensors()
             self._refresh_details()
         except (ValueError, RuntimeError, UnicodeDecodeError) as exc:
             raise ArtifactError(f"LiteRT cannot load {self.path}: {_one_line(exc)}") from None
