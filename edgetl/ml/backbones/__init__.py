@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from edgetl.core.errors import ConfigError
 from edgetl.ml.backbones.spec import KERAS_CACHE, BackboneSpec, BuiltBackbone
@@ -38,6 +37,12 @@ def resolve_weights(spec: BackboneSpec, weights: str, alpha: float | None, input
     Raises:
         ConfigError: a path that does not exist, or ImageNet weights the backbone does not have.
     """
+    if spec.extra.get("user_file"):  # --model FILE: the file's own weights are the pretrained ones
+        if weights.lower() in ("imagenet", "file"):
+            return None  # the user-model builder loads the file; it takes no weights argument
+        raise ConfigError(
+            f"--weights {weights} does not apply to --model {spec.extra['user_file']}: its own weights are used; drop --weights"
+        )
     if weights.lower() == "none":
         return None
     if weights.lower() == "imagenet":
@@ -142,25 +147,6 @@ def count_macs(model) -> int:
         elif isinstance(layer, k.layers.Dense):
             total += int(layer.input_shape[-1]) * layer.units
     return int(total)
-
-
-def describe_backbone(spec: BackboneSpec, num_classes: int = 1000) -> dict[str, Any]:
-    """Parameters and MACs of the backbone with a ``num_classes`` head, at its default size."""
-    model, _ = build_classifier(spec, num_classes, spec.default_input_size, spec.default_alpha, "none")
-    return {
-        "name": spec.name,
-        "default_input_size": spec.default_input_size,
-        "min_input_size": spec.min_input_size,
-        "pretrained_sizes": list(spec.pretrained_sizes),
-        "alphas": list(spec.alphas),
-        "default_alpha": spec.default_alpha,
-        "params": int(model.count_params()),
-        "macs": count_macs(model),
-        "qat_recipe": spec.qat_recipe,
-        "imagenet_weights": spec.weights_file is not None,
-        "targets": list(spec.targets),
-        "description": spec.description,
-    }
 
 
 # Registration happens on import of the family modules (they import TensorFlow only when building).

@@ -172,10 +172,10 @@ def test_efficientnet_contracts_follow_the_weights(monkeypatch, tmp_path):
 
 
 def test_efficientnet_lite0_follows_the_published_design():
-    from edgetl.ml.backbones import describe_backbone
+    from edgetl.ml.backbones.figures import measure
 
     spec = BACKBONES.get("efficientnet_lite0")
-    info = describe_backbone(spec)
+    info = measure(spec, alpha=None, input_size=224)  # the real model, not the stored figures
     # 4.7 M parameters with a 1000-class head (EfficientNet-Lite README); B0's 5.3 M minus squeeze-excitation.
     assert info["params"] == pytest.approx(4.7e6, rel=0.02)
     model, contract = build_backbone(spec, 224, None, "none")
