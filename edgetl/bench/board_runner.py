@@ -419,6 +419,9 @@ def top_ops_from_profile(events: list, n: int = TOP_OPS) -> list[dict]:
 def latency_stats(samples_ms, warmup: int, batch: int = 1) -> dict:
     """Percentiles (numpy, linear interpolation), mean, population std, min, max and throughput.
 
+    Throughput is ``batch / p50``: from the median, so one slow outlier (a page fault, a preempted
+    thread) does not make a setting look several times slower than its typical call.
+
     Raises:
         ValueError: no samples, or a batch below 1.
     """
@@ -437,7 +440,7 @@ def latency_stats(samples_ms, warmup: int, batch: int = 1) -> dict:
     return {
         "runs": int(samples.size), "warmup": int(warmup), "p50_ms": float(p50), "p90_ms": float(p90),
         "p99_ms": float(p99), "mean_ms": mean, "std_ms": float(samples.std()), "min_ms": float(samples.min()),
-        "max_ms": float(samples.max()), "throughput_ips": batch * 1000.0 / mean if mean > 0 else float("inf"),
+        "max_ms": float(samples.max()), "throughput_ips": batch * 1000.0 / float(p50) if p50 > 0 else float("inf"),
     }
 
 

@@ -2,7 +2,16 @@
 
 Artifacts are paired by label (or the only artifact of each file) and thread count; the ratio
 p50(B) / p50(A) gets a seeded bootstrap percentile confidence interval from the raw samples, and
-a :class:`Comparison` says whether the difference is significant.
+a :class:`Comparison` says what the interval supports, against a practical-equivalence band
+(``equivalence`` e, default 3%: ratios in ``[1/(1+e), 1+e]`` are noise-level differences):
+
+- the whole interval inside the band: **equivalent** (within ±e);
+- the whole interval beyond one edge of the band: B is **faster** / **slower**, by the ratio;
+- otherwise (the interval crosses an edge of the band): **inconclusive**, worded "probably
+  equivalent" or "probably N.NNx slower/faster" by where the point estimate lies; more runs narrow it.
+
+Two runs of the same file typically differ by ~1% with a tight interval: without a band that
+reads "B is 1.01x slower", which is true and useless.
 """
 
 from __future__ import annotations
@@ -78,9 +87,43 @@ def bootstrap_ratio_ci(
     return float(np.median(b) / np.median(a)), float(low), float(high)
 
 
+#: Default practical-equivalence margin of ``edgetl compare`` (``--equivalence 3%``).
+DEFAULT_EQUIVALENCE = 0.03
+
+
+def parse_equivalence(text: str) -> float:
+    """``--equivalence``: ``3%`` or ``3`` (percent) -> 0.03.
+
+    Raises:
+        ConfigError: not a number, or not in [0%, 100%).
+    """
+    raw = str(text).strip()
+    number = raw[:-1].strip() if raw.endswith("%") else raw
+    try:
+        value = float(number) / 100
+    except ValueError:
+        raise ConfigError(f"Received --equivalence {raw!r}; pass a percentage such as 3% (ratios within ±3% count as equivalent)") from None
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"Received --equivalence {raw!r}; pass a percentage from 0% up to (not including) 100%, e.g. 3%")
+    return value
+
+
+def equivalence_band(equivalence: float) -> tuple[float, float]:
+    """The ratios B/A that count as equivalent: ``[1/(1+e), 1+e]`` (symmetric in speed-up and slow-down)."""
+    return 1.0 / (1.0 + equivalence), 1.0 + equivalence
+
+
+def _percent(equivalence: float) -> str:
+    return f"{100 * equivalence:g}%"
+
+
 @dataclass(frozen=True)
 class Comparison:
-    """p50 of one artifact at one thread count in file B relative to file A."""
+    """p50 of one artifact at one thread count in file B relative to file A.
+
+    ``equivalence`` is the practical-equivalence margin e: the verdict is decided on the confidence
+    interval against the band ``[1/(1+e), 1+e]`` (see the module docstring).
+    """
 
     artifact_a: str
     artifact_b: str
@@ -92,21 +135,51 @@ class Comparison:
     ci_high: float
     runs_a: int
     runs_b: int
+    equivalence: float = DEFAULT_EQUIVALENCE
 
     @property
     def significant(self) -> bool:
+        """Whether the interval excludes 1 (a difference, however small: see :attr:`status`)."""
         return not (self.ci_low <= 1.0 <= self.ci_high)
 
     @property
+    def band(self) -> tuple[float, float]:
+        return equivalence_band(self.equivalence)
+
+    @property
+    def status(self) -> str:
+        """``equivalent``, ``faster``, ``slower`` or ``inconclusive``, from the interval against the band."""
+        low, high = self.band
+        if low <= self.ci_low and self.ci_high <= high:
+            return "equivalent"
+        if self.ci_low > high:
+            return "slower"
+        if self.ci_high < low:
+            return "faster"
+        return "inconclusive"
+
+    def _by(self) -> str:
+        return f"{1 / self.ratio:.2f}x faster" if self.ratio < 1 else f"{self.ratio:.2f}x slower"
+
+    @property
     def verdict(self) -> str:
-        if not self.significant:
-            return "no significant difference"
-        if self.ratio < 1:
-            return f"B is {1 / self.ratio:.2f}x faster"
-        return f"B is {self.ratio:.2f}x slower"
+        """One short phrase; "inconclusive" means the interval crosses an edge of the band (more runs narrow it)."""
+        band = f"±{_percent(self.equivalence)}"
+        status = self.status
+        if status == "equivalent":
+            return f"equivalent (within {band})"
+        if status in ("faster", "slower"):
+            return f"B is {self._by()}"
+        low, high = self.band
+        if low <= self.ratio <= high:  # the interval crosses an edge of the band
+            return "inconclusive (probably equivalent)"
+        return f"inconclusive (B probably {self._by()})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "significant": self.significant, "verdict": self.verdict}
+        return {
+            **asdict(self), "equivalence_band": list(self.band), "significant": self.significant,
+            "status": self.status, "verdict": self.verdict,
+        }
 
 
 def compare_benches(
@@ -118,13 +191,19 @@ def compare_benches(
     seed: int = 0,
     confidence: float = 0.95,
     names: tuple[str, str] = ("A", "B"),
+    equivalence: float = DEFAULT_EQUIVALENCE,
 ) -> list[Comparison]:
     """Pair artifacts by label (or the only artifact of each file) and thread count; compare their p50.
 
+    Args:
+        equivalence: practical-equivalence margin e (0.03: B/A within [1/1.03, 1.03] is "equivalent").
+
     Raises:
-        ConfigError: nothing to pair, or ``threads`` is in neither file's pairs.
+        ConfigError: nothing to pair, ``threads`` is in neither file's pairs, or ``equivalence`` not in [0, 1).
         ArtifactError: a paired result holds no raw samples.
     """
+    if not 0.0 <= equivalence < 1.0:
+        raise ConfigError(f"equivalence={equivalence!r} must be in [0, 1) (0.03 is ±3%)")
     by_label_a = {e["label"]: e for e in a["artifacts"]}
     by_label_b = {e["label"]: e for e in b["artifacts"]}
     pairs = [(by_label_a[label], by_label_b[label]) for label in by_label_a if label in by_label_b]
@@ -156,6 +235,7 @@ def compare_benches(
                 artifact_a=entry_a["label"], artifact_b=entry_b["label"], threads=count,
                 p50_a_ms=float(np.median(samples_a)), p50_b_ms=float(np.median(samples_b)),
                 ratio=ratio, ci_low=low, ci_high=high, runs_a=len(samples_a), runs_b=len(samples_b),
+                equivalence=equivalence,
             ))
     if not comparisons:
         shown = ", ".join(map(str, sorted(available))) or "none"

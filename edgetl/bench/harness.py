@@ -202,7 +202,7 @@ def run_bench(
             "cold_start": "session/interpreter creation plus the first run, runtime package already imported",
             "peak_rss": "peak resident set of the benchmark process (Linux VmHWM, else ru_maxrss), read after the timed runs (before profiling)",
             "percentiles": "numpy.percentile, linear interpolation; std is the population standard deviation",
-            "throughput": "batch / mean latency, batch = first dimension of the first input",
+            "throughput": "batch / median (p50) latency, batch = first dimension of the first input (the median, so rare outliers do not distort it)",
             "op_profile": "; ".join(
                 f"{spec.label}: "
                 + (f"a separate profiled session after the timed runs ({options.profile_runs} runs), kernel time per op type"

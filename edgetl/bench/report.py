@@ -60,7 +60,7 @@ def latency_rows(doc: dict[str, Any]) -> list[list[str]]:
 
 LATENCY_HEADERS = [
     "artifact", "runtime", "threads", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "min ms", "max ms",
-    "throughput /s", "cold start ms", "peak RSS MiB", "file size",
+    "throughput /s (from p50)", "cold start ms", "peak RSS MiB", "file size",
 ]
 
 
@@ -183,17 +183,38 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
+#: Whisker span (largest p99 / smallest p1 over the plotted sets) above which the box plot uses a log axis:
+#: one slow set or a long p99 tail would otherwise flatten every other box into a line.
+LOG_SCALE_SPAN = 5.0
+
+
+def distribution_scale(data: list[list[float]]) -> str:
+    """``"log"`` or ``"linear"``: the box plot's latency axis for these sample sets (see :data:`LOG_SCALE_SPAN`)."""
+    import numpy as np
+
+    lows = [float(np.percentile(d, 1)) for d in data if len(d)]
+    highs = [float(np.percentile(d, 99)) for d in data if len(d)]
+    if not lows or min(lows) <= 0:
+        return "linear"
+    return "log" if max(highs) / min(lows) > LOG_SCALE_SPAN else "linear"
+
+
 def plot_distribution(doc: dict[str, Any]) -> str:
-    """Box plot of every (artifact, threads) sample set: box p25-p75, whiskers p1-p99, line at p50."""
+    """Box plot of every (artifact, threads) sample set: box p25-p75, line at p50, whiskers clipped at
+    p1-p99 (samples beyond are not drawn); a log latency axis when the sets span more than
+    :data:`LOG_SCALE_SPAN`x. The axis label says which."""
     data, labels = [], []
     for entry in doc["artifacts"]:
         for result in entry["results"]:
             data.append(result.get("samples_ms") or [result["stats"]["p50_ms"]])
             labels.append(f"{entry['label']} · {_threads(result['threads'])}")
+    scale = distribution_scale(data)
     fig = _figure(7.5, 1.0 + 0.45 * len(data))
     ax = fig.add_subplot()
     ax.boxplot(data[::-1], orientation="horizontal", whis=(1, 99), showfliers=False, tick_labels=labels[::-1])
-    ax.set_xlabel("latency per call (ms); box p25-p75, whiskers p1-p99")
+    if scale == "log":
+        ax.set_xscale("log")
+    ax.set_xlabel(f"latency per call (ms, {scale} scale); box p25-p75, line p50, whiskers clipped at p1-p99")
     ax.set_title("Latency distribution")
     ax.grid(axis="x", alpha=0.3)
     return _svg(fig)
@@ -244,17 +265,33 @@ def plots(doc: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 # ----------------------------------------------------------------------------- HTML
-def _html_table(headers: list[str], rows: list[list[str]]) -> str:
+def _html_table(headers: list[str], rows: list[list[str]], table_id: str | None = None) -> str:
+    """A table in a ``.table-wrap`` box: it scrolls inside the box, never the page, if it is still too wide."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    ident = f' id="{html.escape(table_id)}"' if table_id else ""
+    return f'<div class="table-wrap"><table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+#: The HTML latency table: min and max share a column, so 13 columns fit a 1200 px page.
+HTML_LATENCY_HEADERS = [
+    "artifact", "runtime", "threads", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "min-max ms",
+    "throughput /s (from p50)", "cold start ms", "peak RSS MiB", "file size",
+]
+
+
+def html_latency_rows(doc: dict[str, Any]) -> list[list[str]]:
+    """:func:`latency_rows` with min and max in one cell."""
+    return [[*row[:8], f"{row[8]}-{row[9]}", *row[10:]] for row in latency_rows(doc)]
 
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; padding: 0 1em; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; white-space: nowrap; }
-th:first-child, td:first-child { text-align: left; }
+.table-wrap { max-width: 100%; overflow-x: auto; margin: 0.5em 0 1.5em; }
+table { border-collapse: collapse; font-size: 0.8em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.45em; text-align: right; white-space: nowrap; }
+th { white-space: normal; vertical-align: bottom; }
+th:first-child, td:first-child { text-align: left; white-space: normal; overflow-wrap: anywhere; min-width: 8em; }
 th { background: #f3f3f3; }
 figure.plot { margin: 1em 0 2em; }
 figure.plot svg { max-width: 100%; height: auto; display: block; }
@@ -275,6 +312,14 @@ _CHECK_SCRIPT = """
     var out = document.getElementById("plot-check");
     out.setAttribute("data-found", String(plots.length));
     out.setAttribute("data-rendered", String(rendered));
+    // layout facts for the headless browser test: the page must not scroll sideways
+    var table = document.getElementById("latency");
+    out.setAttribute("data-viewport-width", String(window.innerWidth));
+    out.setAttribute("data-page-width", String(document.documentElement.scrollWidth));
+    if (table) {
+      out.setAttribute("data-table-right", String(Math.ceil(table.getBoundingClientRect().right)));
+      out.setAttribute("data-table-width", String(Math.ceil(table.scrollWidth)));
+    }
     out.textContent = "self-check: " + rendered + " of " + out.getAttribute("data-expected") + " plots rendered";
   }
   check();
@@ -298,7 +343,7 @@ def render_html(doc: dict[str, Any]) -> str:
         "each artifact and thread count measured in a fresh process.</p>",
         *[f'<p class="warning"><strong>Warning:</strong> {html.escape(w)}</p>' for w in warnings(doc)],
         "<h2>Latency</h2>",
-        _html_table(LATENCY_HEADERS, latency_rows(doc)),
+        _html_table(HTML_LATENCY_HEADERS, html_latency_rows(doc), table_id="latency"),
     ]
     for title, svg in figures:
         parts.append(f'<figure class="plot">{svg}<figcaption>{html.escape(title)}</figcaption></figure>')

@@ -29,7 +29,7 @@ class LatencyStats:
     std_ms: float
     min_ms: float
     max_ms: float
-    throughput_ips: float  # inferences per second: batch / mean latency
+    throughput_ips: float  # inferences per second: batch / median (p50) latency, robust to outliers
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

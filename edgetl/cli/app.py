@@ -31,6 +31,27 @@ from edgetl.cli import bench, build, data, device, info, package, train
 from edgetl.cli.console import console
 from edgetl.cli.errors import run_handling_sigterm
 
+
+def _no_value_type_for_flags() -> None:
+    """Typer 0.2x prints a ``<bool>`` type column for boolean flags (and ``<int>`` for ``-v``-style counters),
+    which take no value: show no type for options that take none."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "_edgetl_flags_untyped", False):
+        return
+
+    def display_type_rich(self, ctx):
+        if self.metavar is None and (self.is_flag or self.count):
+            return None
+        return shown(self, ctx)
+
+    display_type_rich._edgetl_flags_untyped = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_no_value_type_for_flags()
+
 app = typer.Typer(
     name="edgetl",
     help="Fine-tune an image classifier on a folder of labelled photos, quantize it, export it for "

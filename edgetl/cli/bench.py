@@ -62,9 +62,9 @@ def bench_cmd(
             raise ConfigError("--identity, --known-hosts, --insecure-no-host-key-check and --remote-python need --remote ssh://user@host")
         with RichProgress() as progress:  # drawn from the first measurement: bad files and shapes fail before it
             doc, written = api.bench(artifacts, options, out, remote=target, progress=progress)
-        t = Table(title="latency per call (ms); cold start in ms, peak RSS in MiB")
+        t = Table(title="latency per call (ms); throughput per second from the median (p50); cold start in ms, peak RSS in MiB")
         t.add_column("artifact", no_wrap=True)
-        for col in ("threads", "p50", "p90", "p99", "mean", "per s", "cold", "RSS"):
+        for col in ("threads", "p50", "p90", "p99", "mean", "per s (p50)", "cold", "RSS"):
             t.add_column(col, justify="right")
         for entry in doc["artifacts"]:
             for r in entry["results"]:
@@ -84,22 +84,28 @@ def compare(
     a: Annotated[Path, typer.Argument(help="The baseline: a bench.json from `edgetl bench` (A).", show_default=False)],
     b: Annotated[Path, typer.Argument(help="The bench.json to compare with it (B).", show_default=False)],
     threads: Annotated[int | None, typer.Option("--threads", help="Compare this thread count only.", show_default=False)] = None,
+    equivalence: Annotated[str, typer.Option("--equivalence", help="Practical-equivalence margin: B/A whose whole 95% interval lies within ±this reads 'equivalent'; an interval crossing the band edge reads 'inconclusive'.")] = "3%",
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """p50 latency of B relative to A per artifact and thread count, with a bootstrap 95% confidence interval."""
+    """p50 latency of B relative to A per artifact and thread count, with a bootstrap 95% confidence interval and a practical-equivalence band."""
     setup_logging(verbose)
     with errors_as_exit():
         # numpy: imported when the command runs, not for --help
-        from edgetl.bench.compare import compare_benches, load_bench
+        from edgetl.bench.compare import compare_benches, equivalence_band, load_bench, parse_equivalence
 
+        margin = parse_equivalence(equivalence)
         doc_a, doc_b = load_bench(a), load_bench(b)
-        comparisons = compare_benches(doc_a, doc_b, threads=threads)
+        comparisons = compare_benches(doc_a, doc_b, threads=threads, equivalence=margin)
+        low, high = equivalence_band(margin)
         if as_json:
-            console.print_json(json.dumps({"a": str(a), "b": str(b), "comparisons": [c.to_dict() for c in comparisons]}))
+            console.print_json(json.dumps({
+                "a": str(a), "b": str(b), "equivalence": margin, "equivalence_band": [low, high],
+                "comparisons": [c.to_dict() for c in comparisons],
+            }))
             return
         console.print(f"A = {display_safe(a)}\nB = {display_safe(b)}", highlight=False)
-        t = Table(title="p50 latency of B / A, bootstrap 95% confidence interval")
+        t = Table(title=f"p50 latency of B / A, bootstrap 95% confidence interval; equivalent when the whole interval is within ±{100 * margin:g}% ([{low:.3f}, {high:.3f}])")
         t.add_column("artifact", no_wrap=True)
         for col in ("threads", "A p50 ms", "B p50 ms", "B/A [95% CI]"):
             t.add_column(col, justify="right", no_wrap=col == "B/A [95% CI]")
@@ -108,6 +114,11 @@ def compare(
             name = c.artifact_a if c.artifact_a == c.artifact_b else f"{c.artifact_a} -> {c.artifact_b}"
             t.add_row(display_safe(name), str(c.threads), f"{c.p50_a_ms:.3f}", f"{c.p50_b_ms:.3f}", f"{c.ratio:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]", c.verdict)
         console.print(t)
+        if any(c.status == "inconclusive" for c in comparisons):
+            console.print(
+                f"[yellow]inconclusive:[/] the 95% interval crosses an edge of the ±{100 * margin:g}% equivalence band; "
+                "more --runs (or --duration) in both benchmarks narrow it", highlight=False,
+            )
         cpu_a, cpu_b = doc_a.get("machine", {}).get("cpu"), doc_b.get("machine", {}).get("cpu")
         if cpu_a != cpu_b:
             console.print(f"[yellow]note:[/] A ran on {cpu_a}, B on {cpu_b}: the ratio compares the machines too", highlight=False)

@@ -22,7 +22,8 @@ import numpy as np
 
 from edgetl.core.errors import ArtifactError, DataError
 from edgetl.core.metadata import ModelInfo
-from edgetl.data.split import load_eval_set
+from edgetl.data.split import ImageData, load_eval_set
+from edgetl.device.heldout import check_split, select
 from edgetl.runtime.formats import FORMATS, artifact_kind, check_requirements, model_info_for, open_model, resolve
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,14 @@ class EvalReport:
     metrics: Metrics
     skipped_files: list[str] = field(default_factory=list)
     against: dict[str, Any] | None = None
+    split: str = "all"  # all, train or val: which images of the folder (see edgetl.device.heldout)
+    data_note: str | None = None  # one line when the folder changed since the build, else None
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"artifact": self.artifact, "kind": self.kind, **asdict(self.metrics), "skipped_files": self.skipped_files}
+        data = {
+            "artifact": self.artifact, "kind": self.kind, "split": self.split, **asdict(self.metrics),
+            "skipped_files": self.skipped_files, "data_note": self.data_note,
+        }
         if self.against is not None:
             data["against"] = self.against
         return data
@@ -130,31 +136,46 @@ def evaluate_predictor(predict: Predictor, pixels: np.ndarray, labels: np.ndarra
     return compute_metrics(probs, labels, class_names), probs
 
 
+def _rows(images: ImageData, indices: np.ndarray) -> ImageData:
+    return ImageData(x=images.x[indices], y=images.y[indices], paths=[images.paths[i] for i in indices])
+
+
 def evaluate(
     artifact: Path, data_dir: Path, *, against: Path | None = None, strict: bool = False, num_threads: int | None = None, trust_model: bool = False,
+    split: str = "all",
 ) -> EvalReport:
-    """Evaluate ``artifact`` on every image of ``data_dir`` (class subfolders).
+    """Evaluate ``artifact`` on the images of ``data_dir`` (class subfolders): all of them, or one part of the build's split.
 
     Args:
         artifact: ``.tflite``, ``.onnx``, ``.keras``/``.h5`` or an edgetl run folder.
         data_dir: labelled image folder; its classes must be among the model's.
         against: a float reference model; adds top-1 agreement and the accuracy drop.
+        split: ``all``; or ``val`` / ``train``: only the images of that part of the split the artifact's
+            ``edgetl.json`` records (:mod:`edgetl.device.heldout`), so ``val`` reproduces the build's figures.
 
     Raises:
         ArtifactError, DataError: unusable model or folder.
+        ConfigError: an unknown ``split``, or ``val``/``train`` for an artifact that records no split.
     """
+    check_split(split)
     predict, info, kind = load_predictor(artifact, num_threads=num_threads, trust_model=trust_model)
     images, skipped = load_eval_set(Path(data_dir), info.contract.input_size, class_names=info.class_names, strict=strict, resize=info.contract.resize)
+    selection = select(info.extra, Path(data_dir), images.paths, images.y, split)
+    if split != "all":
+        images = _rows(images, selection.indices)
+        if selection.note:  # the CLI shows it (report.data_note); a log line for the Python API
+            log.info("%s", selection.note)
     metrics, probs = evaluate_predictor(predict, images.x, images.y, info.class_names)
-    report = EvalReport(str(artifact), kind, metrics, [str(s.path) for s in skipped])
+    report = EvalReport(str(artifact), kind, metrics, [str(s.path) for s in skipped], split=split, data_note=selection.note)
     if against is not None:
         ref_predict, ref_info, ref_kind = load_predictor(against, trust_model=trust_model)
         if ref_info.class_names != info.class_names:
             raise DataError(f"{against} has classes {ref_info.class_names}, {artifact} has {info.class_names}; compare models of the same task")
         ref_pixels = images.x
         if ref_info.contract.input_size != info.contract.input_size:
-            ref_pixels, _ = load_eval_set(Path(data_dir), ref_info.contract.input_size, class_names=ref_info.class_names, strict=strict, resize=ref_info.contract.resize)
-            ref_pixels = ref_pixels.x
+            ref_images, _ = load_eval_set(Path(data_dir), ref_info.contract.input_size, class_names=ref_info.class_names, strict=strict, resize=ref_info.contract.resize)
+            by_path = {path: i for i, path in enumerate(ref_images.paths)}  # the same rows as the artifact's (split included)
+            ref_pixels = ref_images.x[np.asarray([by_path[path] for path in images.paths], dtype=np.int64)]
         ref_metrics, ref_probs = evaluate_predictor(ref_predict, ref_pixels, images.y, ref_info.class_names)
         report.against = {
             "artifact": str(against),

@@ -26,6 +26,12 @@ from edgetl.core.types import PackageFor
 from edgetl.package.render import markdown_names, render
 from edgetl.runtime.formats import open_model, runtime_format_for
 
+#: The LiteRT Android release the Kotlin snippet names (``com.google.ai.edge.litert:litert``, Google Maven): the
+#: one matching the ai-edge-litert Python package the ``train`` extra pins (pyproject.toml: ``ai-edge-litert==2.3.0``),
+#: so the app runs the runtime release edgetl verified and measured the model with. The one place to change it;
+#: tests check that the README names it and holds no ``<version>`` placeholder.
+LITERT_ANDROID_VERSION = "2.3.0"
+
 _APP_METADATA_KEYS = (
     "schema_version", "kind", "target", "model_file", "dtype", "runtime", "backbone", "class_names", "preprocessing",
     "inputs", "outputs", "size_bytes", "quantization_mode", "int8_ranges", "note",
@@ -102,7 +108,7 @@ def android_readme(model_name: str, info: ModelInfo, inp: dict[str, Any], out: d
     return render(
         "README-android.md.tmpl", **_mobile_values(model_name, info, inp, out),
         model_name_kotlin=kotlin_string(model_name), input_bytes=1 if quantized_in else 4, put_input=put,
-        output_bytes=1 if quantized_out else 4, read_output=read,
+        output_bytes=1 if quantized_out else 4, read_output=read, litert_version=LITERT_ANDROID_VERSION,
         mean_kotlin=_kotlin_floats(info.contract.mean), std_kotlin=_kotlin_floats(info.contract.std),
     )
 

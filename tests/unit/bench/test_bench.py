@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from edgetl.bench.board_runner import LITERT_OP_PROFILE_NOTE, machine_info, synthetic_input, timed_loop
-from edgetl.bench.compare import bootstrap_ratio_ci, compare_benches, load_bench
+from edgetl.bench.compare import Comparison, bootstrap_ratio_ci, compare_benches, load_bench, parse_equivalence
 from edgetl.bench.harness import bench_tflite, run_bench, time_calls
 from edgetl.bench.isolation import measure, measure_in_subprocess
 from edgetl.bench.options import BenchOptions, parse_duration, parse_shape, parse_threads
@@ -43,8 +43,17 @@ def test_summarize_matches_numpy_on_a_known_list():
     assert stats.mean_ms == pytest.approx(5.5)
     assert stats.std_ms == pytest.approx(np.std(samples))
     assert (stats.min_ms, stats.max_ms) == (1.0, 10.0)
-    assert stats.throughput_ips == pytest.approx(4 * 1000 / 5.5)
+    assert stats.throughput_ips == pytest.approx(4 * 1000 / 5.5)  # batch / p50
     assert json.loads(json.dumps(stats.to_dict()))["p50_ms"] == pytest.approx(5.5)
+
+
+def test_throughput_comes_from_the_median_not_the_mean():
+    """One 172 ms outlier among 1 ms calls must not make the setting look 5x slower."""
+    steady = [1.0] * 49 + [172.0]
+    faster_p50 = [0.9] * 50
+    a, b = summarize(steady, warmup=0), summarize(faster_p50, warmup=0)
+    assert a.mean_ms > 4 and a.throughput_ips == pytest.approx(1000.0)  # 1000 / p50, not 1000 / mean (~225)
+    assert b.throughput_ips == pytest.approx(1000 / 0.9) and b.throughput_ips / a.throughput_ips == pytest.approx(1 / 0.9)
 
 
 def test_summarize_single_sample_and_errors():
@@ -229,7 +238,7 @@ def test_compare_benches_pairs_by_label_and_threads():
     assert comparisons[0].to_dict()["verdict"] == "B is 2.00x faster"
     assert [c.threads for c in compare_benches(a, b, threads=2, resamples=300)] == [2]
     same = compare_benches(a, _doc(("m.onnx", {1: base})), resamples=300)
-    assert [c.verdict for c in same] == ["no significant difference"] and same[0].ratio == 1.0
+    assert [c.verdict for c in same] == ["equivalent (within ±3%)"] and same[0].ratio == 1.0 and same[0].status == "equivalent"
     # one artifact each, different names: the two are compared
     renamed = compare_benches(_doc(("x.tflite", {1: base})), _doc(("y.onnx", {1: base})), resamples=300)
     assert (renamed[0].artifact_a, renamed[0].artifact_b) == ("x.tflite", "y.onnx")
@@ -239,6 +248,54 @@ def test_compare_benches_pairs_by_label_and_threads():
         compare_benches(a, _doc(("z.onnx", {1: base}), ("w.onnx", {1: base})))
     with pytest.raises(ArtifactError, match="no raw latency samples"):
         compare_benches(a, _doc(("m.onnx", {1: []})))
+
+
+def _noisy(seed: int, n: int = 400, scale: float = 1.0) -> list[float]:
+    rng = np.random.default_rng(seed)
+    return list(scale * (1.0 + rng.gamma(2.0, 0.01, n)))
+
+
+def _one(a: list[float], b: list[float], **kwargs) -> Comparison:
+    (c,) = compare_benches(_doc(("m.onnx", {1: a})), _doc(("m.onnx", {1: b})), resamples=400, **kwargs)
+    return c
+
+
+def test_compare_equivalence_band_decides_on_the_interval():
+    base = _noisy(0)
+    # a 1% shift with a tight interval: significant, but noise-level -> equivalent within ±3%
+    shifted = _one(base, [v * 1.01 for v in base])
+    assert shifted.significant and shifted.ci_low > 1.0
+    assert shifted.status == "equivalent" and shifted.verdict == "equivalent (within ±3%)"
+    low, high = shifted.band
+    assert (low, high) == (pytest.approx(1 / 1.03), pytest.approx(1.03)) and low <= shifted.ci_low <= shifted.ci_high <= high
+    # the same data with a 0.5% band: the 1% difference is real and beyond the band
+    strict = _one(base, [v * 1.01 for v in base], equivalence=0.005)
+    assert strict.status == "slower" and strict.verdict == "B is 1.01x slower"
+    # 10% faster: the whole interval below 1/1.03
+    assert _one(base, [v / 1.1 for v in base]).verdict == "B is 1.10x faster"
+    # an interval straddling the band edge (1.03) is inconclusive, worded by the point estimate
+    edge = _one(base, [v * 1.03 for v in base])
+    assert edge.ci_low < 1.03 < edge.ci_high and edge.status == "inconclusive"
+    assert edge.verdict.startswith("inconclusive (")
+    wide_a, wide_b = _noisy(1, n=15, scale=1.0), _noisy(2, n=15, scale=1.0)
+    wide_b = [v * (1 + 0.2 * (i % 2)) for i, v in enumerate(wide_b)]  # a spread wider than the band
+    wide = _one(wide_a, wide_b)
+    assert wide.status == "inconclusive" and wide.ci_high > 1.03
+    d = edge.to_dict()
+    assert d["equivalence"] == 0.03 and d["status"] == "inconclusive" and d["equivalence_band"] == [pytest.approx(1 / 1.03), pytest.approx(1.03)]
+    with pytest.raises(ConfigError, match="equivalence"):
+        _one(base, base, equivalence=1.5)
+
+
+@pytest.mark.parametrize("text, value", [("3%", 0.03), ("3", 0.03), (" 0.5 % ", 0.005), ("0%", 0.0)])
+def test_parse_equivalence(text, value):
+    assert parse_equivalence(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["abc", "-1%", "100%", "150"])
+def test_parse_equivalence_refuses(text):
+    with pytest.raises(ConfigError, match="--equivalence"):
+        parse_equivalence(text)
 
 
 def test_load_bench_refuses_what_is_not_a_bench_file(tmp_path):
@@ -273,7 +330,7 @@ def test_measure_in_process_duration_mode(onnx_model):
     result = measure(spec, lambda done, total, message: reports.append((done, total, message)))
     assert len(result["samples_ms"]) == result["stats"]["runs"] > 10
     assert 0.25 <= sum(result["samples_ms"]) / 1000 <= 0.6  # the timed calls fill the duration
-    assert result["stats"]["throughput_ips"] == pytest.approx(2 * 1000 / result["stats"]["mean_ms"])
+    assert result["stats"]["throughput_ips"] == pytest.approx(2 * 1000 / result["stats"]["p50_ms"])
     assert result["cold_start_ms"] == pytest.approx(result["session_ms"] + result["first_run_ms"])
     assert {o["calls"] for o in result["op_profile"]} == {3}
     assert reports[0] == (0, 1, "cold start") and reports[-1][2] == "done"
@@ -316,7 +373,7 @@ def test_run_bench_litert_and_onnx(models, onnx_model):
             s = r["stats"]
             assert len(r["samples_ms"]) == s["runs"] == 15 and s["warmup"] == 2
             assert 0 < s["min_ms"] <= s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["max_ms"]
-            assert s["throughput_ips"] == pytest.approx(3 * 1000 / s["mean_ms"])
+            assert s["throughput_ips"] == pytest.approx(3 * 1000 / s["p50_ms"])
             assert r["cold_start_ms"] > 0 and 20 < r["peak_rss_mib"] < 2000
     tasks = {p[0] for p in progress}
     assert len(tasks) == 6 and "tiny.onnx (ONNX Runtime, 2 threads)" in tasks

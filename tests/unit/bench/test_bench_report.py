@@ -145,3 +145,54 @@ def test_chromium_renders_every_plot(report_dir, tmp_path):
     result = _headless(browser, f"--screenshot={shot}", "--window-size=1200,2000", url, tmp_path=tmp_path)
     assert result.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", result.stderr[-2000:]
     assert shot.stat().st_size > 20_000  # tables and plots, not a blank page (a blank 1200x2000 PNG is a few KiB)
+
+
+def _stressed(doc: dict) -> dict:
+    """The benchmark with long artifact names and one 172 ms outlier in the first sample set."""
+    stressed = json.loads(json.dumps(doc))
+    for i, entry in enumerate(stressed["artifacts"]):
+        entry["label"] = f"mobilenet_v2_1.0_224_qat_int8_per_channel_uint8_activations_candidate_{i}.onnx"
+    first = stressed["artifacts"][0]["results"][0]
+    first["samples_ms"] = [*first["samples_ms"][:-1], 172.0]
+    first["stats"]["max_ms"] = 172.0
+    return stressed
+
+
+def test_box_plot_uses_a_log_axis_when_an_outlier_would_flatten_it(doc):
+    from edgetl.bench.report import distribution_scale, plot_distribution
+
+    flat = [r.get("samples_ms") for e in doc["artifacts"] for r in e["results"]]
+    assert distribution_scale([[1.0, 1.1, 1.2]] * 3) == "linear"
+    assert distribution_scale([[1.0] * 98 + [172.0, 172.0]]) == "log"
+    stressed = _stressed(doc)
+    # p1-p99 of the stressed set reaches the outlier only through interpolation: force a span by scaling one set
+    stressed["artifacts"][1]["results"][1]["samples_ms"] = [v * 20 for v in stressed["artifacts"][1]["results"][1]["samples_ms"]]
+    svg = plot_distribution(stressed)
+    assert "log scale" in svg and "whiskers clipped at p1-p99" in svg
+    assert ("log scale" in plot_distribution(doc)) == (distribution_scale(flat) == "log")
+
+
+def test_html_latency_table_fits_the_page(doc):
+    html = render_html(_stressed(doc))
+    tags = _elements(html)
+    table = next(a for t, a in tags if t == "table" and a.get("id") == "latency")
+    assert table is not None and '<div class="table-wrap"><table id="latency">' in html
+    assert ".table-wrap { max-width: 100%; overflow-x: auto;" in html
+    assert "throughput /s (from p50)" in html
+
+
+def test_chromium_report_fits_1200px(doc, tmp_path):
+    """At a 1200 px window the page does not scroll sideways and the latency table ends inside it."""
+    browser = _chromium()
+    out = tmp_path / "out"
+    write_bench(_stressed(doc), out)
+    url = (out / "report.html").resolve().as_uri()
+    result = _headless(browser, "--window-size=1200,2000", "--dump-dom", url, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    check = next((a for t, a in _elements(result.stdout) if t == "p" and a.get("id") == "plot-check"), None)
+    assert check is not None and check.get("data-viewport-width"), "the layout check did not run: " + result.stdout[:500]
+    viewport = int(check["data-viewport-width"])
+    assert 1000 <= viewport <= 1200, check  # the window size took effect
+    assert int(check["data-page-width"]) <= viewport, f"the page scrolls sideways at {viewport} px: {check}"
+    assert int(check["data-table-right"]) <= viewport, f"the latency table ends outside the page: {check}"
+    assert int(check["data-table-width"]) <= viewport, f"the latency table is wider than the page: {check}"

@@ -170,7 +170,7 @@ def test_compare_two_runs(bench_runs):
     assert [(c["artifact_a"], c["threads"]) for c in comparisons] == [("model.onnx", 2), ("hw.onnx", 2)]
     for c in comparisons:
         assert c["ci_low"] <= c["ratio"] <= c["ci_high"] and c["runs_a"] == c["runs_b"] == 40
-        assert c["verdict"] == "no significant difference" or c["verdict"].startswith("B is ")
+        assert c["verdict"].startswith(("equivalent (within ±3%)", "inconclusive (", "B is ")) and c["equivalence"] == 0.03
 
 
 def test_compare_finds_a_real_difference(bench_runs, tmp_path):

@@ -37,3 +37,22 @@ def test_help_texts_keep_their_brackets():
             assert word in shown, f"`edgetl {' '.join(path)} --help` lost {word!r} (Rich read it as markup: write \\\\{word})"
             checked += 1
     assert checked >= 2  # the check ran on real help texts (build's --package, train's --deterministic)
+
+
+def test_flags_show_no_value_type():
+    """A boolean flag (or a ``-v`` counter) takes no value: its help row must not say ``<bool>``/``<int>``
+    (typer 0.2x prints the annotation's type for flags too)."""
+    runner = CliRunner()
+    seen = 0
+    for path, command in _commands(get_command(app)):
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "3000", "TERMINAL_WIDTH": "3000"})
+        assert result.exit_code == 0, result.output
+        assert "<bool>" not in result.output, f"`edgetl {' '.join(path)} --help` shows <bool> for a flag"
+        if any(getattr(p, "count", False) for p in command.params):
+            row = next(line for line in result.output.splitlines() if "--verbose" in line)
+            assert "<int>" not in row, row
+        seen += 1
+    assert seen >= 10  # every command and group was looked at
+    # options that take a value keep their type
+    result = runner.invoke(app, ["bench", "--help"], env={"COLUMNS": "3000", "TERMINAL_WIDTH": "3000"})
+    assert "<int>" in next(line for line in result.output.splitlines() if "--warmup" in line)

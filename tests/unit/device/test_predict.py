@@ -142,7 +142,7 @@ def test_bad_top_k_is_a_config_error(int8_export, images):
         ("missing image", ("nope.png", "does not exist")),
         ("text file", ("notes.txt", "not an image")),
         ("text named .png", ("fake.png", "not an image")),
-        ("folder as image", ("a_folder", "is not a file")),
+        ("empty folder", ("a_folder", "no image files")),
         ("top-k 0", ("--top-k 0",)),
         ("top-k negative", ("--top-k -2",)),
         ("no metadata", ("lone.tflite", "edgetl.json")),
@@ -164,7 +164,7 @@ def test_bad_input_is_one_line(case, fragments, int8_export, images, tmp_path):
     elif case == "text named .png":
         (tmp_path / "fake.png").write_text("not pixels")
         args = [path, image, tmp_path / "fake.png"]
-    elif case == "folder as image":
+    elif case == "empty folder":  # a folder is searched for images (see test_predict_folder.py); none there
         (tmp_path / "a_folder").mkdir()
         args = [path, tmp_path / "a_folder"]
     elif case == "top-k 0":
