@@ -30,8 +30,13 @@ from edgetl.core.text import display_safe
 #: ``opset=99`` reads ``--opset 99`` on the command line.
 PARAM_FLAGS: dict[str, str] = {
     "arena_margin": "--arena-margin",
+    "class_weights": "--class-weights",
     "data": "--data",
+    "fine_tune_lr": "--fine-tune-lr",
+    "head_lr": "--lr",
+    "min_images": "--min-images",
     "opset": "--opset",
+    "patience": "--patience",
 }
 
 # A parameter starts the message or follows a space, "(" or "`": never part of a path or a dotted key.

@@ -11,8 +11,10 @@ from typing import Annotated, Any
 
 import typer
 
+from edgetl.core.types import ClassWeights
+
 DataOpt = Annotated[Path | None, typer.Option("--data", help="Image folder with one subfolder per class (class name = folder name).")]
-BackboneOpt = Annotated[str | None, typer.Option("--model", help="Backbone to fine-tune (see `edgetl backbones`), e.g. mobilenet_v2.")]
+BackboneOpt = Annotated[str | None, typer.Option("--model", help="Backbone to fine-tune (see `edgetl backbones`), e.g. mobilenet_v2, or your own Keras model file (.keras/.h5): its head is replaced.")]
 InputSizeOpt = Annotated[int | None, typer.Option("--input-size", help="Square input size in pixels (default: the backbone recipe's).")]
 AlphaOpt = Annotated[float | None, typer.Option("--alpha", help="MobileNet width multiplier, e.g. 0.35, 0.5, 1.0.")]
 WeightsOpt = Annotated[
@@ -45,13 +47,36 @@ UnfreezeFromOpt = Annotated[str | None, typer.Option("--unfreeze-from", help="Ph
 UnfreezeBlocksOpt = Annotated[int | None, typer.Option("--unfreeze-blocks", help="Phase 2 trains the top N blocks of the backbone (blocks as `edgetl backbones` names them).")]
 AugmentOpt = Annotated[bool | None, typer.Option("--augment/--no-augment", help="Light augmentation (flip, rotation, zoom, contrast) in phase 2; on by default.")]
 CleanEpochsOpt = Annotated[int | None, typer.Option("--clean-epochs", help="Phase 3 after an augmented phase 2: epochs on un-augmented images, BatchNorm frozen, kept only if validation loss falls (default 3; 0: off).")]
+PatienceOpt = Annotated[int | None, typer.Option("--patience", help="Phase 2 stops early after this many epochs without a lower validation loss, keeping the best epoch (default 3; \\[train] patience).")]
+HeadLrOpt = Annotated[float | None, typer.Option("--lr", "--head-lr", help="Phase 1 (head) learning rate (default 1e-3; \\[train] head_lr).")]
+FineTuneLrOpt = Annotated[float | None, typer.Option("--fine-tune-lr", help="Phase 2 learning rate (default: --lr / 10 for pretrained weights, --lr from scratch; \\[train] fine_tune_lr).")]
+MinImagesOpt = Annotated[int | None, typer.Option("--min-images", help="Refuse to train when a class has fewer images (default 10, as `edgetl data check --strict`; \\[data] min_images).")]
+ClassWeightsOpt = Annotated[
+    ClassWeights | None,
+    typer.Option("--class-weights", help="balanced: weight each class's loss by inverse frequency, for imbalanced classes; none: every image counts the same (default; \\[train] class_weights).", show_default=False),
+]
+
+#: Configuration key -> the flag of ``train`` and ``build`` that sets it: a bad value is reported by its flag.
+CONFIG_FLAGS: dict[str, str] = {
+    "data.path": "--data", "model.name": "--model", "model.input_size": "--input-size", "model.alpha": "--alpha",
+    "model.weights": "--weights", "data.val_path": "--val", "data.val_split": "--val-split", "data.seed": "--seed",
+    "data.batch_size": "--batch-size", "data.strict": "--strict", "data.min_images": "--min-images",
+    "train.head_epochs": "--head-epochs", "train.fine_tune_epochs": "--fine-tune-epochs", "train.clean_epochs": "--clean-epochs",
+    "train.unfreeze": "--unfreeze", "train.unfreeze_from": "--unfreeze-from", "train.unfreeze_blocks": "--unfreeze-blocks",
+    "train.augment": "--augment", "train.patience": "--patience", "train.head_lr": "--lr", "train.fine_tune_lr": "--fine-tune-lr",
+    "train.class_weights": "--class-weights",
+    "target": "--target", "out": "--out", "name": "--name", "qat.mode": "--mode", "qat.epochs": "--qat-epochs",
+    "export.io_dtype": "--io-dtype", "export.opset": "--opset", "package.targets": "--package",
+}
 
 
 def training_flags(
     data: Path | None, backbone: str | None, input_size: int | None, alpha: float | None, weights: str | None,
     val: Path | None, val_split: float | None, seed: int | None, batch_size: int | None, head_epochs: int | None,
     fine_tune_epochs: int | None, unfreeze: int | None, unfreeze_from: str | None, augment: bool | None, strict: bool | None,
-    unfreeze_blocks: int | None = None, clean_epochs: int | None = None,
+    unfreeze_blocks: int | None = None, clean_epochs: int | None = None, *, patience: int | None = None,
+    head_lr: float | None = None, fine_tune_lr: float | None = None, min_images: int | None = None,
+    class_weights: ClassWeights | None = None,
 ) -> dict[str, Any]:
     """The training options as dotted configuration keys (``None``: not given on the command line)."""
     return {
@@ -61,12 +86,14 @@ def training_flags(
         "train.head_epochs": head_epochs, "train.fine_tune_epochs": fine_tune_epochs,
         "train.unfreeze": unfreeze, "train.unfreeze_from": unfreeze_from, "train.unfreeze_blocks": unfreeze_blocks,
         "train.augment": augment, "train.clean_epochs": clean_epochs,
-        "data.strict": strict,
+        "data.strict": strict, "train.patience": patience, "train.head_lr": head_lr, "train.fine_tune_lr": fine_tune_lr,
+        "data.min_images": min_images, "train.class_weights": class_weights.value if class_weights else None,
     }
 
 
-def resolve(config: Path | None, flags: dict[str, Any]):
-    """The build configuration from ``--config`` (TOML) with the given flags layered on top."""
+def resolve(config: Path | None, flags: dict[str, Any], flag_names: dict[str, str] | None = None):
+    """The build configuration from ``--config`` (TOML) with the given flags layered on top; a bad
+    flag value is reported by its flag (``flag_names``: configuration key -> flag, default :data:`CONFIG_FLAGS`)."""
     from edgetl.pipeline.config import resolve_config  # pydantic: imported when a command runs (keeps --help fast)
 
-    return resolve_config(config, flags)
+    return resolve_config(config, flags, CONFIG_FLAGS if flag_names is None else flag_names)

@@ -18,14 +18,19 @@ from edgetl.cli.options import (
     AugmentOpt,
     BackboneOpt,
     BatchOpt,
+    ClassWeightsOpt,
     CleanEpochsOpt,
     ConfigOpt,
     DataOpt,
     DeterministicOpt,
     FineEpochsOpt,
+    FineTuneLrOpt,
     ForceOpt,
     HeadEpochsOpt,
+    HeadLrOpt,
     InputSizeOpt,
+    MinImagesOpt,
+    PatienceOpt,
     SeedOpt,
     StrictOpt,
     TrustModelOpt,
@@ -58,13 +63,19 @@ def train(
     batch_size: BatchOpt = None,
     head_epochs: HeadEpochsOpt = None,
     fine_tune_epochs: FineEpochsOpt = None,
+    clean_epochs: CleanEpochsOpt = None,
+    head_lr: HeadLrOpt = None,
+    fine_tune_lr: FineTuneLrOpt = None,
+    patience: PatienceOpt = None,
     unfreeze: UnfreezeOpt = None,
     unfreeze_from: UnfreezeFromOpt = None,
     unfreeze_blocks: UnfreezeBlocksOpt = None,
     augment: AugmentOpt = None,
-    clean_epochs: CleanEpochsOpt = None,
+    class_weights: ClassWeightsOpt = None,
+    min_images: MinImagesOpt = None,
     strict: StrictOpt = None,
     deterministic: DeterministicOpt = False,
+    trust_model: TrustModelOpt = False,
     force: ForceOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -72,14 +83,19 @@ def train(
     setup_logging(verbose)
     with errors_as_exit():
         requires_training_stack("train")
-        flags = training_flags(data, backbone, input_size, alpha, weights, val, val_split, seed, batch_size, head_epochs, fine_tune_epochs, unfreeze, unfreeze_from, augment, strict, unfreeze_blocks, clean_epochs)
+        flags = training_flags(
+            data, backbone, input_size, alpha, weights, val, val_split, seed, batch_size, head_epochs, fine_tune_epochs, unfreeze,
+            unfreeze_from, augment, strict, unfreeze_blocks, clean_epochs,
+            patience=patience, head_lr=head_lr, fine_tune_lr=fine_tune_lr, min_images=min_images, class_weights=class_weights,
+        )
         cfg = resolve(config, {**flags, "train.deterministic": True if deterministic else None})
         # the API (pydantic, numpy; TensorFlow once api.train runs): imported when the command runs, not for --help
         from edgetl.pipeline import api
 
         with RichProgress() as progress:
-            result = api.train(cfg, out, force=force, progress=progress)
-        console.print(f"trained {cfg.model.name}: validation top-1 [bold]{pct(result.val_accuracy)}[/] -> {display_safe(result.out_dir)}")
+            result = api.train(cfg, out, force=force, progress=progress, trust_model=trust_model)
+        balanced = f" (balanced accuracy [bold]{pct(result.val_balanced_accuracy)}[/], classes imbalanced {result.imbalance:.1f}:1)" if result.imbalanced else ""
+        console.print(f"trained {cfg.model.name}: validation top-1 [bold]{pct(result.val_accuracy)}[/]{balanced} -> {display_safe(result.out_dir)}")
 
 
 def qat(
@@ -124,10 +140,12 @@ def qat(
             "data.path": str(data) if data else run_cfg.get("data", {}).get("path"),
             "data.val_path": run_cfg.get("data", {}).get("val_path"), "data.val_split": run_cfg.get("data", {}).get("val_split"),
             "data.seed": run_cfg.get("data", {}).get("seed"), "data.strict": strict,
+            "data.min_images": run_cfg.get("data", {}).get("min_images"),
             "qat.epochs": epochs, "qat.lr": lr, "qat.mode": QuantMode.qat.value,
             "train.deterministic": True if deterministic else run_cfg.get("train", {}).get("deterministic"),
+            "train.class_weights": run_cfg.get("train", {}).get("class_weights"),  # QAT weighs the loss as training did
         }
-        cfg = resolve(config, flags)
+        cfg = resolve(config, flags, {"data.path": "--data", "data.strict": "--strict", "qat.epochs": "--epochs", "qat.lr": "--lr"})
         target = out or model.with_name(model.name + "-qat")
         with RichProgress() as progress:
             result = api.qat(model, cfg, out=target, force=force, progress=progress, trust_model=trust_model)

@@ -26,6 +26,13 @@ class LRSchedule(StrEnum):
     cosine = "cosine"  # annealed from fine_tune_lr to 1/100 of it over fine_tune_epochs
 
 
+class ClassWeights(StrEnum):
+    """How training weights each class's loss."""
+
+    none = "none"  # every image counts the same
+    balanced = "balanced"  # inverse class frequency: n_images / (n_classes * n_images_of_class)
+
+
 class PackageFor(StrEnum):
     """What ``edgetl package`` bundles a model for."""
 

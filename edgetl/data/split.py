@@ -3,6 +3,11 @@
 :func:`load_split` loads training and validation images (a separate ``val_path`` folder, or a
 seeded, stratified :func:`split_indices` of one folder); :func:`load_eval_set` loads a folder whose
 classes must be among a model's. Both decode each image once, through :mod:`edgetl.data.folder`.
+
+Class balance, for training: :func:`check_class_counts` refuses a split a classifier cannot learn
+from (a class under ``data.min_images``, a class with no validation images), :func:`imbalance`
+measures it, :func:`balanced_class_weights` gives inverse-frequency loss weights and
+:func:`balanced_accuracy` the mean per-class recall.
 """
 
 from __future__ import annotations
@@ -16,13 +21,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgetl.core.errors import ConfigError, DataError
-from edgetl.data.folder import class_dirs, scan_and_load
+from edgetl.data.folder import STRICT_MAX_IMBALANCE, class_dirs, scan_and_load
 from edgetl.data.images import SkippedFile, check_input_size, image_pixel_limit
 
 if TYPE_CHECKING:
     from edgetl.core.config import DataConfig
 
 logger = logging.getLogger(__name__)
+
+#: Largest/smallest class ratio over which training warns that the classes are extremely imbalanced
+#: (the ratio ``edgetl data check --strict`` fails on).
+EXTREME_IMBALANCE = STRICT_MAX_IMBALANCE
+#: Largest/smallest class ratio over which the classes count as imbalanced: balanced accuracy is
+#: shown next to top-1 (it is always recorded).
+IMBALANCE_SHOWN = 1.5
 
 
 @dataclass
@@ -201,3 +213,76 @@ def load_eval_set(
     check_input_size(input_size)
     scan, x = scan_and_load(root, strict=strict, class_names=class_names, verify=True, input_size=input_size, resize=resize)
     return ImageData(x=x, y=scan.labels, paths=scan.paths), scan.skipped  # type: ignore[arg-type]
+
+
+def class_counts(labels: np.ndarray | Sequence[int], num_classes: int) -> list[int]:
+    """Images per class index (``num_classes`` entries, zeros included)."""
+    return [int(c) for c in np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)[:num_classes]]
+
+
+def imbalance(counts: Sequence[int]) -> float:
+    """Largest count divided by the smallest (``inf`` when one is 0, 1.0 with no counts)."""
+    if not counts:
+        return 1.0
+    return float("inf") if min(counts) == 0 else max(counts) / min(counts)
+
+
+def check_class_counts(split: SplitData, data: DataConfig) -> None:
+    """Refuse a split no classifier should be trained on, with one line naming the class.
+
+    A class needs ``data.min_images`` images (training and validation together) - a data folder one
+    level too high (its subfolders are not the classes) shows up here - and at least one image on
+    each side of the split.
+
+    Raises:
+        DataError: a class under ``data.min_images``, or a class with no training or no validation images.
+    """
+    names = split.class_names
+    train = class_counts(split.train.y, len(names))
+    val = class_counts(split.val.y, len(names))
+    total = [a + b for a, b in zip(train, val, strict=True)]
+    minimum = int(data.min_images)
+    small = sorted((count, name) for name, count in zip(names, total, strict=True) if count < minimum)
+    if small:
+        (count, name), others = small[0], small[1:]
+        also = f" (also under it: {', '.join(f'{n!r} {c}' for c, n in others[:5])}{', ...' if len(others) > 5 else ''})" if others else ""
+        raise DataError(
+            f"class {name!r} has {count} image{'' if count == 1 else 's'}, under the minimum of {minimum} per class "
+            f"that training requires{also}; check that {data.path} is the folder whose subfolders are the classes, "
+            f"add images, or lower the minimum with min_images={max(count, 1)} ([data] min_images in TOML)"
+        )
+    for side, counts, fix in (
+        ("validation", val, "give a validation folder (--val DIR) or add images, at least 2 per class"),
+        ("training", train, "add images to its training folder"),
+    ):
+        empty = [name for name, count in zip(names, counts, strict=True) if count == 0]
+        if empty:
+            index = names.index(empty[0])
+            raise DataError(
+                f"class {empty[0]!r} has no {side} images ({total[index]} image{'' if total[index] == 1 else 's'} in all"
+                f"{', all on the other side of the split' if total[index] else ''})"
+                f"{f', and {len(empty) - 1} more class(es) likewise' if len(empty) > 1 else ''}: "
+                f"its {side} accuracy and loss cannot be measured; {fix}"
+            )
+
+
+def balanced_class_weights(labels: np.ndarray | Sequence[int], num_classes: int) -> list[float]:
+    """Inverse-frequency loss weights, ``n_images / (n_classes * n_images_of_class)`` (scikit-learn's
+    ``"balanced"``; ``n_classes`` counts the classes present): every class then weighs as much in the
+    loss in total, and a perfectly balanced set gets 1.0 everywhere. A class absent from ``labels`` gets 1.0.
+    """
+    counts = np.asarray(class_counts(labels, num_classes), dtype=np.float64)
+    present = counts > 0
+    weights = np.ones(num_classes, dtype=np.float64)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return [float(w) for w in weights]
+
+
+def balanced_accuracy(labels: np.ndarray | Sequence[int], predicted: np.ndarray | Sequence[int]) -> float:
+    """Mean per-class recall over the classes present in ``labels`` (NaN with no labels): a model
+    that always answers the largest class scores 1 / n_classes, whatever the class sizes."""
+    labels = np.asarray(labels, dtype=np.int64)
+    predicted = np.asarray(predicted, dtype=np.int64)
+    if labels.size == 0:
+        return float("nan")
+    return float(np.mean([np.mean(predicted[labels == c] == c) for c in np.unique(labels)]))

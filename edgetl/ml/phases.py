@@ -1,7 +1,13 @@
 """The training phases and their schedules, used by :func:`edgetl.ml.train.train` and by QAT:
 which layers train in each phase (freeze, unfreeze the top blocks, BatchNorm handling), learning
 rates (fine-tune rate, cosine schedule), the tf.data input pipeline with augmentation, fitting with
-best-epoch weights, phase 1 on cached backbone features and phase 3 on clean images."""
+best-epoch weights (and class weights), phase 1 on cached backbone features and phase 3 on clean images.
+
+Every fit ends with the weights of its best epoch (lowest validation loss): the history it returns
+marks each epoch with ``phase_epoch`` (1-based within the fit), ``best`` (the epoch whose weights
+the fit ended with) and ``discarded`` (an epoch after it, whose weights were thrown away; all of
+them when no epoch beat the weights the fit started from). When early stopping ends a fit, an INFO
+record on :data:`edgetl.ml.progress.notice` says so."""
 
 from __future__ import annotations
 
@@ -15,12 +21,13 @@ from edgetl.core.config import BuildConfig
 from edgetl.core.contract import PreprocessContract
 from edgetl.core.errors import ConfigError
 from edgetl.core.progress import Progress
-from edgetl.data.split import ImageData, SplitData
+from edgetl.core.types import ClassWeights
+from edgetl.data.split import ImageData, SplitData, balanced_class_weights
 from edgetl.ml._keras import keras, tf
 from edgetl.ml.backbones import block_starts
 from edgetl.ml.backbones.spec import HEAD_LAYERS, BackboneSpec
 from edgetl.ml.model_io import predict_pixels
-from edgetl.ml.progress import keras_callback
+from edgetl.ml.progress import keras_callback, notice
 
 log = logging.getLogger(__name__)
 
@@ -184,10 +191,45 @@ def _compile(model, lr: float) -> None:
     model.compile(optimizer=k.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
 
-def _merge_history(total: dict[str, list[float]], phase: str, history: dict[str, list[float]]) -> None:
+def class_weights(config: BuildConfig, labels: np.ndarray, num_classes: int) -> dict[int, float] | None:
+    """Keras ``class_weight`` for ``config.train.class_weights`` (None: every image counts the same)."""
+    if ClassWeights(config.train.class_weights) is ClassWeights.none:
+        return None
+    return dict(enumerate(balanced_class_weights(labels, num_classes)))
+
+
+def _merge_history(total: dict[str, list], phase: str, history: dict[str, list]) -> None:
+    """Append one fit's epochs to ``total``, each marked with ``phase``; numbers as floats, flags as they are."""
     for key, values in history.items():
-        total.setdefault(key, []).extend(float(v) for v in values)
-    total.setdefault("phase", []).extend([phase] * len(next(iter(history.values()), [])))
+        total.setdefault(key, []).extend(v if isinstance(v, bool | int | str) else float(v) for v in values)
+    total.setdefault("phase", []).extend([phase] * len(history.get("loss", next(iter(history.values()), []))))
+
+
+def _mark_epochs(history: dict[str, list], best, epochs: int, task: str, monitor: str = "val_loss") -> dict[str, list]:
+    """Add ``phase_epoch``, ``best`` and ``discarded`` to a fit's history and say how the fit ended.
+
+    ``best``: the fit's :class:`BestWeights`, which left the model with its best epoch's weights, or
+    with the incoming ones (no epoch beat its baseline), or with the last epoch's (no finite loss).
+    """
+    ran = len(history.get("loss", []))
+    if best.weights is not None:
+        best_epoch = best.best_epoch
+    elif best.initial is not None:
+        best_epoch = -1  # the incoming weights came back: every epoch was thrown away
+    else:
+        best_epoch = ran - 1  # nothing to restore: the last epoch's weights stay
+    history["phase_epoch"] = list(range(1, ran + 1))
+    history["best"] = [epoch == best_epoch for epoch in range(ran)]
+    history["discarded"] = [epoch > best_epoch for epoch in range(ran)]
+    kept = f"restored epoch {best_epoch + 1}" if best_epoch >= 0 else "kept the weights it started with"
+    if 0 < ran < epochs:
+        notice.info(
+            "%s: early stopping after epoch %d of %d: %s did not improve for %d epochs; %s",
+            task, ran, epochs, monitor, ran - 1 - best_epoch if best_epoch >= 0 else ran, kept,
+        )
+    elif ran and best_epoch != ran - 1:
+        log.info("%s: ran %d epochs, lowest %s at %s; %s", task, ran, monitor, f"epoch {best_epoch + 1}" if best_epoch >= 0 else "none", kept)
+    return history
 
 
 class BestWeights:
@@ -231,14 +273,17 @@ def fit_on_images(
     (or the incoming weights, if no epoch's validation loss beats ``baseline``)."""
     _compile(model, lr)
     batch, seed = config.data.batch_size, config.data.seed
+    best = BestWeights(baseline=baseline)
     fitted = model.fit(
         make_dataset(split.train, contract, batch, shuffle=True, augment=augment, seed=seed),
         validation_data=make_dataset(split.val, contract, batch, shuffle=False, augment=False, seed=0),
         epochs=epochs,
         verbose=0,
-        callbacks=[BestWeights(baseline=baseline), *(callbacks or []), keras_callback(progress, task, epochs)],
+        class_weight=class_weights(config, split.train.y, len(split.class_names)),
+        callbacks=[best, *(callbacks or []), keras_callback(progress, task, epochs)],
     )
-    return {k: [float(v) for v in values] for k, values in fitted.history.items()}
+    history = {k: [float(v) for v in values] for k, values in fitted.history.items()}
+    return _mark_epochs(history, best, epochs, task)
 
 
 def validation_loss(model, split: SplitData, contract: PreprocessContract, batch_size: int) -> float:
@@ -299,6 +344,7 @@ def train_head_on_features(model, split: SplitData, contract: PreprocessContract
     head = k.Model(feature_in, head_out, name="edgetl_head")  # shares the head's layers
     _compile(head, config.train.head_lr)
     best = BestWeights()
+    task = "phase 1 (head, cached features)"
     history = head.fit(
         train_features,
         split.train.y,
@@ -307,6 +353,8 @@ def train_head_on_features(model, split: SplitData, contract: PreprocessContract
         batch_size=batch,
         shuffle=True,
         verbose=0,
-        callbacks=[best, keras_callback(progress, "phase 1 (head, cached features)", config.train.head_epochs)],
+        class_weight=class_weights(config, split.train.y, len(split.class_names)),
+        callbacks=[best, keras_callback(progress, task, config.train.head_epochs)],
     )
-    return history.history
+    fitted = {k: [float(v) for v in values] for k, values in history.history.items()}
+    return _mark_epochs(fitted, best, config.train.head_epochs, task)

@@ -17,6 +17,11 @@ converges on a small dataset), and the statistics are re-estimated on training i
 
 Phase 2's learning rate is cut x0.3 whenever validation loss stalls (``train.schedule =
 "plateau"``) or annealed on a cosine to 1/100 over the phase-2 epochs (``"cosine"``).
+
+Before anything trains, the split is checked (a class under ``data.min_images``, or with no
+validation images, is refused), the classes and their image counts are logged, and extreme
+imbalance is warned about; ``train.class_weights = "balanced"`` weights the loss by inverse class
+frequency in every phase. Validation reports top-1 and balanced accuracy (mean per-class recall).
 """
 
 from __future__ import annotations
@@ -37,12 +42,23 @@ from edgetl.core.errors import ConfigError
 from edgetl.core.fingerprint import stage_fingerprints
 from edgetl.core.metadata import ArtifactMetadata, package_versions, write_labels
 from edgetl.core.progress import Progress, log_progress
-from edgetl.core.types import LRSchedule
-from edgetl.data.split import SplitData, load_split
+from edgetl.core.types import ClassWeights, LRSchedule
+from edgetl.data.split import (
+    EXTREME_IMBALANCE,
+    IMBALANCE_SHOWN,
+    SplitData,
+    balanced_accuracy,
+    balanced_class_weights,
+    check_class_counts,
+    class_counts,
+    imbalance,
+    load_split,
+)
 from edgetl.ml._keras import keras, tf
 from edgetl.ml.backbones import build_classifier, resolve_weights
-from edgetl.ml.backbones.spec import BACKBONES, BackboneSpec
-from edgetl.ml.model_io import MODEL_FILE, accuracy, check_finite_weights
+from edgetl.ml.backbones.spec import BackboneSpec
+from edgetl.ml.curves import plot_history
+from edgetl.ml.model_io import MODEL_FILE, check_finite_weights, predict_pixels
 from edgetl.ml.phases import (
     _merge_history,
     backbone_layers,
@@ -58,8 +74,13 @@ from edgetl.ml.phases import (
     unfreeze_index,
     unfreeze_top,
 )
+from edgetl.ml.progress import notice
+from edgetl.ml.user_model import get_backbone
 
 log = logging.getLogger(__name__)
+
+#: At most this many classes are listed by name in the class-count line at the start of training.
+SHOWN_CLASSES = 30
 
 SCRATCH_BN_MOMENTUM = 0.9
 
@@ -72,7 +93,17 @@ class TrainResult:
         out_dir: the run folder (``model.keras``, ``labels.txt``, ``history.json``,
             ``training_curves.png``, ``logs/``, ``edgetl.json``).
         model: the trained Keras model, still in memory for the next stage.
+        history: per epoch, every phase one after the other (``history.json``): lists of equal
+            length ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``; ``phase`` (``"head"``,
+            ``"fine_tune"``, ``"clean"``); ``phase_epoch`` (1-based within the phase); ``best``
+            (True at the epoch whose weights the phase ended with) and ``discarded`` (True for the
+            epochs after it, whose weights were thrown away when the best epoch was restored: all
+            of a phase's epochs when none improved on its starting weights, as phase 3 can).
+            ``lr`` is only phase 2's epochs (its schedule).
         val_accuracy: top-1 on the validation split, inference mode.
+        val_balanced_accuracy: mean per-class recall on the validation split (equals top-1 when
+            the classes are the same size; a model that always answers one class scores 1/classes).
+        class_weights: per class (``class_names`` order), the loss weights training used; None: none.
     """
 
     out_dir: Path
@@ -84,15 +115,41 @@ class TrainResult:
     split: SplitData
     timings: dict[str, float] = field(default_factory=dict)
     phase3: dict[str, Any] | None = None  # finish_clean's summary; None when phase 3 did not run
+    val_balanced_accuracy: float = float("nan")
+    class_weights: list[float] | None = None
 
     @property
     def model_path(self) -> Path:
         return self.out_dir / MODEL_FILE
 
+    @property
+    def train_counts(self) -> list[int]:
+        """Training images per class (``class_names`` order)."""
+        return class_counts(self.split.train.y, len(self.class_names))
 
-def resolve_model_options(config: BuildConfig) -> tuple[BackboneSpec, int, float | None]:
-    """Backbone spec, input size and alpha, with every cheap check done before any training."""
-    spec = BACKBONES.get(config.model.name)
+    @property
+    def val_counts(self) -> list[int]:
+        """Validation images per class (``class_names`` order)."""
+        return class_counts(self.split.val.y, len(self.class_names))
+
+    @property
+    def imbalance(self) -> float:
+        """Largest class (training + validation images) over the smallest."""
+        return imbalance([a + b for a, b in zip(self.train_counts, self.val_counts, strict=True)])
+
+    @property
+    def imbalanced(self) -> bool:
+        """Whether the classes differ enough in size for balanced accuracy to be shown beside top-1."""
+        return self.imbalance > IMBALANCE_SHOWN
+
+
+def resolve_model_options(config: BuildConfig, *, trust_model: bool = False) -> tuple[BackboneSpec, int, float | None]:
+    """Backbone spec, input size and alpha, with every cheap check done before any training.
+
+    ``config.model.name`` is a registered backbone or the user's own Keras model file
+    (:mod:`edgetl.ml.user_model`, opened with no code from it run unless ``trust_model``).
+    """
+    spec = get_backbone(config.model.name, input_size=config.model.input_size, trust_model=trust_model)
     input_size = config.model.input_size or spec.default_input_size
     alpha = config.model.alpha if config.model.alpha is not None else spec.default_alpha
     spec.check_input_size(input_size)
@@ -146,6 +203,7 @@ def train(
     force: bool = False,
     progress: Progress = log_progress,
     run_fingerprint: str | None = None,
+    trust_model: bool = False,
 ) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.data`` and write the run folder.
 
@@ -155,33 +213,39 @@ def train(
         force: replace a folder that holds a different run.
         progress: callback for progress bars.
         run_fingerprint: identity of this run (the pipeline's stage fingerprint); default: the config's.
+        trust_model: with ``--model FILE``, load the file even if it carries code (Lambda layers).
 
     Returns:
         The trained model with its metadata and validation accuracy.
 
     Raises:
         ConfigError: unknown backbone, bad size/alpha/weights or unfreeze options.
-        DataError: an unusable image folder.
+        DataError: an unusable image folder; a class with fewer than ``data.min_images`` images,
+            or with no training or validation images after the split.
         OutputExistsError: ``out_dir`` holds something else and ``force`` is off.
     """
     with deterministic_ops(config.train.deterministic):
-        return _train(config, out_dir, force=force, progress=progress, run_fingerprint=run_fingerprint)
+        return _train(config, out_dir, force=force, progress=progress, run_fingerprint=run_fingerprint, trust_model=trust_model)
 
 
-def _train(config: BuildConfig, out_dir: Path, *, force: bool, progress: Progress, run_fingerprint: str | None) -> TrainResult:
+def _train(
+    config: BuildConfig, out_dir: Path, *, force: bool, progress: Progress, run_fingerprint: str | None, trust_model: bool = False
+) -> TrainResult:
     if config.data.path is None:
         raise ConfigError("no training data: pass --data DIR (a folder with one subfolder per class)")
-    spec, input_size, alpha = resolve_model_options(config)
+    spec, input_size, alpha = resolve_model_options(config, trust_model=trust_model)
     if run_fingerprint is None:
         run_fingerprint = stage_fingerprints(config)["train"]
     resolve_weights(spec, config.model.weights, alpha, input_size)
     split = load_split(config.data, input_size)
+    check_class_counts(split, config.data)
     set_seed(config.data.seed)
     timings: dict[str, float] = {}
     phase3: dict[str, Any] | None = None
     with distribution_strategy().scope():  # may fetch ImageNet weights: fail before writing anything
         model, contract = build_classifier(spec, len(split.class_names), input_size, alpha, config.model.weights, config.model.dropout)
     out_dir = _fs.prepare_output_dir(Path(out_dir), run_fingerprint, force=force, what="training run")
+    weights_used = report_classes(split, config)  # once every check has passed: a refusal stays one line
     scratch = from_scratch(config)
     if scratch:
         set_batchnorm_momentum(model, SCRATCH_BN_MOMENTUM)
@@ -248,15 +312,50 @@ def _train(config: BuildConfig, out_dir: Path, *, force: bool, progress: Progres
         check_finite_weights(model, "phase 3 (clean)", f"clean_lr={phase3['lr']:g}")
         timings["phase3_s"] = time.perf_counter() - start
 
-    val_acc = accuracy(model, split.val, contract)
-    log.info("validation top-1 (inference mode): %.4f", val_acc)
-    result = TrainResult(out_dir, model, split.class_names, contract, history, val_acc, split, timings, phase3)
+    predicted = np.argmax(predict_pixels(model, split.val.x, contract), axis=1)
+    val_acc = float(np.mean(predicted == split.val.y))
+    val_balanced = balanced_accuracy(split.val.y, predicted)
+    log.info("validation (inference mode): top-1 %.4f, balanced accuracy %.4f", val_acc, val_balanced)
+    result = TrainResult(out_dir, model, split.class_names, contract, history, val_acc, split, timings, phase3, val_balanced, weights_used)
     write_run(result, spec, config, run_fingerprint, trainable)
     return result
 
 
+def report_classes(split: SplitData, config: BuildConfig) -> list[float] | None:
+    """Log the classes with their training/validation image counts (always shown), warn on extreme
+    imbalance, and return the class weights training will use (None: none)."""
+    names = split.class_names
+    train, val = class_counts(split.train.y, len(names)), class_counts(split.val.y, len(names))
+    listed = ", ".join(f"{name} {a}/{b}" for name, a, b in list(zip(names, train, val, strict=True))[:SHOWN_CLASSES])
+    more = f", ... and {len(names) - SHOWN_CLASSES} more" if len(names) > SHOWN_CLASSES else ""
+    notice.info("%d classes (training/validation images): %s%s", len(names), listed, more)
+    total = [a + b for a, b in zip(train, val, strict=True)]
+    balanced = ClassWeights(config.train.class_weights) is ClassWeights.balanced
+    ratio = imbalance(total)
+    if ratio > EXTREME_IMBALANCE and not balanced:
+        largest, smallest = int(np.argmax(total)), int(np.argmin(total))
+        log.warning(
+            "classes are extremely imbalanced, %.0f:1 (largest %r with %d images, smallest %r with %d; over %gx): a model "
+            "can score a high top-1 by mostly answering the large classes; train with balanced class weights "
+            "(--class-weights balanced, [train] class_weights = \"balanced\") or add images to the small classes, "
+            "and judge the model by its balanced accuracy",
+            ratio, names[largest], total[largest], names[smallest], total[smallest], EXTREME_IMBALANCE,
+        )
+    if not balanced:
+        return None
+    weights = balanced_class_weights(split.train.y, len(names))
+    shown = ", ".join(f"{name} {w:.3g}" for name, w in list(zip(names, weights, strict=True))[:SHOWN_CLASSES])
+    notice.info("balanced class weights (largest/smallest class %.1f:1): %s%s", ratio, shown, more)
+    return weights
+
+
 def write_run(result: TrainResult, spec: BackboneSpec, config: BuildConfig, run_fingerprint: str, trainable: list[str]) -> None:
-    """Write the run folder; ``edgetl.json`` goes last and marks it complete."""
+    """Write the run folder; ``edgetl.json`` goes last and marks it complete.
+
+    ``history.json`` is :attr:`TrainResult.history`; ``edgetl.json`` records, beside the model's
+    metadata, ``val_accuracy`` (top-1), ``val_balanced_accuracy``, ``train_counts`` and
+    ``val_counts`` (per class, ``class_names`` order) and ``class_weights`` (the same order; null: none).
+    """
     out = result.out_dir
     with _fs.atomic_path(out / MODEL_FILE) as tmp:
         result.model.save(tmp)
@@ -274,8 +373,12 @@ def write_run(result: TrainResult, spec: BackboneSpec, config: BuildConfig, run_
         class_names=result.class_names,
         preprocessing=result.contract.to_dict(),
         val_accuracy=result.val_accuracy,
+        val_balanced_accuracy=result.val_balanced_accuracy,
         num_train=int(len(result.split.train.y)),
         num_val=int(len(result.split.val.y)),
+        train_counts=result.train_counts,
+        val_counts=result.val_counts,
+        class_weights=result.class_weights,
         skipped_files=[str(s.path) for s in result.split.skipped],
         phase2_trainable_layers=len(trainable),
         timings_s=result.timings,
@@ -284,34 +387,3 @@ def write_run(result: TrainResult, spec: BackboneSpec, config: BuildConfig, run_
         versions=package_versions(),
         config=config.to_toml_dict(),
     ).write(out)
-
-
-def plot_history(history: dict[str, list], path: Path) -> Path:
-    """Loss and accuracy per epoch, phases marked, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    epochs = np.arange(1, len(history.get("loss", [])) + 1)
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        for key, style in ((metric, "-"), (f"val_{metric}", "--")):
-            if history.get(key):
-                ax.plot(epochs, history[key], style, label=key)
-        phases = history.get("phase", [])
-        for phase, label in (("fine_tune", "fine-tune"), ("clean", "clean")):
-            if phase in phases and phases.index(phase) > 0:
-                ax.axvline(phases.index(phase) + 0.5, color="grey", linewidth=0.8)
-                ax.text(phases.index(phase) + 0.6, ax.get_ylim()[1], label, va="top", fontsize=8, color="grey")
-        ax.set_xlabel("epoch")
-        ax.set_title(metric)
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with _fs.atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return Path(path)
-
-

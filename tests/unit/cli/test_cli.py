@@ -130,7 +130,7 @@ def test_train_refuses_folder_with_other_files(two_classes, tmp_path):
     out = tmp_path / "busy"
     out.mkdir()
     (out / "thesis.docx").write_text("precious")
-    result = run("train", "--data", two_classes, "--weights", "none", "--input-size", "32", "--out", out, "--head-epochs", "0", "--fine-tune-epochs", "0")
+    result = run("train", "--data", two_classes, "--weights", "none", "--input-size", "32", "--out", out, "--head-epochs", "0", "--fine-tune-epochs", "0", "--min-images", "1")
     assert_one_line_error(result, "--force")
     assert (out / "thesis.docx").read_text() == "precious"
 
