@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Annotated
@@ -10,21 +11,26 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgetl.cli.console import RichProgress, console, pct, setup_logging
+from edgetl.cli.console import RichProgress, console, err_console, pct, setup_logging
 from edgetl.cli.errors import errors_as_exit, requires_training_stack
 from edgetl.cli.options import (
     AlphaOpt,
     AugmentOpt,
     BackboneOpt,
     BatchOpt,
+    ClassWeightsOpt,
     CleanEpochsOpt,
     ConfigOpt,
     DataOpt,
     DeterministicOpt,
     FineEpochsOpt,
+    FineTuneLrOpt,
     ForceOpt,
     HeadEpochsOpt,
+    HeadLrOpt,
     InputSizeOpt,
+    MinImagesOpt,
+    PatienceOpt,
     SeedOpt,
     StrictOpt,
     TrustModelOpt,
@@ -67,8 +73,13 @@ def build(
     unfreeze_blocks: UnfreezeBlocksOpt = None,
     augment: AugmentOpt = None,
     clean_epochs: CleanEpochsOpt = None,
+    head_lr: HeadLrOpt = None,
+    fine_tune_lr: FineTuneLrOpt = None,
+    patience: PatienceOpt = None,
+    class_weights: ClassWeightsOpt = None,
+    min_images: MinImagesOpt = None,
     strict: StrictOpt = None,
-    package: Annotated[list[PackageFor] | None, typer.Option("--package", help="Also bundle the artifact for apps into <target>/package-<for>/: c (TFLite Micro, needs tflite-int8), android, ios, python; repeat for several. Budgets: \\[package] in --config.", show_default=False)] = None,
+    package: Annotated[list[PackageFor] | None, typer.Option("--package", help="Also bundle the artifact for apps into <target>/package-<for>/ (made by the build, replaced by the next one): c (TFLite Micro, needs tflite-int8), android, ios, python; repeat for several. Budgets: \\[package] in --config.", show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved configuration and exit.")] = False,
     deterministic: DeterministicOpt = False,
     trust_model: TrustModelOpt = False,
@@ -79,7 +90,11 @@ def build(
     setup_logging(verbose)
     with errors_as_exit():
         requires_training_stack("build")
-        flags = training_flags(data, backbone, input_size, alpha, weights, val, val_split, seed, batch_size, head_epochs, fine_tune_epochs, unfreeze, unfreeze_from, augment, strict, unfreeze_blocks, clean_epochs)
+        flags = training_flags(
+            data, backbone, input_size, alpha, weights, val, val_split, seed, batch_size, head_epochs, fine_tune_epochs, unfreeze,
+            unfreeze_from, augment, strict, unfreeze_blocks, clean_epochs,
+            patience=patience, head_lr=head_lr, fine_tune_lr=fine_tune_lr, min_images=min_images, class_weights=class_weights,
+        )
         flags.update({
             "train.deterministic": True if deterministic else None,
             "target": target, "out": str(out) if out else None, "name": name,
@@ -90,12 +105,21 @@ def build(
         cfg = resolve(config, flags)
         # the pipeline (pydantic, numpy, TensorFlow for the backbone checks): imported when the command runs, not for --help
         from edgetl.pipeline import api
-        from edgetl.pipeline.build import check_build
+        from edgetl.pipeline.build import build_name, check_build
 
-        check_build(cfg)
+        spec = check_build(cfg, trust_model=trust_model)
         if dry_run:
+            # stdout stays the resolved configuration alone (JSON a script can read); where it would go, on stderr
+            root = Path(cfg.out) / build_name(cfg)
+            err_console.print(
+                f"build name {display_safe(root.name)}: would write {display_safe(root / spec.name)}/ "
+                f"(stages float/, qat/, ptq-int8/ beside it in {display_safe(root)}/)"
+                + "".join(f", {display_safe(root / spec.name / ('package-' + PackageFor(p).value))}/" for p in cfg.package.targets),
+                highlight=False,
+            )
             console.print_json(json.dumps(cfg.to_toml_dict()))
             return
+        show_build_steps(verbose)
         with RichProgress() as progress:
             result = api.build(cfg, force=force, progress=progress, trust_model=trust_model)
         print_build_summary(result)
@@ -114,10 +138,18 @@ def demo(
         # the pipeline (TensorFlow once the build runs): imported when the command runs, not for --help
         from edgetl.pipeline.demo import run_demo
 
+        show_build_steps(verbose)
         start = time.perf_counter()
         with RichProgress() as progress:
             result = run_demo(out, images_per_class=images_per_class, force=force, progress=progress)
         print_build_summary(result, time.perf_counter() - start)
+
+
+def show_build_steps(verbose: int) -> None:
+    """The build's own messages (a stage reused, which int8 model ships) at INFO reach the terminal
+    without -v; the stages' chatter stays behind -v."""
+    if verbose == 0:
+        logging.getLogger("edgetl.pipeline.build").setLevel(logging.INFO)
 
 
 def print_build_summary(result, elapsed_s: float | None = None) -> None:
@@ -130,18 +162,27 @@ def print_build_summary(result, elapsed_s: float | None = None) -> None:
     for col, justify in (("model", "left"), ("runtime", "left"), ("top-1", "right"), ("p50 ms, 1 thread", "right")):
         t.add_column(col, justify=justify)
     t.add_row("float", "Keras", pct(s["float_top1"]), "")
+    choice = s.get("int8_choice") or {}
+    shipped = choice.get("shipped")
     if s.get("ptq_top1") is not None:
         t.add_row("PTQ int8", "LiteRT", pct(s["ptq_top1"]), "")
     if s["source"] == "qat":
         t.add_row("QAT", "Keras", pct(s["source_keras_top1"]), "")
+    elif shipped == "ptq" and choice.get("qat_int8_top1") is not None:
+        t.add_row("QAT int8 (not shipped)", runtime, pct(choice["qat_int8_top1"]), "")
 
     def p50(latency):
         return next((f"{e['stats']['p50_ms']:.3f}" for e in latency if e["threads"] == 1), "")
 
-    t.add_row(result.target, runtime, pct(s["artifact_top1"]), p50(s["latency"]))
+    t.add_row(result.target + (f" ({shipped.upper()}, shipped)" if shipped else ""), runtime, pct(s["artifact_top1"]), p50(s["latency"]))
     if other:
         t.add_row(f"{other['target']} (same scales)", names.get(other["runtime"], other["runtime"]), pct(other["artifact_top1"]), p50(other["latency"]))
     console.print(t)
+    if s.get("class_imbalance"):  # top-1 flatters a model that favours the large classes
+        console.print(
+            f"classes imbalanced {s['class_imbalance']:.1f}:1; balanced accuracy (mean per-class recall): "
+            f"float {pct(s['float_balanced_top1'])}, {result.target} {pct(s['artifact_balanced_top1'])}", highlight=False,
+        )
     lat = Table(title=f"{Path(s['artifact']).name}: {s['size_bytes'] / 1024:.1f} KiB, {runtime} latency (ms, batch 1)")
     for col in ("threads", "p50", "p90", "p99"):
         lat.add_column(col, justify="right")
@@ -149,6 +190,13 @@ def print_build_summary(result, elapsed_s: float | None = None) -> None:
         st = entry["stats"]
         lat.add_row(str(entry["threads"]), f"{st['p50_ms']:.3f}", f"{st['p90_ms']:.3f}", f"{st['p99_ms']:.3f}")
     console.print(lat)
+    choice = s.get("int8_choice")
+    if choice:
+        console.print(f"shipped: {display_safe(choice['reason'])}", highlight=False)
+    for target, folder in (s.get("packages") or {}).items():
+        console.print(f"{target} package: {display_safe(folder)}", highlight=False)
+    for path in s.get("kept") or []:
+        console.print(f"kept (not made by this build): {display_safe(path)}", highlight=False)
     if elapsed_s is not None:
         console.print(f"done in {elapsed_s:.0f} s; report: {display_safe(result.out_dir / 'report.md')}")
     else:

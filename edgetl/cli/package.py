@@ -18,7 +18,7 @@ from edgetl.core.units import human_size
 def package_cmd(
     artifact: Annotated[Path, typer.Argument(help="A .tflite or .onnx file, or an edgetl build/export folder (the model its edgetl.json names).", show_default=False)],
     for_: Annotated[PackageFor, typer.Option("--for", help="c: C++ array, headers and op resolver for TFLite Micro (arena measured); android/ios: LiteRT assets and Kotlin/Swift code; python: model, labels and predict.py.", show_default=False)],
-    out: Annotated[Path | None, typer.Option("--out", help="Package folder (default: package-<for> beside the model); replaced whole when complete.", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Package folder, replaced whole when complete (default: outside the folders a rebuild replaces: OUT/NAME-packages/TARGET-FOR/ for a build's OUT/NAME/TARGET/, FOLDER-FOR/ beside an export folder, STEM-FOR/ beside a plain file).", show_default=False)] = None,
     ram_budget: Annotated[str | None, typer.Option("--ram-budget", help="c: fail when the measured tensor arena exceeds this: 256KB, 1MB or bytes (1 KB = 1024 bytes).", show_default=False)] = None,
     flash_budget: Annotated[str | None, typer.Option("--flash-budget", help="Fail when the model file exceeds this: 1MB, 512KB or bytes.", show_default=False)] = None,
     arena_margin: Annotated[str | None, typer.Option("--arena-margin", help="c: added to the measured arena: bytes (16KB) or a percentage (10%); default: the larger of 16 KiB and 10%.", show_default=False)] = None,

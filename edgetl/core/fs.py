@@ -38,6 +38,18 @@ def _dir_temp_name(path: Path, kind: str = "tmp") -> Path:
     return path.with_name(f".{path.name}.{kind}-{os.getpid()}")
 
 
+#: One part of a temporary path: ``.<name>.tmp-<pid>`` (a staged folder) or ``.<stem>.tmp-<pid><suffix>`` (a file).
+_TEMP_PART = re.compile(r"^\.(?P<name>.+)\.tmp-[0-9]{1,10}(?P<suffix>\.[A-Za-z0-9_]{1,16})?$")
+
+
+def final_path(path: Path) -> Path:
+    """The path a temporary one will have once renamed (``build/.tflite-int8.tmp-17/model.tflite`` ->
+    ``build/tflite-int8/model.tflite``): what messages and metadata written while a folder is
+    staged must name, since the temporary name is gone when the user reads them."""
+    parts = [m["name"] + (m["suffix"] or "") if (m := _TEMP_PART.match(part)) else part for part in Path(path).parts]
+    return Path(*parts) if parts else Path(path)
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process with this id exists (one of another user counts as alive)."""
     if pid <= 0:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.core import fs as _fs
 from edgetl.core.config import BuildConfig
 from edgetl.core.contract import PreprocessContract
 from edgetl.core.metadata import ArtifactMetadata, package_versions, write_labels
@@ -80,7 +81,11 @@ def export_artifact(
     if target.dtype == "int8" and not meta["graph"]["full_integer"]:
         names = sorted({op["op"] for op in meta["graph"]["float_ops"]})
         meta["graph"]["float_ops_reason"] = "the converter found no int8 kernel for these ops and kept them in float"
-        log.warning("%s is not full-integer: float ops %s", artifact, ", ".join(names))
+        log.warning(
+            "%s is not full-integer: operators %s run in float, so an int8-only accelerator or TFLite Micro cannot run it; "
+            "use a backbone that quantizes fully (`edgetl backbones` lists them; mobilenet_v2 does) or ship a float target",
+            _fs.final_path(artifact), ", ".join(names),
+        )
     if write_marker:
         meta.write(out_dir)
     return artifact, meta

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.core import fs as _fs
 from edgetl.core.contract import PreprocessContract
 from edgetl.core.errors import VerificationError
 from edgetl.export.targets import MAX_ABS_DIFF, TargetSpec
@@ -31,6 +32,7 @@ def verify_artifact(
     Returns:
         The comparison, and the artifact's probabilities (for its accuracy, without a second run).
     """
+    shown = _fs.final_path(artifact)  # the name the user will find (the folder may still be staged)
     ref = predict_pixels(reference, pixels, contract)
     out = open_model(artifact).predict(contract.normalize(pixels))
     diff = np.abs(ref - out)
@@ -44,9 +46,18 @@ def verify_artifact(
         if diff.size and diff.max() > tolerance:
             bad = np.nonzero(diff.max(axis=1) > tolerance)[0]
             raise VerificationError(
-                f"{artifact} differs from the Keras model on {len(bad)} of {len(pixels)} images (max |diff| {diff.max():.2e} > {tolerance}); "
+                f"{shown} differs from the Keras model on {len(bad)} of {len(pixels)} images (max |diff| {diff.max():.2e} > {tolerance}); "
                 "the converter changed the model: report it with the model's backbone and versions"
             )
     elif result["top1_agreement"] < target.tolerance:
-        log.warning("%s agrees with its source model on only %.1f%% of validation images", artifact, 100 * result["top1_agreement"])
+        advice = (
+            "int8 rounding changed many predictions; compare its top-1 with the float model's in report.md, and if it lost accuracy, "
+            "train longer, raise --qat-epochs or calibrate on more images ([export] representative_samples)"
+            if target.dtype == "int8" else
+            f"{target.dtype} rounding should not change this many: report it with the model's backbone and versions"
+        )
+        log.warning(
+            "%s agrees with the Keras model it was converted from on only %.1f%% of %d validation images (expected at least %.0f%%): %s",
+            shown, 100 * result["top1_agreement"], len(pixels), 100 * target.tolerance, advice,
+        )
     return result, out

@@ -47,6 +47,7 @@ from edgetl.core.progress import Progress, log_progress
 from edgetl.core.types import PackageFor
 from edgetl.core.units import human_size, parse_margin, parse_size
 from edgetl.package.apps import build_app_package
+from edgetl.package.budget_advice import flash_advice
 from edgetl.package.c import build_c_package, c_readme, sha256_hex
 from edgetl.runtime.formats import model_info_for, runtime_format_for
 
@@ -100,6 +101,38 @@ def resolve_artifact(path: Path) -> Path:
     if named is not None and runtime_format_for(named) is not None:
         return named
     raise ArtifactError(f"{path} is not an edgetl build/export folder with a model (no {_fs.MARKER} naming a .tflite/.onnx model_file)")
+
+
+def default_package_dir(artifact: Path, target: PackageFor | str) -> Path:
+    """Where ``package`` writes when no ``out`` is given: outside every folder an edgetl command replaces.
+
+    * a model in a build's folder ``<out>/<name>/<stage>/`` (``build`` replaces its stage folders):
+      ``<out>/<name>-packages/<stage>-<for>/``, e.g. ``build/data-packages/tflite-int8-android/``;
+    * a model in another edgetl output folder (an export, ``run-tflite-int8/``, which ``export --force``
+      replaces): ``<folder>-<for>/`` beside it;
+    * a model file in a folder of your own: ``<file stem>-<for>/`` beside the file.
+
+    A model other than the one the folder's ``edgetl.json`` names (the ``model.onnx`` an int8 build
+    writes beside ``model.tflite``) adds its format: ``tflite-int8-onnx-python``.
+
+    Raises:
+        ArtifactError: missing, or a folder without a model.
+    """
+    target = PackageFor(target)
+    model = resolve_artifact(artifact)
+    folder = model.parent
+    try:
+        meta = _fs.read_json(folder / _fs.MARKER) if (folder / _fs.MARKER).is_file() else None
+    except (OSError, ValueError):
+        meta = {}
+    if meta is None:
+        return folder / f"{model.stem}-{target.value}"
+    meta = meta if isinstance(meta, dict) else {}
+    stem = folder.name if meta.get("model_file") == model.name else f"{folder.name}-{model.suffix.lstrip('.').lower()}"
+    build_root = folder.parent
+    if meta.get("name") == build_root.name or (build_root / "float" / _fs.MARKER).is_file():
+        return build_root.with_name(f"{build_root.name}-packages") / f"{stem}-{target.value}"
+    return folder.with_name(f"{stem}-{target.value}")
 
 
 def _model_info(model: Path, metadata: dict[str, Any] | None) -> tuple[ModelInfo, dict[str, Any] | None]:
@@ -203,11 +236,12 @@ def package(
     if target is not PackageFor.c and (ram is not None or arena_margin is not None):
         raise ConfigError(f"--ram-budget and --arena-margin size a TFLite Micro tensor arena: they go with --for c, not --for {target.value}")
     model = resolve_artifact(artifact)
+    shown = _fs.final_path(model)  # build packages a model whose folder is still staged: name the one the user will find
     if target is PackageFor.c and model.suffix.lower() != ".tflite":
-        raise ArtifactError(f"C packages are for TFLite Micro and need an int8 .tflite model; {model} is {model.suffix}: build with `--target tflite-int8`")
+        raise ArtifactError(f"C packages are for TFLite Micro and need an int8 .tflite model; {shown} is {model.suffix}: build with `--target tflite-int8`")
     if target in (PackageFor.android, PackageFor.ios) and model.suffix.lower() != ".tflite":
         raise ArtifactError(
-            f"{target.value} packages use LiteRT and need a .tflite model; {model} is {model.suffix}: "
+            f"{target.value} packages use LiteRT and need a .tflite model; {shown} is {model.suffix}: "
             "package the model.tflite an int8 build writes beside model.onnx, or use `--for python`"
         )
     out = Path(out)
@@ -216,8 +250,8 @@ def package(
     data = model.read_bytes()
     if flash is not None and len(data) > flash:
         raise BudgetError(
-            f"{model} is {len(data)} bytes ({human_size(len(data))}), more than --flash-budget {flash} bytes ({human_size(flash)}); "
-            "make the model smaller: a lower --alpha (e.g. 0.35) or a smaller backbone (and int8, `--target tflite-int8`, for a float model), then build again"
+            f"{shown} is {len(data)} bytes ({human_size(len(data))}), more than --flash-budget {flash} bytes ({human_size(flash)}); "
+            + flash_advice(len(data), flash, metadata, model)
         )
     report: dict[str, Any] = {
         "kind": REPORT_KIND,
@@ -246,7 +280,7 @@ def package(
                 path.write_bytes(content)
             else:
                 path.write_text(content, encoding="utf-8")
-    log.info("wrote the %s package of %s to %s (%d files)", target.value, model, out, len(files))
+    log.info("wrote the %s package of %s to %s (%d files)", target.value, shown, _fs.final_path(out), len(files))
     return PackageResult(out, target, report["files"], report)
 
 

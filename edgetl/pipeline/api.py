@@ -46,9 +46,10 @@ from edgetl.core.types import IODType, PackageFor, QuantMode
 from edgetl.data.split import load_split
 from edgetl.device.evaluate import compute_metrics
 from edgetl.device.evaluate import evaluate as run_evaluate
+from edgetl.device.heldout import split_record
 from edgetl.export.targets import TARGETS
+from edgetl.package.stage import default_package_dir
 from edgetl.package.stage import package as run_package
-from edgetl.package.stage import resolve_artifact
 
 log = logging.getLogger(__name__)
 
@@ -141,13 +142,14 @@ def export_model(
                 "quantization_mode": mode.value if mode else None,
                 "source_model": str(model),
                 "accuracy": {"split": "validation", "images": int(len(split.val.y)), "artifact_top1": metrics.top1, "source_keras_top1": info.extra.get("val_accuracy")},
+                "data_split": split_record(config.data, split),  # `edgetl eval --split val` selects these images again
                 "verification": verification,
             }
         )
     return out / spec.filename, meta.to_json()
 
 
-def train(config: BuildConfig, out: Path, *, force: bool = False, progress: Progress = log_progress):
+def train(config: BuildConfig, out: Path, *, force: bool = False, progress: Progress = log_progress, trust_model: bool = False):
     """Fine-tune ``config.model`` on ``config.data`` into run folder ``out`` (see :func:`edgetl.ml.train.train`).
 
     Returns:
@@ -159,7 +161,7 @@ def train(config: BuildConfig, out: Path, *, force: bool = False, progress: Prog
     from edgetl.ml.train import train as run_train  # TensorFlow: imported when training runs
 
     with _fs.output_lock(out):
-        return run_train(config, out, force=force, progress=progress)
+        return run_train(config, out, force=force, progress=progress, trust_model=trust_model)
 
 
 def qat(
@@ -225,15 +227,17 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
     return run_build(config, force=force, progress=progress, trust_model=trust_model)
 
 
-def evaluate(artifact: Path, data: Path, *, against: Path | None = None, strict: bool = False, trust_model: bool = False):
+def evaluate(artifact: Path, data: Path, *, against: Path | None = None, strict: bool = False, trust_model: bool = False, split: str = "all"):
     """Accuracy of ``artifact`` on the labelled folder ``data`` (see :func:`edgetl.device.evaluate.evaluate`).
 
     ``.tflite`` and ``.onnx`` files need no TensorFlow; ``.keras``/``.h5`` files and run folders do.
+    ``split="val"`` (or ``"train"``) keeps only the images of that part of the split recorded in the
+    artifact's ``edgetl.json``: ``val`` reproduces the build's validation figures.
 
     Returns:
         The :class:`~edgetl.device.evaluate.EvalReport`.
     """
-    return run_evaluate(artifact, data, against=against, strict=strict, trust_model=trust_model)
+    return run_evaluate(artifact, data, against=against, strict=strict, trust_model=trust_model, split=split)
 
 
 def bench(
@@ -282,12 +286,14 @@ def package(
 
     Args:
         artifact: a ``.tflite``/``.onnx`` file or an edgetl build/export folder.
-        out: package folder (default: ``package-<for>`` beside the model).
+        out: package folder (default: outside the folders edgetl replaces, see
+            :func:`~edgetl.package.stage.default_package_dir`: ``build/data-packages/tflite-int8-<for>/``
+            for ``build/data/tflite-int8``, ``<folder>-<for>/`` beside an export, ``<stem>-<for>/`` beside a file).
 
     Returns:
         The :class:`~edgetl.package.stage.PackageResult`.
     """
     for_ = PackageFor(for_)
-    target = Path(out) if out is not None else resolve_artifact(artifact).parent / f"package-{for_.value}"
+    target = Path(out) if out is not None else default_package_dir(artifact, for_)
     with _fs.output_lock(target):
         return run_package(artifact, for_, target, ram_budget=ram_budget, flash_budget=flash_budget, arena_margin=arena_margin, force=force)

@@ -14,12 +14,23 @@ never reused. Every stage is written into a temporary sibling folder and the fin
 replace the previous ones only when the whole build succeeds: an interrupted (or forced) build
 leaves the previous complete build as it was. A lock on ``<out>/<name>`` refuses a second
 concurrent build into the same folder.
+
+A build deletes nothing it did not make: what a replaced stage folder holds that the build did
+not write (a package made with ``edgetl package --out`` inside it, notes) is carried into the
+new folder, with a warning (:func:`keep_foreign`). ``edgetl package`` writes outside these
+folders by default (``<out>/<name>-packages/``).
+
+For an int8 target built with QAT, the PTQ int8 model is made too, and the better of the two on
+the validation split ships (QAT on a tie); ``accuracy.int8_choice`` in ``edgetl.json`` says which
+and why (:func:`edgetl.pipeline.compare.choose_int8`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,22 +42,23 @@ import numpy as np
 from edgetl.bench.harness import machine_info
 from edgetl.core import fs as _fs
 from edgetl.core.config import BuildConfig, check_path_component
-from edgetl.core.errors import ConfigError
+from edgetl.core.errors import ConfigError, OutputExistsError
 from edgetl.core.fingerprint import after_parent, file_sha256, stage_fingerprints
 from edgetl.core.progress import Progress, log_progress
 from edgetl.core.types import QuantMode
-from edgetl.data.split import load_split
+from edgetl.data.split import IMBALANCE_SHOWN, balanced_accuracy, class_counts, imbalance, load_split
 from edgetl.device.evaluate import compute_metrics
+from edgetl.device.heldout import split_record
 from edgetl.export.run import export_verified
 from edgetl.export.targets import TARGETS, TargetSpec
 from edgetl.ml import qat as qat_stage  # the module: tests replace qat_stage.qat
 from edgetl.ml._keras import keras
 from edgetl.ml.backbones import resolve_weights
-from edgetl.ml.backbones.spec import BACKBONES
 from edgetl.ml.model_io import MODEL_FILE, accuracy, load_keras_artifact, predict_pixels
 from edgetl.ml.train import deterministic_ops, resolve_model_options, train
 from edgetl.pipeline.cache import reusable
-from edgetl.pipeline.compare import companion_artifact, compare_ptq, quick_latency
+from edgetl.pipeline.compare import choose_int8, companion_artifact, compare_ptq, quick_latency, ship_instead
+from edgetl.pipeline.extras import write_build_extras
 from edgetl.pipeline.report import build_report
 
 log = logging.getLogger(__name__)
@@ -74,13 +86,13 @@ def build_name(config: BuildConfig) -> str:
     return check_path_component(Path(config.data.path).resolve().name or "model", "build name (the data folder's name; pass --name to choose one)")
 
 
-def check_build(config: BuildConfig) -> TargetSpec:
-    """Every cheap check, before any training: target, backbone, size, alpha, weights, data path."""
+def check_build(config: BuildConfig, *, trust_model: bool = False) -> TargetSpec:
+    """Every cheap check, before any training: target, backbone (or the user's model file), size, alpha, weights, data path."""
     target = TARGETS.get(config.target)
-    spec, input_size, alpha = resolve_model_options(config)
+    spec, input_size, alpha = resolve_model_options(config, trust_model=trust_model)
     if target.name not in spec.targets:
         raise ConfigError(f"{spec.name} does not support target {target.name}; it supports {', '.join(spec.targets)}")
-    resolve_weights(BACKBONES.get(config.model.name), config.model.weights, alpha, input_size)
+    resolve_weights(spec, config.model.weights, alpha, input_size)
     if config.data.path is None:
         raise ConfigError("no training data: pass --data DIR (a folder with one subfolder per class)")
     from edgetl.package.stage import check_build_packaging  # [package]: a package the target cannot make fails here
@@ -99,11 +111,100 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
         ConfigError, DataError, OutputExistsError (also: another process is writing the same
         ``<out>/<name>``), ExportError, VerificationError.
     """
-    target = check_build(config)
+    target = check_build(config, trust_model=trust_model)
     root = Path(config.out) / build_name(config)
-    # trust_model: the Keras models of earlier builds reused from <out>/<name> load without the code check
+    # trust_model: the Keras models of earlier builds reused from <out>/<name>, and a --model FILE, load without the code check
     with _fs.output_lock(root), _fs.staged_dirs() as stage, deterministic_ops(config.train.deterministic):
-        return _build_stages(config, target, root, stage, force=force, progress=progress, trust_model=trust_model)
+        staged: list[tuple[Path, Path]] = []
+
+        def tracked(folder: Path) -> Path:
+            tmp = stage(folder)
+            staged.append((tmp, Path(folder)))
+            return tmp
+
+        result = _build_stages(config, target, root, tracked, force=force, progress=progress, trust_model=trust_model)
+        kept = keep_foreign(staged)  # before staged_dirs swaps the folders in, when this block ends
+        if kept:
+            result.summary["kept"] = [str(path) for path in kept]
+        return result
+
+
+#: Names a build (or an earlier edgetl version's build) writes in its stage folders: never carried over.
+_BUILD_NAMES = frozenset({*_fs.OUR_OUTPUTS, _fs.MARKER, "labels.txt", "report.md", *(spec.filename for _, spec in TARGETS.items())})
+
+
+def _made_by_build(folder: Path) -> set[str]:
+    """The names in ``folder`` (a stage folder of a previous build) that a build made."""
+    names = set(_BUILD_NAMES)
+    try:
+        meta = _fs.read_json(folder / _fs.MARKER)
+    except (OSError, ValueError):
+        return names
+    if isinstance(meta, dict):
+        names.add(str(meta.get("model_file", "")))
+        companion = (meta.get("accuracy") or {}).get("companion") if isinstance(meta.get("accuracy"), dict) else None
+        if isinstance(companion, dict) and isinstance(companion.get("file"), str):
+            names.add(companion["file"])
+        report_files = meta.get("report_files")  # MODEL_CARD.md, the plots and the gallery
+        if isinstance(report_files, dict):
+            names |= {name for name in report_files.values() if isinstance(name, str)}
+        packages = meta.get("packages")
+        if isinstance(packages, dict):
+            names |= {entry["folder"] for entry in packages.values() if isinstance(entry, dict) and isinstance(entry.get("folder"), str)}
+    return names
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    """A hard link (instant, no extra space; the old folder's link goes when it is removed), else a copy."""
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
+    return dst
+
+
+def keep_foreign(staged: list[tuple[Path, Path]]) -> list[Path]:
+    """Carry what the previous stage folders hold that no build made into their replacements.
+
+    For each ``(new, old)`` pair (the staged folder and the folder it will replace), every entry
+    of ``old`` that the build did not make (not written by this build, not a build output name,
+    not one of edgetl's temporary names) is linked or copied into ``new``, and a warning names it.
+    ``old`` is untouched: if anything fails, the build stops and the previous folders stay as
+    they were.
+
+    Returns:
+        The paths kept (their place after the swap is the same).
+
+    Raises:
+        OutputExistsError: something could not be carried over (nothing was replaced).
+    """
+    kept: list[Path] = []
+    for new, old in staged:
+        if not old.is_dir() or old.is_symlink():
+            continue
+        ours = _made_by_build(old) | {entry.name for entry in new.iterdir()}
+        for entry in sorted(old.iterdir()):
+            if entry.name in ours or (entry.name.startswith(".") and (".tmp-" in entry.name or ".old-" in entry.name)):
+                continue
+            target = new / entry.name
+            try:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.copytree(entry, target, symlinks=True, copy_function=_link_or_copy)
+                elif entry.is_symlink():
+                    os.symlink(os.readlink(entry), target)
+                else:
+                    _link_or_copy(str(entry), str(target))
+            except OSError as exc:
+                raise OutputExistsError(
+                    f"{entry} was not made by this build and could not be carried into the rebuilt {old} ({exc}); "
+                    f"nothing was replaced: move it out of {old} and build again"
+                ) from None
+            log.warning(
+                "kept %s which this build did not make: the rebuilt %s/ holds it as it was; keep your own files outside "
+                "the build's stage folders (`edgetl package` writes to %s-packages/ by default)", entry, old, old.parent,
+            )
+            kept.append(entry)
+    return kept
 
 
 def _build_stages(
@@ -119,13 +220,13 @@ def _build_stages(
     start = time.perf_counter()
     float_dir = root / "float"
     if not force and reusable(float_dir, fps["train"], MODEL_FILE):
-        log.info("reusing the float model in %s (same data and training settings)", float_dir)
+        log.info("reusing the trained float model from %s (same images and training settings; --force trains again)", float_dir)
         float_model, info = load_keras_artifact(float_dir, trust_model=trust_model)
         class_names, contract = info.class_names, info.contract
         split = load_split(config.data, contract.input_size)
         float_file = float_dir / MODEL_FILE
     else:
-        trained = train(config, stage(float_dir), force=True, progress=progress, run_fingerprint=fps["train"])
+        trained = train(config, stage(float_dir), force=True, progress=progress, run_fingerprint=fps["train"], trust_model=trust_model)
         float_model, class_names, contract, split = trained.model, trained.class_names, trained.contract, trained.split
         float_file = Path(trained.out_dir) / MODEL_FILE
     qat_fp = after_parent(fps["qat"], float_file)  # a QAT folder made from another float model is stale
@@ -137,7 +238,7 @@ def _build_stages(
         mode = QuantMode(config.qat.mode)
         qat_dir = root / "qat"
         if mode is QuantMode.qat and not force and reusable(qat_dir, qat_fp, qat_stage.QAT_MODEL_FILE):
-            log.info("reusing the QAT model in %s", qat_dir)
+            log.info("reusing the QAT model from %s (made from this float model with the same QAT settings)", qat_dir)
             quant_model, _ = load_keras_artifact(qat_dir, trust_model=trust_model)
             quant_acc = accuracy(quant_model, split.val, contract)
         else:
@@ -159,15 +260,36 @@ def _build_stages(
             source, target.name, staging, class_names=class_names, contract=contract,
             representative=representative, config=config, pixels=split.val.x, progress=progress,
         )
-        artifact, meta, verification, artifact_probs = exported.artifact, exported.metadata, exported.verification, exported.probs
         timings["export_s"] = time.perf_counter() - start - exported.verify_s
 
         start = time.perf_counter() - exported.verify_s
-        artifact_metrics = compute_metrics(artifact_probs, split.val.y, class_names)
         float_probs = predict_pixels(float_model, split.val.x, contract)
         float_metrics = compute_metrics(float_probs, split.val.y, class_names)
         progress("verify", 1, 1, "")
         timings["verify_s"] = time.perf_counter() - start
+
+        source_name = "qat" if mode is QuantMode.qat else ("ptq-calibrated float" if mode is QuantMode.ptq else "float")
+        source_top1 = quant_acc if quant_acc is not None else float_metrics.top1
+        ptq, choice = None, None
+        if mode is not None:
+            images = int(len(split.val.y))
+            first_top1 = compute_metrics(exported.probs, split.val.y, class_names).top1
+            if mode is QuantMode.qat and config.export.compare_ptq:
+                progress("PTQ comparison", 0, 1, "int8 from the float model, calibrated")
+                ptq_dir = root / "ptq-int8"
+                ptq, ptq_export = compare_ptq(float_model, target, ptq_dir, class_names, contract, representative, split, config, float_metrics, staging=stage(ptq_dir))
+                progress("PTQ comparison", 1, 1, "")
+                choice = choose_int8(first_top1, ptq["artifact_top1"], images)
+                if choice["shipped"] == "ptq":
+                    exported = ship_instead(ptq_export, staging)
+                    source_name, source_top1 = "ptq-calibrated float", float_metrics.top1
+            elif mode is QuantMode.qat:
+                choice = choose_int8(first_top1, None, images)
+            else:
+                choice = choose_int8(None, first_top1, images, mode="ptq")
+            log.info("%s", choice["reason"])
+        artifact, meta, verification, artifact_probs = exported.artifact, exported.metadata, exported.verification, exported.probs
+        artifact_metrics = compute_metrics(artifact_probs, split.val.y, class_names)
 
         start = time.perf_counter()
         progress("benchmark", 0, 1, "LiteRT")
@@ -181,12 +303,6 @@ def _build_stages(
             companion = companion_artifact(artifact, target, staging, class_names, contract, config, split.val.x, split.val.y, float_probs, artifact_probs)
             progress("companion", 1, 1, "")
 
-        ptq = None
-        if mode is QuantMode.qat and config.export.compare_ptq:
-            progress("PTQ comparison", 0, 1, "int8 from the float model, calibrated")
-            ptq_dir = root / "ptq-int8"
-            ptq = compare_ptq(float_model, target, ptq_dir, class_names, contract, representative, split, config, float_metrics, staging=stage(ptq_dir))
-            progress("PTQ comparison", 1, 1, "")
         accuracy_block = {
             "split": "validation",
             "images": int(len(split.val.y)),
@@ -194,24 +310,31 @@ def _build_stages(
             "float_top5": float_metrics.top5,
             "artifact_top1": artifact_metrics.top1,
             "artifact_top5": artifact_metrics.top5,
+            # mean per-class recall: the figure to judge imbalanced classes by (equals top-1 for equal classes)
+            "float_balanced_top1": balanced_accuracy(split.val.y, np.argmax(float_probs, 1)),
+            "artifact_balanced_top1": balanced_accuracy(split.val.y, np.argmax(artifact_probs, 1)),
             "top1_drop": float_metrics.top1 - artifact_metrics.top1,
             "top1_agreement_with_source": verification["top1_agreement"],
             "top1_agreement_with_float": float(np.mean(np.argmax(float_probs, 1) == np.argmax(artifact_probs, 1))) if len(float_probs) else float("nan"),
-            "source": "qat" if mode is QuantMode.qat else ("ptq-calibrated float" if mode is QuantMode.ptq else "float"),
-            "source_keras_top1": quant_acc if quant_acc is not None else float_metrics.top1,
+            "source": source_name,
+            "source_keras_top1": source_top1,
             "per_class": artifact_metrics.per_class,
             "confusion": artifact_metrics.confusion,
         }
+        if choice is not None:
+            accuracy_block["int8_choice"] = choice
         if ptq is not None:
             accuracy_block["ptq_comparison"] = ptq
         if companion is not None:
             accuracy_block["companion"] = companion
+        shipped_mode = QuantMode(choice["shipped"]) if choice is not None else None
         meta.update(
             {
                 "fingerprint": fps["export"],
+                "data_split": split_record(config.data, split),  # `edgetl eval --split val` selects these images again
                 "stage_fingerprints": {"train": fps["train"], "qat": qat_fp if mode is QuantMode.qat else None, "float_model_sha256": file_sha256(float_file)},
                 "name": root.name,
-                "quantization_mode": mode.value if mode else None,
+                "quantization_mode": shipped_mode.value if shipped_mode else None,
                 "accuracy": accuracy_block,
                 "verification": verification,
                 "latency": latency,
@@ -225,6 +348,7 @@ def _build_stages(
 
             meta["packages"] = package_build(artifact, staging, config.package, metadata=meta.to_json(), progress=progress)
         # ---- end of packaging ----
+        write_build_extras(staging, meta, split, artifact_probs, float_dir=float_file.parent)  # curves, confusion matrix, gallery, model card
         _fs.write_text(staging / "report.md", build_report(meta.to_json()))
         exported.stamp()
     final = target_dir / target.filename
@@ -232,14 +356,20 @@ def _build_stages(
         "artifact": str(final),
         "float_top1": float_metrics.top1,
         "artifact_top1": artifact_metrics.top1,
+        "float_balanced_top1": accuracy_block["float_balanced_top1"],
+        "artifact_balanced_top1": accuracy_block["artifact_balanced_top1"],
+        # largest/smallest training class when the classes are imbalanced enough to show balanced accuracy; None otherwise
+        "class_imbalance": ratio if (ratio := imbalance(class_counts(split.train.y, len(class_names)))) > IMBALANCE_SHOWN else None,
         "size_bytes": meta["size_bytes"],
         "latency": latency,
         "target": target.name,
         "source_keras_top1": accuracy_block["source_keras_top1"],
         "source": accuracy_block["source"],
         "ptq_top1": ptq["artifact_top1"] if ptq else None,
+        "int8_choice": choice,
         "runtime": target.runtime,
         "companion": companion,
+        "packages": {name: str(target_dir / entry["folder"]) for name, entry in meta.get("packages", {}).items()},
     }
     return BuildResult(target_dir, final, target.name, summary, timings)
 

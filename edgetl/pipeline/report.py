@@ -27,23 +27,36 @@ def latency_rows(latency: list[dict[str, Any]]) -> list[list[Any]]:
     return rows
 
 
+def vs_float(drop: float | None) -> str:
+    """A top-1 difference that reads one way only: ``5.5 pts lower than float``, ``0.5 pts higher than float``."""
+    if drop is None or drop != drop:
+        return "n/a"
+    points = round(100 * drop, 1)
+    if points == 0:
+        return "same as float"
+    return f"{abs(points):.1f} pts {'lower' if points > 0 else 'higher'} than float"
+
+
 def accuracy_rows(meta: dict[str, Any]) -> list[list[str]]:
     """Float, (PTQ int8,) quantized Keras and shipped artifact, on the same images."""
     acc = meta["accuracy"]
     rows = [["float (Keras)", _pct(acc["float_top1"]), _pct(acc["float_top5"]), ""]]
     ptq = acc.get("ptq_comparison")
     if ptq:
-        rows.append(["PTQ int8 (LiteRT)", _pct(ptq["artifact_top1"]), _pct(ptq["artifact_top5"]), f"{100 * ptq['top1_drop']:+.1f} pts"])
+        rows.append(["PTQ int8 (LiteRT)", _pct(ptq["artifact_top1"]), _pct(ptq["artifact_top5"]), vs_float(ptq["top1_drop"])])
     if acc["source"] == "qat":
         rows.append(["QAT (Keras)", _pct(acc["source_keras_top1"]), "", ""])
-    label = "QAT int8" if acc["source"] == "qat" else meta["target"]
+    choice = acc.get("int8_choice") or {}
     runtime = _RUNTIME_NAMES.get(meta.get("runtime", "litert"), meta.get("runtime"))
-    fmt = f"{meta['target']}, " if acc["source"] == "qat" else ""
-    rows.append([f"{label} ({fmt}{runtime}, shipped)", _pct(acc["artifact_top1"]), _pct(acc["artifact_top5"]), f"{100 * acc['top1_drop']:+.1f} pts"])
+    if choice.get("shipped") == "ptq" and choice.get("qat_int8_top1") is not None:
+        rows.append([f"QAT int8 ({meta['target']}, {runtime}, not shipped)", _pct(choice["qat_int8_top1"]), "", vs_float(acc["float_top1"] - choice["qat_int8_top1"])])
+    label = {"qat": "QAT int8", "ptq": "PTQ int8"}.get(choice.get("shipped"), "QAT int8" if acc["source"] == "qat" else meta["target"])
+    fmt = f"{meta['target']}, " if label != meta["target"] else ""
+    rows.append([f"{label} ({fmt}{runtime}, shipped)", _pct(acc["artifact_top1"]), _pct(acc["artifact_top5"]), vs_float(acc["top1_drop"])])
     other = acc.get("companion")
     if other:
         drop = acc["float_top1"] - other["artifact_top1"]
-        rows.append([f"{label} ({other['target']}, {_RUNTIME_NAMES.get(other['runtime'], other['runtime'])}, same scales)", _pct(other["artifact_top1"]), "", f"{100 * drop:+.1f} pts"])
+        rows.append([f"{label} ({other['target']}, {_RUNTIME_NAMES.get(other['runtime'], other['runtime'])}, same scales)", _pct(other["artifact_top1"]), "", vs_float(drop)])
     return rows
 
 
@@ -114,6 +127,33 @@ def graph_lines(meta: dict[str, Any]) -> list[str]:
     return lines
 
 
+def more_lines(meta: dict[str, Any]) -> list[str]:
+    """Links to (and the figures of) the files written beside ``report.md`` (``report_files`` in the metadata)."""
+    files = meta.get("report_files") or {}
+    if not files:
+        return []
+    lines = ["## Model card, figures and mistakes", ""]
+    if "model_card" in files:
+        lines.append(f"- [Model card]({files['model_card']}): intended use, data, per-class precision/recall/F1, int8 vs float, limitations")
+    if "training_curves" in files:
+        lines.append(f"- [Training curves]({files['training_curves']}): loss and accuracy per epoch, phases marked, discarded epochs shaded")
+    if "confusion_matrix" in files:
+        lines.append(f"- [Confusion matrix]({files['confusion_matrix']}): validation split, the shipped artifact")
+    if "misclassified" in files:
+        gallery = meta.get("misclassified") or {}
+        count = gallery.get("misclassified")
+        what = (
+            "none: every validation image is classified correctly" if count == 0
+            else f"{count} of {gallery.get('images')} validation images, {gallery.get('shown')} shown" if count is not None else "validation images"
+        )
+        lines.append(f"- [Misclassified images]({files['misclassified']}): {what}")
+    lines.append("")
+    for key, alt in (("training_curves", "Training curves"), ("confusion_matrix", "Confusion matrix")):
+        if key in files:
+            lines += [f"![{alt}]({files[key]})", ""]
+    return lines
+
+
 def build_report(meta: dict[str, Any]) -> str:
     """The ``report.md`` of a build: what was made, how accurate, how fast, from what."""
     acc = meta["accuracy"]
@@ -130,8 +170,9 @@ def build_report(meta: dict[str, Any]) -> str:
         "",
         "## Accuracy (validation split, the same images for every model)",
         "",
-        table(["model", "top-1", "top-5", "top-1 drop vs float"], accuracy_rows(meta)),
+        table(["model", "top-1", "top-5", "top-1 vs float"], accuracy_rows(meta)),
         "",
+        *([f"Shipped: {acc['int8_choice']['reason']}.", ""] if acc.get("int8_choice") else []),
         f"{acc['images']} validation images. Top-1 agreement of the artifact with the Keras model it was converted from: "
         f"{_pct(acc['top1_agreement_with_source'])}."
         + (
@@ -145,6 +186,7 @@ def build_report(meta: dict[str, Any]) -> str:
         "",
         table(["class", "accuracy", "images"], [[name, _pct(v["accuracy"]), v["support"]] for name, v in acc["per_class"].items()]),
         "",
+        *more_lines(meta),
         f"## Latency ({_RUNTIME_NAMES.get(meta.get('runtime', 'litert'), meta.get('runtime'))}, batch 1, ms)",
         "",
         table(["runtime", "threads", "p50", "p90", "p99", "mean", "runs", "warm-up"], latency_rows(meta.get("latency", []))),

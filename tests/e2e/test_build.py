@@ -56,8 +56,10 @@ def built(shapes_dir, tmp_path_factory):
 def test_build_writes_one_complete_folder(built):
     root, _, result = built
     target = root / "build" / "shapes" / "tflite-int8"
-    assert sorted(p.name for p in target.iterdir()) == ["edgetl.json", "labels.txt", "model.onnx", "model.tflite", "report.md"]
     meta = json.loads((target / "edgetl.json").read_text())
+    names = {p.name for p in target.iterdir()}
+    assert {"edgetl.json", "labels.txt", "model.onnx", "model.tflite", "report.md"} <= names
+    assert names - {"edgetl.json", "labels.txt", "model.onnx", "model.tflite", "report.md"} <= set((meta.get("report_files") or {}).values())
     assert meta["inputs"][0]["dtype"] == "int8" and meta["inputs"][0]["shape"][1:] == [32, 32, 3]
     assert meta["outputs"][0]["dtype"] == "int8" and meta["outputs"][0]["scale"] > 0
     assert meta["preprocessing"]["mean"] == [127.5] * 3 and meta["preprocessing"]["channel_order"] == "RGB"
@@ -75,7 +77,13 @@ def test_build_writes_one_complete_folder(built):
     assert {"tensorflow", "tensorflow-model-optimization", "ai-edge-litert"} <= set(meta["versions"])
     assert meta["config"]["model"]["alpha"] == 0.35 and meta["config"]["qat"]["epochs"] == 1
     report = (target / "report.md").read_text()
-    assert "## Accuracy" in report and "p99" in report and "QAT int8 (tflite-int8, LiteRT, shipped)" in report
+    assert "## Accuracy" in report and "p99" in report
+    # The better int8 model on the validation split ships (QAT on a tie), and the report says which and why.
+    choice = accuracy["int8_choice"]
+    assert choice["shipped"] == ("ptq" if choice["ptq_int8_top1"] > choice["qat_int8_top1"] else "qat"), choice
+    assert f"{choice['shipped'].upper()} int8 (tflite-int8, LiteRT, shipped)" in report and f"Shipped: {choice['reason']}." in report
+    assert accuracy["artifact_top1"] == max(choice["ptq_int8_top1"], choice["qat_int8_top1"])
+    assert ".tmp-" not in report and ".tmp-" not in json.dumps(meta)
     assert "- full-integer: yes" in report and "CONV_2D" in report
     assert meta["graph"]["full_integer"] and meta["accuracy"]["top1_agreement_with_float"] >= 0.0
     # PTQ int8 of the float model, kept beside it for the side-by-side comparison.
@@ -147,6 +155,9 @@ def test_rebuild_reuses_stages_and_other_config_is_refused(built, shapes_dir):
     meta = json.loads((root / "build" / "shapes" / "tflite-fp32" / "edgetl.json").read_text())
     assert meta["verification"]["max_abs_diff"] < 1e-4
     assert time.perf_counter() - start < 120, "the float and QAT stages were not reused"
+    shapes = root / "build" / "shapes"
+    shown = "".join(again.stderr.split())  # rich wraps log lines anywhere, inside words too
+    assert "".join(f"reusing the trained float model from {shapes / 'float'}".split()) in shown, again.stderr  # shown without -v
 
     onnx_build = runner.invoke(app, args + ["--target", "onnx-int8", "--opset", "17"])
     assert onnx_build.exit_code == 0, onnx_build.output + onnx_build.stderr
@@ -203,7 +214,9 @@ DRY_RUNS = {
 def test_build_dry_run_output_is_unchanged(shapes_dir):
     outputs = {}
     for name, extra in DRY_RUNS.items():
-        result = runner.invoke(app, ["build", "--dry-run", "--data", str(shapes_dir), "--weights", "none", *extra])
+        result = runner.invoke(app, ["build", "--dry-run", "--data", str(shapes_dir), "--weights", "none", *extra], env={"COLUMNS": "300"})
         assert result.exit_code == 0, result.output + result.stderr
+        target = "onnx-int8" if "onnx-int8" in extra else "tflite-fp16" if "tflite-fp16" in extra else "tflite-int8"
+        assert f"build name shapes: would write {Path('build') / 'shapes' / target}/" in result.stderr, result.stderr  # name and folder
         outputs[name] = json.loads(result.stdout.replace(str(shapes_dir), "<data>"))
     _check_golden("build_dry_run.json", outputs)
