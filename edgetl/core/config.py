@@ -15,7 +15,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgetl.core.errors import ConfigError
-from edgetl.core.types import IODType, LRSchedule, PackageFor, QuantMode
+from edgetl.core.types import ClassWeights, IODType, LRSchedule, PackageFor, QuantMode
 from edgetl.core.units import parse_margin, parse_size
 
 #: Upper bounds that keep a typo (10**13 epochs, 10**12 runs) from being accepted and running for ever.
@@ -29,6 +29,9 @@ MAX_BENCH_WARMUP = 100_000
 MAX_BENCH_RUNS = 1_000_000
 MAX_THREADS = 1024
 MAX_NAME_LENGTH = 100
+#: Training refuses a class with fewer images (``data.min_images``); the same number as
+#: ``edgetl data check --strict`` (``edgetl.data.folder.STRICT_MIN_IMAGES``, a test keeps them equal).
+MIN_IMAGES_PER_CLASS = 10
 
 
 def path_component_problem(value: str) -> str | None:
@@ -70,7 +73,7 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    name: str = Field("mobilenet_v2", description="registered backbone name")
+    name: str = Field("mobilenet_v2", description="registered backbone name, or a Keras model file (.keras/.h5) to fine-tune")
     alpha: float | None = Field(None, description="width multiplier (MobileNet); None: the recipe's")
     input_size: int | None = Field(None, ge=MIN_INPUT_SIZE, le=MAX_INPUT_SIZE, description="square input size in pixels; None: the recipe's")
     weights: str = Field("imagenet", description="'imagenet', 'none' or a path to a weights file")
@@ -87,6 +90,10 @@ class DataConfig(_Section):
     max_image_pixels: int | None = Field(
         None, ge=1, le=10**10,
         description="images with more pixels (width x height) are skipped as unreadable; None: $EDGETL_MAX_IMAGE_PIXELS, else 64,000,000",
+    )
+    min_images: int = Field(
+        MIN_IMAGES_PER_CLASS, ge=1, le=10**9,
+        description="training refuses a class with fewer readable images (a wrong --data folder, a forgotten class)",
     )
 
 
@@ -111,6 +118,10 @@ class TrainConfig(_Section):
         LRSchedule.plateau,
         description="phase 2 learning rate: 'plateau' (x0.3 when validation loss stalls for patience/2 epochs) or "
         "'cosine' (annealed to 1/100 over fine_tune_epochs)",
+    )
+    class_weights: ClassWeights = Field(
+        ClassWeights.none,
+        description="'balanced': weight each class's loss by inverse frequency (imbalanced data); 'none': every image counts the same",
     )
     deterministic: bool = Field(
         False,
@@ -239,12 +250,16 @@ def _allowed_range(loc: tuple[Any, ...]) -> str | None:
     return " ".join(p for p in (low, "value", high) if p)
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
+def format_validation_error(exc: ValidationError, source: str, names: dict[str, str] | None = None) -> str:
     """One line naming every bad key, what was received and what is allowed,
-    e.g. ``edgetl.toml: train.head_lr: Input should be a finite number (got inf; allowed: 0 < value <= 10.0)``."""
+    e.g. ``edgetl.toml: train.head_lr: Input should be a finite number (got inf; allowed: 0 < value <= 10.0)``.
+    ``names`` maps dotted keys to what the user wrote instead (``{"train.patience": "--patience"}``):
+    the key is then shown as ``--patience (train.patience)``."""
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if names and loc in names:
+            loc = f"{names[loc]} ({loc})"
         if err["type"] == "extra_forbidden":
             parts.append(f"{loc}: unknown key")
         else:
@@ -257,8 +272,8 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return f"{source}: " + "; ".join(parts)
 
 
-def validate(data: dict[str, Any], source: str) -> BuildConfig:
+def validate(data: dict[str, Any], source: str, names: dict[str, str] | None = None) -> BuildConfig:
     try:
         return BuildConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, names)) from None

@@ -39,7 +39,11 @@ def stage_fingerprints(config: BuildConfig) -> dict[str, str]:
         "images": folder_signature(config.data.path),
         "val_images": folder_signature(config.data.val_path),
     }
-    train_fp = fingerprint({"stage": "train", "model": cfg["model"], "data": data, "train": cfg["train"]})
+    model = dict(cfg["model"])
+    model_file = Path(str(config.model.name)).expanduser()
+    if model_file.suffix.lower() in (".keras", ".h5", ".hdf5") and model_file.is_file():
+        model["file_sha256"] = file_sha256(model_file)  # --model FILE: the file's bytes, not only its name
+    train_fp = fingerprint({"stage": "train", "model": model, "data": data, "train": cfg["train"]})
     qat_fp = fingerprint({"stage": "qat", "after": train_fp, "qat": cfg["qat"]})
     export_fp = fingerprint({"stage": "export", "after": qat_fp, "target": config.target, "export": cfg["export"], "bench": cfg["bench"]})
     return {"train": train_fp, "qat": qat_fp, "export": export_fp}

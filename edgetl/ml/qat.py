@@ -31,6 +31,7 @@ from edgetl.ml.model_io import accuracy, check_finite_weights
 from edgetl.ml.phases import fit_on_images, is_batchnorm
 from edgetl.ml.quantize import calibrate_ranges, quantize_model
 from edgetl.ml.train import deterministic_ops, set_seed
+from edgetl.ml.user_model import get_backbone, is_model_path
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def _qat(config, float_model, class_names, contract, split, out_dir, force, prog
         return QATResult(None, float_model, mode, class_names, contract, acc, {}, split)
 
     set_seed(config.data.seed)  # the same QAT from the same float model, in `build` or `edgetl qat`
-    spec = BACKBONES.get(config.model.name) if config.model.name in BACKBONES else None
+    spec = get_backbone(config.model.name, input_size=contract.input_size) if config.model.name in BACKBONES or is_model_path(config.model.name) else None
     for layer in float_model.layers:
         # BatchNorm stays in inference mode, from scratch too: training ended with re-estimated
         # statistics, and tfmot folds BN into the convolution with them. Letting batch statistics

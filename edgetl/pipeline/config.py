@@ -63,12 +63,16 @@ def overrides_from_flags(flags: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
-def resolve_config(config_path: Path | None = None, flags: dict[str, Any] | None = None) -> BuildConfig:
+def resolve_config(
+    config_path: Path | None = None, flags: dict[str, Any] | None = None, flag_names: dict[str, str] | None = None
+) -> BuildConfig:
     """Combine defaults, the backbone recipe, the user's TOML and flags into a checked config.
 
     Args:
         config_path: the user's ``edgetl.toml``, or None.
         flags: dotted keys (``"model.name"``) to values; None values mean "not given".
+        flag_names: dotted keys to the command-line flags that set them, so that a bad value is
+            reported as ``--patience: ...`` rather than ``train.patience: ...``.
 
     Raises:
         ConfigError: malformed TOML, unknown keys, bad values, or an unknown backbone.
@@ -78,18 +82,24 @@ def resolve_config(config_path: Path | None = None, flags: dict[str, Any] | None
         validate(user, str(config_path))  # report the user's own mistakes against their file
     cli = overrides_from_flags(flags or {})
     if cli:
-        validate(cli, "command line")
+        validate(cli, "command line", flag_names)
     layered = deep_merge(user, cli)
     name = layered.get("model", {}).get("name", ModelConfig.model_fields["name"].default)
 
     from edgetl.ml.backbones.spec import BACKBONES  # light: no TensorFlow at import
+    from edgetl.ml.user_model import is_model_path  # light: no TensorFlow at import
 
-    spec = BACKBONES.get(name)  # unknown backbone -> error listing the registered ones
-    recipe_path = recipes_dir() / f"{name}.toml"
-    recipe = read_toml(recipe_path, "recipe") if recipe_path.is_file() else {}
-    validate(recipe, str(recipe_path))
+    if is_model_path(str(name)):  # --model FILE: the user's own Keras model, no recipe; opened when training starts
+        if not Path(str(name)).expanduser().is_file():
+            raise ConfigError(f"--model {name}: no such model file; pass a registered backbone (edgetl backbones) or an existing .keras/.h5 file")
+        spec, recipe = None, {}
+    else:
+        spec = BACKBONES.get(name)  # unknown backbone -> error listing the registered ones
+        recipe_path = recipes_dir() / f"{name}.toml"
+        recipe = read_toml(recipe_path, "recipe") if recipe_path.is_file() else {}
+        validate(recipe, str(recipe_path))
     config = validate(deep_merge(recipe, layered), "configuration")
-    if config.model.input_size is not None:
+    if spec is not None and config.model.input_size is not None:
         spec.check_input_size(config.model.input_size)  # the backbone's own minimum, before any data is read
     if config.data.path is not None:
         config.data.path = Path(config.data.path)
