@@ -127,7 +127,9 @@ def build(
 
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the generated images and the build.")] = Path("edgetl-demo"),
-    images_per_class: Annotated[int, typer.Option("--images-per-class", help="Generated images per shape class.")] = 250,
+    images_per_class: Annotated[
+        int, typer.Option("--images-per-class", min=10, help="Generated images per shape class (at least 10: training refuses smaller classes).")
+    ] = 250,
     force: ForceOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:

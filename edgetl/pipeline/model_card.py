@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.pipeline.report import _RUNTIME_NAMES, _pct, _size, latency_rows, table
+from edgetl.pipeline.report import _RUNTIME_NAMES, _pct, _size, latency_rows, table, vs_float
 
 CARD = "MODEL_CARD.md"
 #: Below this many validation images the figures are called rough.
@@ -157,10 +157,10 @@ def int8_lines(meta: dict[str, Any]) -> list[str]:
         rows.append(["QAT (Keras)", _pct(acc.get("source_keras_top1")), "", "", ""])
     rows.append([
         f"shipped: {meta['target']}", _pct(acc["artifact_top1"]), _pct(acc["artifact_top5"]),
-        f"{100 * acc['top1_drop']:.1f} pts", _pct(acc.get("top1_agreement_with_float")),
+        vs_float(acc["top1_drop"]), _pct(acc.get("top1_agreement_with_float")),
     ])
     lines += [
-        table(["model", "top-1", "top-5", "top-1 lower than float by", "top-1 agreement with float"], rows),
+        table(["model", "top-1", "top-5", "top-1 vs float", "top-1 agreement with float"], rows),
         "",
     ]
     if meta.get("dtype") == "int8":

@@ -216,3 +216,10 @@ def test_qat_refuses_a_model_no_recipe_covers(trained_run, shapes_dir, tmp_path)
     result = run("qat", "--model", run_dir, "--data", shapes_dir, "--out", tmp_path / "q")
     assert_one_line_error(result, f"layer {bad!r} (TFOpLambda tf.math.multiply)", "--mode ptq", "quantize_configs")
     assert not (tmp_path / "q").exists()
+
+
+def test_demo_refuses_fewer_images_per_class_than_training_accepts():
+    result = run("demo", "--images-per-class", "5", "--out", "unused-demo-folder")
+    assert result.exit_code == 2
+    assert "--images-per-class" in result.output and "10" in result.output
+    assert not Path("unused-demo-folder").exists()

@@ -74,7 +74,7 @@ def test_card_numbers_come_from_the_metadata():
     assert "| `dog \\| wolf` | 0.625 | 0.625 | 0.625 | 8 |" in card
     assert "| n/a | 0.000 | 0.000 | 2 |" in card
     # int8 vs float, latency, machine, versions
-    assert "65.0%" in card and "70.0%" in card and "5.0 pts" in card and "85.0%" in card
+    assert "65.0%" in card and "70.0%" in card and "5.0 pts lower than float" in card and "85.0%" in card
     assert "1.234" in card and "Test CPU 9000" in card and "4 logical cores" in card
     assert "- tensorflow: 2.21.0" in card and "- runtime measured: LiteRT 2.3.0" in card
 
