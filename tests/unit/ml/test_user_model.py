@@ -40,7 +40,8 @@ def classifier_file(k, tmp_path_factory):
     inner = _tiny_backbone(k)
     model = k.Sequential([
         k.Input((32, 32, 3)), k.layers.Rescaling(1 / 255.0), inner,
-        k.layers.GlobalAveragePooling2D(), k.layers.Dropout(0.1), k.layers.Dense(7, activation="softmax"),
+        k.layers.GlobalAveragePooling2D(name="their_pool"), k.layers.Dropout(0.1, name="their_dropout"),
+        k.layers.Dense(7, activation="softmax", name="their_logits"),
     ])
     path = tmp_path_factory.mktemp("user") / "classifier.keras"
     model.save(path)
@@ -53,7 +54,7 @@ def test_classifier_head_found_nested_model_inlined_scaling_folded(k, classifier
     path, inner = classifier_file
     spec = get_backbone(str(path))
     assert spec.default_input_size == 32
-    assert spec.extra["head_removed"] == ["dense", "dropout", "global_average_pooling2d"]
+    assert spec.extra["head_removed"] == ["their_logits", "their_dropout", "their_pool"]
     assert spec.mean == (0.0, 0.0, 0.0) and spec.std == pytest.approx((255.0, 255.0, 255.0))
     assert spec.qat_recipe == "plain" and spec.extra["qat_covered"]
     built = spec.builder(input_size=32, alpha=None, weights=None)
