@@ -37,6 +37,7 @@ def test_a_small_backbone_matches_its_real_model():
 
 
 @pytest.mark.slow
+@pytest.mark.matrix  # every backbone x alpha with a real int8 conversion (~10 min): run by hand, `pytest -m matrix`
 @pytest.mark.parametrize("key", sorted({(e["backbone"], e["alpha"]) for e in stored_table()["entries"]}, key=str), ids=lambda key: f"{key[0]}-{key[1]}")
 def test_stored_entry_matches_the_real_model(key):
     from edgetl.export.tflite import convert
