@@ -94,8 +94,8 @@ class PreprocessContract:
 
     @property
     def channels(self) -> int:
-        """1 (``"L"``) or 3 (``"RGB"``)."""
-        return CHANNELS[self.channel_order]
+        """1 (``"L"``) or 3 (``"RGB"``; also for an order no reader accepts, which :meth:`to_dict` refuses)."""
+        return CHANNELS.get(self.channel_order, 3)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

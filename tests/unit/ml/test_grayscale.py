@@ -94,3 +94,27 @@ def test_every_family_builds_gray_and_non_square(name):
     rng = np.random.default_rng(2)
     expected, got = _equivalent(rgb, gray, (32, 48), rng)
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_weights_file_gray_or_rgb(tmp_path):
+    """--weights FILE with --channels 1: a file saved from a grayscale model loads as is; one from an RGB model is folded."""
+    from edgetl.ml.backbones import build_backbone
+    from edgetl.ml.backbones.grayscale import to_grayscale
+    from edgetl.ml.backbones.spec import BACKBONES
+
+    rng = np.random.default_rng(3)
+    spec = BACKBONES.get("mobilenet_v2")
+    rgb = spec.builder(input_size=32, alpha=0.35, weights=None)
+    _randomize_batchnorm(rgb.model, rng)
+    rgb_file = tmp_path / "rgb.h5"
+    rgb.model.save_weights(str(rgb_file))
+    folded = build_backbone(spec, 32, 0.35, str(rgb_file), channels=1)
+    expected, got = _equivalent(rgb, folded, (32, 32), rng)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+    gray = to_grayscale(rgb, keep_weights=True)
+    gray_file = tmp_path / "gray.h5"
+    gray.model.save_weights(str(gray_file))
+    loaded = build_backbone(spec, 32, 0.35, str(gray_file), channels=1)
+    for a, b in zip(loaded.model.get_weights(), gray.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -75,6 +75,11 @@ def test_int8_tflite_onnx_eval_predict_and_packages(gray_run, shapes_dir, tmp_pa
     top = predicted.predictions[0][1]
     assert len(top) == 2 and top[0].score >= top[1].score
 
+    timed = CliRunner().invoke(app, ["bench", str(artifact), "--runs", "5", "--warmup", "1", "--threads", "1", "--out", str(tmp_path / "bench")])
+    assert timed.exit_code == 0, timed.output
+    bench_doc = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert f"[1, {HEIGHT}, {WIDTH}, 1]" in json.dumps(bench_doc).replace("\n", "")
+
     onnx_file, _ = export_model(gray_run, "onnx-fp32", data=shapes_dir, out=tmp_path / "onnx", samples=16)
     import onnx
 
