@@ -526,9 +526,9 @@ MAIN_CC = r"""
 #include "model_settings.h"
 
 static_assert(kOutputElementCount == kCategoryCount, "one score per label");
-static_assert(kInputHeight == kImageSize && kInputWidth == kImageSize && kInputChannels == 3, "input is the image");
+static_assert(kInputHeight == kImageHeight && kInputWidth == kImageWidth && kInputChannels == kImageChannels, "input is the image");
 static_assert(kTensorArenaSize >= kTensorArenaMeasuredSize + kTensorArenaMargin, "arena");
-static_assert(sizeof(kInputLookup) == 3 * 256 * sizeof(InputType), "lookup table");
+static_assert(sizeof(kInputLookup) == kImageChannels * 256 * sizeof(InputType), "lookup table");
 
 int main() {
   ModelOpResolver resolver;
@@ -541,7 +541,7 @@ int main() {
   std::printf("labels");
   for (int i = 0; i < kCategoryCount; ++i) std::printf(" %s", kCategoryLabels[i]);
   std::printf("\nlookup");
-  for (int c = 0; c < 3; ++c) for (int p = 0; p < 256; ++p) std::printf(" %d", static_cast<int>(QuantizePixel(static_cast<uint8_t>(p), c)));
+  for (int c = 0; c < kImageChannels; ++c) for (int p = 0; p < 256; ++p) std::printf(" %d", static_cast<int>(QuantizePixel(static_cast<uint8_t>(p), c)));
   std::printf("\narena %d\nprobability %.8f\n", kTensorArenaSize, DequantizeOutput(static_cast<OutputType>(kOutputZeroPoint + 64)));
   return 0;
 }

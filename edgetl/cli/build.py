@@ -18,6 +18,7 @@ from edgetl.cli.options import (
     AugmentOpt,
     BackboneOpt,
     BatchOpt,
+    ChannelsOpt,
     ClassWeightsOpt,
     CleanEpochsOpt,
     ConfigOpt,
@@ -26,6 +27,7 @@ from edgetl.cli.options import (
     FineEpochsOpt,
     FineTuneLrOpt,
     ForceOpt,
+    GrayscaleOpt,
     HeadEpochsOpt,
     HeadLrOpt,
     InputSizeOpt,
@@ -54,6 +56,8 @@ def build(
     data: DataOpt = None,
     backbone: BackboneOpt = None,
     input_size: InputSizeOpt = None,
+    channels: ChannelsOpt = None,
+    grayscale: GrayscaleOpt = False,
     alpha: AlphaOpt = None,
     weights: WeightsOpt = None,
     config: ConfigOpt = None,
@@ -94,6 +98,7 @@ def build(
             data, backbone, input_size, alpha, weights, val, val_split, seed, batch_size, head_epochs, fine_tune_epochs, unfreeze,
             unfreeze_from, augment, strict, unfreeze_blocks, clean_epochs,
             patience=patience, head_lr=head_lr, fine_tune_lr=fine_tune_lr, min_images=min_images, class_weights=class_weights,
+            channels=channels, grayscale=grayscale,
         )
         flags.update({
             "train.deterministic": True if deterministic else None,

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from edgetl.cli.console import console, err_console, setup_logging
 from edgetl.cli.errors import errors_as_exit, requires_training_stack
-from edgetl.cli.options import AlphaOpt, InputSizeOpt, VerboseOpt
+from edgetl.cli.options import AlphaOpt, SquareInputSizeOpt, VerboseOpt
 from edgetl.core.errors import ConfigError
 from edgetl.core.units import human_size
 
@@ -25,7 +25,7 @@ _WIDE = 92
 
 
 def backbones(
-    input_size: InputSizeOpt = None,
+    input_size: SquareInputSizeOpt = None,
     alpha: AlphaOpt = None,
     classes: Annotated[int | None, typer.Option("--classes", help="Classes of your head (default 1000, as published figures use).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,

@@ -15,7 +15,16 @@ from edgetl.core.types import ClassWeights
 
 DataOpt = Annotated[Path | None, typer.Option("--data", help="Image folder with one subfolder per class (class name = folder name).")]
 BackboneOpt = Annotated[str | None, typer.Option("--model", help="Backbone to fine-tune (see `edgetl backbones`), e.g. mobilenet_v2, or your own Keras model file (.keras/.h5): its head is replaced.")]
-InputSizeOpt = Annotated[int | None, typer.Option("--input-size", help="Square input size in pixels (default: the backbone recipe's).")]
+SquareInputSizeOpt = Annotated[int | None, typer.Option("--input-size", help="Square input size in pixels (default: the backbone recipe's).")]
+InputSizeOpt = Annotated[
+    str | None,
+    typer.Option("--input-size", help="Input size in pixels: one side (square, e.g. 96) or WIDTHxHEIGHT (e.g. 96x64); default: the backbone recipe's."),
+]
+ChannelsOpt = Annotated[
+    int | None,
+    typer.Option("--channels", help="Input channels: 3 (RGB, default) or 1 (grayscale: smaller first layer and input buffer, for microcontrollers)."),
+]
+GrayscaleOpt = Annotated[bool, typer.Option("--grayscale", help="Same as --channels 1.")]
 AlphaOpt = Annotated[float | None, typer.Option("--alpha", help="MobileNet width multiplier, e.g. 0.35, 0.5, 1.0.")]
 WeightsOpt = Annotated[
     str | None,
@@ -58,7 +67,7 @@ ClassWeightsOpt = Annotated[
 
 #: Configuration key -> the flag of ``train`` and ``build`` that sets it: a bad value is reported by its flag.
 CONFIG_FLAGS: dict[str, str] = {
-    "data.path": "--data", "model.name": "--model", "model.input_size": "--input-size", "model.alpha": "--alpha",
+    "data.path": "--data", "model.name": "--model", "model.input_size": "--input-size", "model.channels": "--channels", "model.alpha": "--alpha",
     "model.weights": "--weights", "data.val_path": "--val", "data.val_split": "--val-split", "data.seed": "--seed",
     "data.batch_size": "--batch-size", "data.strict": "--strict", "data.min_images": "--min-images",
     "train.head_epochs": "--head-epochs", "train.fine_tune_epochs": "--fine-tune-epochs", "train.clean_epochs": "--clean-epochs",
@@ -71,15 +80,26 @@ CONFIG_FLAGS: dict[str, str] = {
 
 
 def training_flags(
-    data: Path | None, backbone: str | None, input_size: int | None, alpha: float | None, weights: str | None,
+    data: Path | None, backbone: str | None, input_size: int | str | None, alpha: float | None, weights: str | None,
     val: Path | None, val_split: float | None, seed: int | None, batch_size: int | None, head_epochs: int | None,
     fine_tune_epochs: int | None, unfreeze: int | None, unfreeze_from: str | None, augment: bool | None, strict: bool | None,
     unfreeze_blocks: int | None = None, clean_epochs: int | None = None, *, patience: int | None = None,
     head_lr: float | None = None, fine_tune_lr: float | None = None, min_images: int | None = None,
-    class_weights: ClassWeights | None = None,
+    class_weights: ClassWeights | None = None, channels: int | None = None, grayscale: bool = False,
 ) -> dict[str, Any]:
-    """The training options as dotted configuration keys (``None``: not given on the command line)."""
+    """The training options as dotted configuration keys (``None``: not given on the command line).
+
+    Raises:
+        ConfigError: ``--grayscale`` with ``--channels 3``.
+    """
+    if grayscale:
+        if channels not in (None, 1):
+            from edgetl.core.errors import ConfigError  # light: the error classes only
+
+            raise ConfigError(f"--grayscale means --channels 1; drop one of them (received --channels {channels})")
+        channels = 1
     return {
+        "model.channels": channels,
         "data.path": str(data) if data else None, "model.name": backbone, "model.input_size": input_size,
         "model.alpha": alpha, "model.weights": weights, "data.val_path": str(val) if val else None,
         "data.val_split": val_split, "data.seed": seed, "data.batch_size": batch_size,

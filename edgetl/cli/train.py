@@ -18,6 +18,7 @@ from edgetl.cli.options import (
     AugmentOpt,
     BackboneOpt,
     BatchOpt,
+    ChannelsOpt,
     ClassWeightsOpt,
     CleanEpochsOpt,
     ConfigOpt,
@@ -26,6 +27,7 @@ from edgetl.cli.options import (
     FineEpochsOpt,
     FineTuneLrOpt,
     ForceOpt,
+    GrayscaleOpt,
     HeadEpochsOpt,
     HeadLrOpt,
     InputSizeOpt,
@@ -54,6 +56,8 @@ def train(
     backbone: BackboneOpt = None,
     out: Annotated[Path, typer.Option("--out", help="Run folder to write (model.keras, labels.txt, history.json, curves, logs).")] = Path("runs/train"),
     input_size: InputSizeOpt = None,
+    channels: ChannelsOpt = None,
+    grayscale: GrayscaleOpt = False,
     alpha: AlphaOpt = None,
     weights: WeightsOpt = None,
     config: ConfigOpt = None,
@@ -87,6 +91,7 @@ def train(
             data, backbone, input_size, alpha, weights, val, val_split, seed, batch_size, head_epochs, fine_tune_epochs, unfreeze,
             unfreeze_from, augment, strict, unfreeze_blocks, clean_epochs,
             patience=patience, head_lr=head_lr, fine_tune_lr=fine_tune_lr, min_images=min_images, class_weights=class_weights,
+            channels=channels, grayscale=grayscale,
         )
         cfg = resolve(config, {**flags, "train.deterministic": True if deterministic else None})
         # the API (pydantic, numpy; TensorFlow once api.train runs): imported when the command runs, not for --help
@@ -136,7 +141,8 @@ def qat(
         run_cfg = info.extra.get("config", {})
         flags = {
             "model.name": info.backbone, "model.weights": run_cfg.get("model", {}).get("weights"),
-            "model.input_size": info.contract.input_size,
+            "model.input_size": info.contract.input_size or f"{info.contract.input_width}x{info.contract.input_height}",
+            "model.channels": info.contract.channels,
             "data.path": str(data) if data else run_cfg.get("data", {}).get("path"),
             "data.val_path": run_cfg.get("data", {}).get("val_path"), "data.val_split": run_cfg.get("data", {}).get("val_split"),
             "data.seed": run_cfg.get("data", {}).get("seed"), "data.strict": strict,

@@ -75,9 +75,55 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     name: str = Field("mobilenet_v2", description="registered backbone name, or a Keras model file (.keras/.h5) to fine-tune")
     alpha: float | None = Field(None, description="width multiplier (MobileNet); None: the recipe's")
-    input_size: int | None = Field(None, ge=MIN_INPUT_SIZE, le=MAX_INPUT_SIZE, description="square input size in pixels; None: the recipe's")
+    input_size: int | str | None = Field(
+        None, description=f"input size in pixels: a side (square, {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}) or 'WxH' (width x height, e.g. '96x64'); None: the recipe's"
+    )
+    channels: int = Field(3, description="input channels: 3 (RGB) or 1 (grayscale, for small microcontrollers)")
     weights: str = Field("imagenet", description="'imagenet', 'none' or a path to a weights file")
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
+
+    @field_validator("input_size", mode="before")
+    @classmethod
+    def _input_size(cls, value: Any) -> int | str | None:
+        if value is None:
+            return None
+        height, width = parse_input_size(value)
+        return height if height == width else f"{width}x{height}"
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _channels(cls, value: Any) -> int:
+        if isinstance(value, bool) or value not in (1, 3) or isinstance(value, float):
+            raise ValueError("channels must be 1 (grayscale) or 3 (RGB)")
+        return int(value)
+
+    @property
+    def input_hw(self) -> tuple[int, int] | None:
+        """``(height, width)`` of the input size, or None (the recipe's)."""
+        return None if self.input_size is None else parse_input_size(self.input_size)
+
+
+def parse_input_size(value: Any) -> tuple[int, int]:
+    """``(height, width)`` from an input size: an integer side, or ``"WxH"`` (width x height, like an image size).
+
+    Raises:
+        ValueError: anything else, or a side outside ``MIN_INPUT_SIZE..MAX_INPUT_SIZE`` (pydantic reports it by flag).
+    """
+    rule = f"a side from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels (square, e.g. 96) or WIDTHxHEIGHT (e.g. 96x64)"
+    if isinstance(value, int) and not isinstance(value, bool):
+        sides = (value, value)
+    elif isinstance(value, str) and value.strip().isdecimal() and value.strip().isascii():
+        sides = (int(value.strip()),) * 2
+    elif isinstance(value, str) and value.count("x") + value.count("X") == 1:
+        width, height = (part.strip() for part in value.lower().split("x"))
+        if not (width.isdecimal() and height.isdecimal() and width.isascii() and height.isascii()):
+            raise ValueError(f"input size must be {rule}")
+        sides = (int(height), int(width))
+    else:
+        raise ValueError(f"input size must be {rule}")
+    if not all(MIN_INPUT_SIZE <= side <= MAX_INPUT_SIZE for side in sides):
+        raise ValueError(f"input size must be {rule}")
+    return sides
 
 
 class DataConfig(_Section):

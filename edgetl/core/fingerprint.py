@@ -40,6 +40,8 @@ def stage_fingerprints(config: BuildConfig) -> dict[str, str]:
         "val_images": folder_signature(config.data.val_path),
     }
     model = dict(cfg["model"])
+    if model.get("channels") == 3:
+        del model["channels"]  # the default: builds made before the setting existed keep their fingerprints
     model_file = Path(str(config.model.name)).expanduser()
     if model_file.suffix.lower() in (".keras", ".h5", ".hdf5") and model_file.is_file():
         model["file_sha256"] = file_sha256(model_file)  # --model FILE: the file's bytes, not only its name

@@ -19,7 +19,15 @@ import numpy as np
 
 from edgetl.core.errors import DataError
 from edgetl.core.text import CLASS_NAME_RULE, class_name_problem, shown
-from edgetl.data.images import IMAGE_SUFFIXES, SkippedFile, decode_all, describe_skipped, resample_filter, stack_pixels
+from edgetl.data.images import (
+    IMAGE_SUFFIXES,
+    Size,
+    SkippedFile,
+    decode_all,
+    describe_skipped,
+    resample_filter,
+    stack_pixels,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -168,11 +176,12 @@ def scan_and_load(
     strict: bool,
     class_names: list[str] | None,
     verify: bool,
-    input_size: int | None = None,
+    input_size: Size | None = None,
     resize: str = "bilinear",
     require_usable: bool = True,
+    channels: int = 3,
 ) -> tuple[FolderScan, np.ndarray | None]:
-    """Scan (and, with ``input_size``, load) a folder, decoding each image once."""
+    """Scan (and, with ``input_size``, load as ``channels``-channel pixels) a folder, decoding each image once."""
     root = Path(root)
     resample = resample_filter(resize) if input_size is not None else None
     dirs = class_dirs(root)
@@ -197,7 +206,7 @@ def scan_and_load(
         candidate_labels.extend([names.index(class_dir.name)] * len(images))
         skipped.extend(others)
 
-    results = decode_all(candidates, input_size, resample, verify)
+    results = decode_all(candidates, input_size, resample, verify, channels)
     paths: list[Path] = []
     labels: list[int] = []
     pixels: list[np.ndarray | None] = []
@@ -248,7 +257,7 @@ def scan_and_load(
                 f"data folder {root} has {len(folder_classes)} class folder(s) ({folder_classes}); "
                 "a classifier needs at least 2: add a subfolder per class"
             )
-    array = stack_pixels(pixels, input_size) if input_size is not None else None
+    array = stack_pixels(pixels, input_size, channels) if input_size is not None else None
     return scan, array
 
 

@@ -32,7 +32,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from edgetl.core.contract import as_hw
 from edgetl.core.errors import ConfigError, DataError
+
+#: An input size: a square side in pixels, or ``(height, width)``.
+Size = int | tuple[int, int]
 
 logger = logging.getLogger(__name__)
 
@@ -221,11 +225,19 @@ def _reason(exc: BaseException) -> str:
 class _Decoded:
     size: tuple[int, int]
     mode: str
-    pixels: np.ndarray | None  # (S, S, 3) uint8 when a size was asked for
+    pixels: np.ndarray | None  # (H, W, C) uint8 when a size was asked for
+
+
+def to_mode(image: Image.Image, channels: int) -> Image.Image:
+    """``image`` as 8-bit RGB (``channels`` 3) or grayscale ``"L"`` (``channels`` 1, Pillow's ITU-R 601-2
+    luma of the RGB image, so alpha, palettes and 16-bit samples follow :func:`to_rgb`'s rules)."""
+    rgb = to_rgb(image)
+    return rgb if channels == 3 else rgb.convert("L")
 
 
 def _decode(
-    path: Path, input_size: int | None, resample: Image.Resampling | None, verify: bool, max_pixels: int | None = None
+    path: Path, input_size: Size | None, resample: Image.Resampling | None, verify: bool, max_pixels: int | None = None,
+    channels: int = 3,
 ) -> _Decoded:
     """Open ``path`` once; with ``verify`` or ``input_size``, decode every pixel (this is what finds truncation).
 
@@ -237,19 +249,22 @@ def _decode(
         if not verify and input_size is None:
             return _Decoded(size, mode, None)
         image.load()
-        rgb = to_rgb(ImageOps.exif_transpose(image))
+        converted = to_mode(ImageOps.exif_transpose(image), channels)
         if input_size is None:
             return _Decoded(size, mode, None)
-        if rgb.size != (input_size, input_size):
-            rgb = rgb.resize((input_size, input_size), resample)
-        return _Decoded(size, mode, np.asarray(rgb, dtype=np.uint8))
+        height, width = as_hw(input_size)
+        if converted.size != (width, height):
+            converted = converted.resize((width, height), resample)
+        pixels = np.asarray(converted, dtype=np.uint8)
+        return _Decoded(size, mode, pixels.reshape(height, width, channels))
 
 
 def _try_decode(
-    path: Path, input_size: int | None, resample: Image.Resampling | None, verify: bool, max_pixels: int | None = None
+    path: Path, input_size: Size | None, resample: Image.Resampling | None, verify: bool, max_pixels: int | None = None,
+    channels: int = 3,
 ) -> _Decoded | SkippedFile:
     try:
-        return _decode(path, input_size, resample, verify, max_pixels)
+        return _decode(path, input_size, resample, verify, max_pixels, channels)
     except Exception as exc:  # Pillow's plugins raise many types on malformed files
         logger.debug("cannot read %s: %r", path, exc)
         return SkippedFile(path, _reason(exc))
@@ -261,68 +276,73 @@ def _workers(count: int) -> int:
 
 
 def decode_all(
-    paths: Sequence[Path], input_size: int | None, resample: Image.Resampling | None, verify: bool
+    paths: Sequence[Path], input_size: Size | None, resample: Image.Resampling | None, verify: bool, channels: int = 3
 ) -> list[_Decoded | SkippedFile]:
     limit = max_image_pixels()  # read here: worker threads do not see the caller's context
     with _truncated_images_rejected(), _pillow_bomb_check_replaced():
         if _workers(len(paths)) == 1:
-            return [_try_decode(p, input_size, resample, verify, limit) for p in paths]
+            return [_try_decode(p, input_size, resample, verify, limit, channels) for p in paths]
         with ThreadPoolExecutor(_workers(len(paths))) as pool:
-            return list(pool.map(lambda p: _try_decode(p, input_size, resample, verify, limit), paths))
+            return list(pool.map(lambda p: _try_decode(p, input_size, resample, verify, limit, channels), paths))
 
 
-def read_rgb(path: str | Path, input_size: int, resize: str = "bilinear") -> np.ndarray:
-    """Read one image as the model sees it: RGB uint8, resized (whole image, no crop) to a square.
+def read_rgb(path: str | Path, input_size: Size, resize: str = "bilinear", channels: int = 3) -> np.ndarray:
+    """Read one image as the model sees it: RGB (or gray) uint8, resized (whole image, no crop).
 
     Args:
         path: image file.
-        input_size: output height and width.
+        input_size: output side (square) or ``(height, width)``.
         resize: filter name, one of :data:`RESAMPLING`.
+        channels: 3 (RGB) or 1 (grayscale, ``"L"``).
 
     Returns:
-        uint8 array of shape ``(input_size, input_size, 3)``.
+        uint8 array of shape ``(height, width, channels)``.
 
     Raises:
         DataError: the file is missing or cannot be decoded.
     """
-    return load_images([path], input_size, resize)[0]
+    return load_images([path], input_size, resize, channels=channels)[0]
 
 
-def load_images(paths: Iterable[str | Path], input_size: int, resize: str = "bilinear") -> np.ndarray:
-    """Decode images, convert them to RGB and resize each to ``input_size`` x ``input_size``.
+def load_images(paths: Iterable[str | Path], input_size: Size, resize: str = "bilinear", *, channels: int = 3) -> np.ndarray:
+    """Decode images, convert them to RGB (or grayscale) and resize each whole image to the input size.
 
     Args:
         paths: image files, in the order of the returned rows.
-        input_size: output height and width in pixels.
+        input_size: output side in pixels (square) or ``(height, width)``.
         resize: filter name, one of :data:`RESAMPLING`.
+        channels: 3 (RGB) or 1 (grayscale: Pillow's ``"L"``, ITU-R 601-2 luma).
 
     Returns:
-        uint8 array of shape ``(N, input_size, input_size, 3)``.
+        uint8 array of shape ``(N, height, width, channels)``.
 
     Raises:
         DataError: a file is missing or cannot be decoded (the first few are named).
-        ConfigError: ``input_size`` is not positive or ``resize`` is unknown.
+        ConfigError: ``input_size`` is not positive, ``channels`` not 1 or 3, or ``resize`` is unknown.
     """
     paths = [Path(p) for p in paths]
-    check_input_size(input_size)
+    check_input_size(input_size, channels)
     resample = resample_filter(resize)
-    results = decode_all(paths, input_size, resample, verify=True)
+    results = decode_all(paths, input_size, resample, verify=True, channels=channels)
     bad = [r for r in results if isinstance(r, SkippedFile)]
     if bad:
         raise DataError(f"cannot read {len(bad)} of {len(paths)} image(s): {describe_skipped(bad)}; fix or remove them")
-    return stack_pixels([r.pixels for r in results], input_size)  # type: ignore[union-attr]
+    return stack_pixels([r.pixels for r in results], input_size, channels)  # type: ignore[union-attr]
 
 
-def check_input_size(input_size: int) -> None:
-    """Raises ConfigError unless ``input_size`` is a positive integer."""
-    if not isinstance(input_size, int | np.integer) or input_size < 1:
-        raise ConfigError(f"input_size={input_size!r} must be a positive integer number of pixels")
+def check_input_size(input_size: Size, channels: int = 3) -> None:
+    """Raises ConfigError unless ``input_size`` is a positive integer (or a pair of them) and ``channels`` 1 or 3."""
+    sides = input_size if isinstance(input_size, tuple | list) else (input_size,)
+    if len(sides) not in (1, 2) or any(not isinstance(v, int | np.integer) or isinstance(v, bool) or v < 1 for v in sides):
+        raise ConfigError(f"input_size={input_size!r} must be a positive integer number of pixels (or a (height, width) pair)")
+    if channels not in (1, 3):
+        raise ConfigError(f"channels={channels!r} must be 1 (grayscale) or 3 (RGB)")
 
 
-def stack_pixels(arrays: Sequence[np.ndarray | None], input_size: int) -> np.ndarray:
-    """Decoded images as one uint8 ``(N, input_size, input_size, 3)`` array (empty when there are none)."""
+def stack_pixels(arrays: Sequence[np.ndarray | None], input_size: Size, channels: int = 3) -> np.ndarray:
+    """Decoded images as one uint8 ``(N, height, width, channels)`` array (empty when there are none)."""
     if not arrays:
-        return np.zeros((0, input_size, input_size, 3), dtype=np.uint8)
+        return np.zeros((0, *as_hw(input_size), channels), dtype=np.uint8)
     return np.stack(arrays).astype(np.uint8, copy=False)  # type: ignore[arg-type]
 
 

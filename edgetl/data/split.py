@@ -22,7 +22,7 @@ import numpy as np
 
 from edgetl.core.errors import ConfigError, DataError
 from edgetl.data.folder import STRICT_MAX_IMBALANCE, class_dirs, scan_and_load
-from edgetl.data.images import SkippedFile, check_input_size, image_pixel_limit
+from edgetl.data.images import Size, SkippedFile, check_input_size, image_pixel_limit
 
 if TYPE_CHECKING:
     from edgetl.core.config import DataConfig
@@ -42,7 +42,7 @@ class ImageData:
     """Decoded images and their labels.
 
     Attributes:
-        x: uint8 pixels, shape ``(N, input_size, input_size, 3)``, RGB.
+        x: uint8 pixels, shape ``(N, height, width, channels)``, RGB or grayscale.
         y: int64 class indices, shape ``(N,)``.
         paths: the file each row came from.
     """
@@ -110,22 +110,23 @@ def _subset(x: np.ndarray, y: np.ndarray, paths: list[Path], idx: np.ndarray) ->
     return ImageData(x=x[idx], y=y[idx], paths=[paths[i] for i in idx])
 
 
-def load_split(data: DataConfig, input_size: int, *, resize: str = "bilinear") -> SplitData:
+def load_split(data: DataConfig, input_size: Size, *, resize: str = "bilinear", channels: int = 3) -> SplitData:
     """Load a data folder as training and validation images (see :func:`_load_split`), decoding
     with ``data.max_image_pixels`` as the pixel limit when it is set."""
     with image_pixel_limit(getattr(data, "max_image_pixels", None)):
-        return _load_split(data, input_size, resize=resize)
+        return _load_split(data, input_size, resize=resize, channels=channels)
 
 
-def _load_split(data: DataConfig, input_size: int, *, resize: str = "bilinear") -> SplitData:
+def _load_split(data: DataConfig, input_size: Size, *, resize: str = "bilinear", channels: int = 3) -> SplitData:
     """Load a data folder as training and validation images.
 
     Args:
         data: the :class:`~edgetl.core.config.DataConfig`; uses ``path``, ``val_path``, ``val_split``, ``seed``
             and ``strict``. With ``val_path`` set, that folder is the validation set and must have the
             same class folders as ``path``; otherwise ``val_split`` of each class is held out.
-        input_size: height and width images are resized to.
+        input_size: side (square) or ``(height, width)`` images are resized to.
         resize: filter name, one of :data:`RESAMPLING`.
+        channels: 3 (RGB) or 1 (grayscale).
 
     Returns:
         The :class:`SplitData`; ``skipped`` lists the files of both folders that were not used.
@@ -136,7 +137,7 @@ def _load_split(data: DataConfig, input_size: int, *, resize: str = "bilinear") 
     """
     if data.path is None:
         raise DataError("no data folder given; set data.path (or pass the folder on the command line)")
-    check_input_size(input_size)
+    check_input_size(input_size, channels)
     root = Path(data.path)
     if data.val_path is not None:
         val_root = Path(data.val_path)
@@ -150,7 +151,7 @@ def _load_split(data: DataConfig, input_size: int, *, resize: str = "bilinear") 
                 f"(missing: {missing}, extra: {extra}); give both folders the same class subfolders"
             )
         train_scan, train_x = scan_and_load(
-            root, strict=data.strict, class_names=None, verify=True, input_size=input_size, resize=resize
+            root, strict=data.strict, class_names=None, verify=True, input_size=input_size, resize=resize, channels=channels
         )
         val_scan, val_x = scan_and_load(
             val_root,
@@ -159,6 +160,7 @@ def _load_split(data: DataConfig, input_size: int, *, resize: str = "bilinear") 
             verify=True,
             input_size=input_size,
             resize=resize,
+            channels=channels,
         )
         split = SplitData(
             train=ImageData(train_x, train_scan.labels, train_scan.paths),  # type: ignore[arg-type]
@@ -167,7 +169,7 @@ def _load_split(data: DataConfig, input_size: int, *, resize: str = "bilinear") 
             skipped=train_scan.skipped + val_scan.skipped,
         )
     else:
-        scan, x = scan_and_load(root, strict=data.strict, class_names=None, verify=True, input_size=input_size, resize=resize)
+        scan, x = scan_and_load(root, strict=data.strict, class_names=None, verify=True, input_size=input_size, resize=resize, channels=channels)
         train_idx, val_idx = split_indices(scan.labels, data.val_split, data.seed)
         split = SplitData(
             train=_subset(x, scan.labels, scan.paths, train_idx),  # type: ignore[arg-type]
@@ -187,21 +189,23 @@ def _load_split(data: DataConfig, input_size: int, *, resize: str = "bilinear") 
 
 def load_eval_set(
     root: str | Path,
-    input_size: int,
+    input_size: Size,
     class_names: list[str] | None = None,
     strict: bool = False,
     *,
     resize: str = "bilinear",
+    channels: int = 3,
 ) -> tuple[ImageData, list[SkippedFile]]:
     """Load a whole folder for evaluation.
 
     Args:
         root: folder with one subfolder per class.
-        input_size: height and width images are resized to.
+        input_size: side (square) or ``(height, width)`` images are resized to.
         class_names: the model's classes; the folder's classes must be a subset and labels index into
             this list. None: the folder's own (sorted) classes, at least 2.
         strict: raise on any unreadable image file instead of skipping it.
         resize: filter name, one of :data:`RESAMPLING`.
+        channels: 3 (RGB) or 1 (grayscale).
 
     Returns:
         ``(images, skipped_files)``.
@@ -210,8 +214,8 @@ def load_eval_set(
         DataError: any problem :func:`~edgetl.data.folder.scan_folder` raises for, including a class folder not in ``class_names``.
         ConfigError: bad ``input_size`` or ``resize``.
     """
-    check_input_size(input_size)
-    scan, x = scan_and_load(root, strict=strict, class_names=class_names, verify=True, input_size=input_size, resize=resize)
+    check_input_size(input_size, channels)
+    scan, x = scan_and_load(root, strict=strict, class_names=class_names, verify=True, input_size=input_size, resize=resize, channels=channels)
     return ImageData(x=x, y=scan.labels, paths=scan.paths), scan.skipped  # type: ignore[arg-type]
 
 

@@ -159,7 +159,7 @@ def evaluate(
     """
     check_split(split)
     predict, info, kind = load_predictor(artifact, num_threads=num_threads, trust_model=trust_model)
-    images, skipped = load_eval_set(Path(data_dir), info.contract.input_size, class_names=info.class_names, strict=strict, resize=info.contract.resize)
+    images, skipped = load_eval_set(Path(data_dir), info.contract.hw, class_names=info.class_names, strict=strict, resize=info.contract.resize, channels=info.contract.channels)
     selection = select(info.extra, Path(data_dir), images.paths, images.y, split)
     if split != "all":
         images = _rows(images, selection.indices)
@@ -172,8 +172,8 @@ def evaluate(
         if ref_info.class_names != info.class_names:
             raise DataError(f"{against} has classes {ref_info.class_names}, {artifact} has {info.class_names}; compare models of the same task")
         ref_pixels = images.x
-        if ref_info.contract.input_size != info.contract.input_size:
-            ref_images, _ = load_eval_set(Path(data_dir), ref_info.contract.input_size, class_names=ref_info.class_names, strict=strict, resize=ref_info.contract.resize)
+        if ref_info.contract.input_shape != info.contract.input_shape:
+            ref_images, _ = load_eval_set(Path(data_dir), ref_info.contract.hw, class_names=ref_info.class_names, strict=strict, resize=ref_info.contract.resize, channels=ref_info.contract.channels)
             by_path = {path: i for i, path in enumerate(ref_images.paths)}  # the same rows as the artifact's (split included)
             ref_pixels = ref_images.x[np.asarray([by_path[path] for path in images.paths], dtype=np.int64)]
         ref_metrics, ref_probs = evaluate_predictor(ref_predict, ref_pixels, images.y, ref_info.class_names)

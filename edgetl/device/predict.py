@@ -169,7 +169,7 @@ def predict_images(
     info = model_info_for(artifact)
     if not info.class_names:
         raise ArtifactError(f"the metadata of {artifact} lists no class names; predict needs the labels")
-    pixels = load_images(paths, info.contract.input_size, info.contract.resize)
+    pixels = load_images(paths, info.contract.hw, info.contract.resize, channels=info.contract.channels)
     with captured_native_output() as native:  # LiteRT's "INFO: Created ... XNNPACK delegate" line
         predict, info, kind = load_predictor(artifact, num_threads=num_threads, trust_model=trust_model)
     logger.debug("runtime output while loading %s: %s", artifact, native.get("text", "").strip())
@@ -375,7 +375,7 @@ def predict_many(
         raise ArtifactError(f"the metadata of {artifact} lists no class names; predict needs the labels")
     files, ignored = collect_images(inputs)
     resample = resample_filter(info.contract.resize)
-    size = info.contract.input_size
+    size, channels = info.contract.hw, info.contract.channels
     with captured_native_output() as native:
         predict, info, kind = load_predictor(artifact, num_threads=num_threads, trust_model=trust_model)
     logger.debug("runtime output while loading %s: %s", artifact, native.get("text", "").strip())
@@ -389,11 +389,11 @@ def predict_many(
         done = 0
         progress("predict", 0, len(files), "")
         for batch in _batches(files, batch_size):
-            decoded = decode_all([path for path, _ in batch], size, resample, verify=True)
+            decoded = decode_all([path for path, _ in batch], size, resample, verify=True, channels=channels)
             good = [i for i, d in enumerate(decoded) if not isinstance(d, SkippedFile)]
             tops: dict[int, list[Prediction]] = {}
             if good:
-                scores = np.asarray(predict(stack_pixels([decoded[i].pixels for i in good], size)), dtype=np.float32)  # type: ignore[union-attr]
+                scores = np.asarray(predict(stack_pixels([decoded[i].pixels for i in good], size, channels)), dtype=np.float32)  # type: ignore[union-attr]
                 if scores.ndim != 2 or scores.shape[0] != len(good) or scores.shape[1] != len(info.class_names):
                     raise ArtifactError(
                         f"{artifact} outputs shape {tuple(scores.shape)} for {len(good)} image(s), but its metadata names "

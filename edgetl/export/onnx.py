@@ -88,7 +88,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _rename_io(model, input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME) -> None:
-    """Stable names and a symbolic batch dimension: ``input`` (N, H, W, 3) -> ``probabilities`` (N, classes)."""
+    """Stable names and a symbolic batch dimension: ``input`` (N, H, W, C) -> ``probabilities`` (N, classes)."""
     graph = model.graph
     if len(graph.input) != 1 or len(graph.output) != 1:
         raise ExportError(f"expected one input and one output, got {len(graph.input)} and {len(graph.output)}")
@@ -131,8 +131,7 @@ def convert_fp32(model, *, contract: PreprocessContract, opset: int = DEFAULT_OP
     """The float Keras model as an fp32 ONNX model (NHWC float input, softmax output)."""
     t = tf()
     tf2onnx = _tf2onnx()
-    size = contract.input_size
-    signature = (t.TensorSpec((None, size, size, 3), t.float32, name=INPUT_NAME),)
+    signature = (t.TensorSpec((None, *contract.input_shape), t.float32, name=INPUT_NAME),)
     opset = check_opset(opset)
     try:
         with native_output_to_log("ONNX conversion from Keras"):  # TensorFlow's C++ chatter: to the log

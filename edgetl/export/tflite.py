@@ -42,7 +42,7 @@ def convert(
     Args:
         model: tf_keras model whose input is the normalized float image.
         target: ``tflite-int8``, ``tflite-fp16`` or ``tflite-fp32``.
-        representative: uint8 training images (N, H, W, 3) for int8 calibration.
+        representative: uint8 training images (N, H, W, C) for int8 calibration.
         contract: preprocessing applied to ``representative`` before calibration.
         io_dtype: int8 or uint8 input/output for ``tflite-int8``.
         route: ``"frozen"`` (one frozen inference function; the SavedModel route if that fails)

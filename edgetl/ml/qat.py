@@ -88,7 +88,7 @@ def _qat(config, float_model, class_names, contract, split, out_dir, force, prog
     if split is None:
         if config.data.path is None:
             raise ConfigError("QAT needs the training images: pass --data DIR")
-        split = load_split(config.data, contract.input_size)
+        split = load_split(config.data, contract.hw, channels=contract.channels)
         if split.class_names != class_names:
             raise ConfigError(
                 f"the data's classes {split.class_names} differ from the model's {class_names}; pass the folder the model was trained on"

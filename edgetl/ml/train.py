@@ -75,7 +75,7 @@ from edgetl.ml.phases import (
     unfreeze_top,
 )
 from edgetl.ml.progress import notice
-from edgetl.ml.user_model import get_backbone
+from edgetl.ml.user_model import get_backbone, is_model_path
 
 log = logging.getLogger(__name__)
 
@@ -143,14 +143,19 @@ class TrainResult:
         return self.imbalance > IMBALANCE_SHOWN
 
 
-def resolve_model_options(config: BuildConfig, *, trust_model: bool = False) -> tuple[BackboneSpec, int, float | None]:
-    """Backbone spec, input size and alpha, with every cheap check done before any training.
+def resolve_model_options(config: BuildConfig, *, trust_model: bool = False) -> tuple[BackboneSpec, int | tuple[int, int], float | None]:
+    """Backbone spec, input size (a side, or ``(height, width)`` when not square) and alpha, with every
+    cheap check done before any training.
 
     ``config.model.name`` is a registered backbone or the user's own Keras model file
     (:mod:`edgetl.ml.user_model`, opened with no code from it run unless ``trust_model``).
     """
-    spec = get_backbone(config.model.name, input_size=config.model.input_size, trust_model=trust_model)
-    input_size = config.model.input_size or spec.default_input_size
+    hw = config.model.input_hw
+    square = hw is None or hw[0] == hw[1]
+    if not square and is_model_path(config.model.name):
+        raise ConfigError(f"--input-size {config.model.input_size}: a --model file takes a square input; pass one side, e.g. --input-size {max(hw)}")  # type: ignore[arg-type]
+    spec = get_backbone(config.model.name, input_size=hw[0] if hw is not None and square else None, trust_model=trust_model)
+    input_size: int | tuple[int, int] = spec.default_input_size if hw is None else (hw[0] if square else hw)
     alpha = config.model.alpha if config.model.alpha is not None else spec.default_alpha
     spec.check_input_size(input_size)
     spec.check_alpha(alpha)
@@ -237,13 +242,15 @@ def _train(
     if run_fingerprint is None:
         run_fingerprint = stage_fingerprints(config)["train"]
     resolve_weights(spec, config.model.weights, alpha, input_size)
-    split = load_split(config.data, input_size)
+    split = load_split(config.data, input_size, channels=config.model.channels)
     check_class_counts(split, config.data)
     set_seed(config.data.seed)
     timings: dict[str, float] = {}
     phase3: dict[str, Any] | None = None
     with distribution_strategy().scope():  # may fetch ImageNet weights: fail before writing anything
-        model, contract = build_classifier(spec, len(split.class_names), input_size, alpha, config.model.weights, config.model.dropout)
+        model, contract = build_classifier(
+            spec, len(split.class_names), input_size, alpha, config.model.weights, config.model.dropout, channels=config.model.channels
+        )
     out_dir = _fs.prepare_output_dir(Path(out_dir), run_fingerprint, force=force, what="training run")
     weights_used = report_classes(split, config)  # once every check has passed: a refusal stays one line
     scratch = from_scratch(config)
@@ -257,8 +264,8 @@ def _train(
             )
     history: dict[str, list[float]] = {}
     log.info(
-        "training %s (%s weights, %d px) on %d images, validating on %d, %d classes",
-        spec.name, config.model.weights, input_size, len(split.train.y), len(split.val.y), len(split.class_names),
+        "training %s (%s weights, %s) on %d images, validating on %d, %d classes",
+        spec.name, config.model.weights, contract.size_text, len(split.train.y), len(split.val.y), len(split.class_names),
     )
 
     # Phase 1: the head on a frozen backbone.

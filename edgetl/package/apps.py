@@ -70,7 +70,11 @@ def _readme_values(model_name: str, info: ModelInfo, inp: dict[str, Any]) -> dic
     return {
         "model_name_text": markdown_text(model_name), "model_name_code": markdown_code(model_name),
         "class_count": len(info.class_names), "class_names": markdown_names(info.class_names),
-        "size": contract.input_size, "resize_text": markdown_text(contract.resize), "channel_order_text": markdown_text(contract.channel_order),
+        "size_wh": f"{contract.input_width}x{contract.input_height}" + ("" if contract.input_size is not None else " (width x height)"),
+        "resize_text": markdown_text(contract.resize),
+        "channel_order_text": markdown_text(contract.channel_order) if contract.channels == 3 else (
+            "grayscale (`L`, Pillow's ITU-R 601-2 luma: `(19595 R + 38470 G + 7471 B + 32768) >> 16`)"
+        ),
         "mean": list(contract.mean), "std": list(contract.std), "input_dtype": inp["dtype"], "input_shape": list(inp["shape"]),
     }
 
@@ -80,6 +84,7 @@ def _mobile_values(model_name: str, info: ModelInfo, inp: dict[str, Any], out: d
     quantized_in, quantized_out = inp["dtype"] in ("int8", "uint8"), out["dtype"] in ("int8", "uint8")
     return {
         **_readme_values(model_name, info, inp),
+        "width": info.contract.input_width, "height": info.contract.input_height, "channels": info.contract.channels,
         "input_quantization": f", then quantized with the input scale {inp['scale']!r} and zero point {inp['zero_point']}" if quantized_in else "",
         "output_dtype": out["dtype"], "output_shape": list(out["shape"]),
         "output_quantization": f" (scale {out['scale']!r}, zero point {out['zero_point']})" if quantized_out else "",
@@ -152,7 +157,7 @@ def python_script(model_name: str, info: ModelInfo) -> str:
     fmt = runtime_format_for(model_name)
     return render(
         "predict.py.tmpl", needs=fmt.runtime_package, model_name=python_string(model_name),
-        size=contract.input_size, mean=repr([float(v) for v in contract.mean]), std=repr([float(v) for v in contract.std]),
+        width=contract.input_width, height=contract.input_height, mode=repr({"RGB": "RGB", "L": "L"}[contract.channel_order]), mean=repr([float(v) for v in contract.mean]), std=repr([float(v) for v in contract.std]),
         resample=_pil_resampling_name(contract.resize),
         runtime=render(f"predict-{fmt.runtime}.py.tmpl"),
     )

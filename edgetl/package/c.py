@@ -210,9 +210,9 @@ def input_lookup_table(contract: PreprocessContract, scale: float, zero_point: i
     Computed with edgetl's own normalization and quantization (the path accuracy was measured
     on), so the C code feeds the model bit-identical inputs without float arithmetic.
     """
-    pixels = np.tile(np.arange(256, dtype=np.uint8)[:, None], (1, 3))[None, None]  # (1, 1, 256, 3)
+    pixels = np.tile(np.arange(256, dtype=np.uint8)[:, None], (1, contract.channels))[None, None]  # (1, 1, 256, C)
     q = quantize(contract.normalize(pixels), TensorInfo("input", (), dtype, float(scale), int(zero_point)))
-    return q[0, 0].T  # (3, 256)
+    return q[0, 0].T  # (C, 256)
 
 
 def c_settings_file(info: ModelInfo, model: dict[str, Any], arena: dict[str, Any], data_len: int) -> str:
@@ -227,10 +227,16 @@ def c_settings_file(info: ModelInfo, model: dict[str, Any], arena: dict[str, Any
         input_type={"int8": "int8_t", "uint8": "uint8_t"}[inp["dtype"]], input_scale=_c_float(inp["scale"]), input_zero_point=inp["zero_point"],
         output_dtype=out["dtype"], output_shape=out["shape"], output_count=int(np.prod(out["shape"])),
         output_type={"int8": "int8_t", "uint8": "uint8_t"}[out["dtype"]], output_scale=_c_float(out["scale"]), output_zero_point=out["zero_point"],
-        size=contract.input_size, resize_comment=_c_comment(contract.resize), channel_order_comment=_c_comment(contract.channel_order),
+        image_size_line=(
+            f"constexpr int kImageSize = {contract.input_size};  // square input" if contract.input_size is not None
+            else "// no kImageSize: the input is not square (kImageWidth x kImageHeight)"
+        ),
+        gray_comment=" (grayscale: one luma byte per pixel, ITU-R 601-2: L = 0.299 R + 0.587 G + 0.114 B)" if contract.channels == 1 else "",
+        channel_names="0 = R, 1 = G, 2 = B" if contract.channels == 3 else "0 = gray",
+        resize_comment=_c_comment(contract.resize), channel_order_comment=_c_comment(contract.channel_order),
         layout_comment=_c_comment(contract.layout), channel_order=c_string(contract.channel_order), resize=c_string(contract.resize),
         mean=", ".join(_c_float(v) for v in contract.mean), std=", ".join(_c_float(v) for v in contract.std),
-        lookup_rows=",\n".join("    {" + ", ".join(str(int(v)) for v in table[ch]) + "}" for ch in range(3)),
+        lookup_rows=",\n".join("    {" + ", ".join(str(int(v)) for v in table[ch]) + "}" for ch in range(contract.channels)),
         measured=arena["measured_bytes"], step=arena["step_bytes"], failing=arena["measured_bytes"] - arena["step_bytes"],
         measured_with=arena["measured_with"], margin=arena["margin_bytes"], margin_rule=arena["margin_rule"], arena=arena["arena_bytes"],
         data_len=data_len,
@@ -281,8 +287,12 @@ def build_c_package(model: Path, data: bytes, info: ModelInfo, *, ram_budget: in
     lite = LiteRTModel(model, use_xnnpack=False)
     io = {"inputs": [t.to_dict() for t in lite.inputs], "outputs": [t.to_dict() for t in lite.outputs]}
     shapes = [t.shape for t in lite.inputs + lite.outputs]
-    if len(lite.inputs) != 1 or len(lite.outputs) != 1 or len(lite.inputs[0].shape) != 4 or lite.inputs[0].shape[-1] != 3:
-        raise ArtifactError(f"{model} is not a one-input (N, H, W, 3) image classifier (tensor shapes {shapes}); C packages are made for those")
+    expected = (info.contract.input_height, info.contract.input_width, info.contract.channels)
+    if len(lite.inputs) != 1 or len(lite.outputs) != 1 or len(lite.inputs[0].shape) != 4 or tuple(lite.inputs[0].shape[1:]) != expected:
+        raise ArtifactError(
+            f"{model} is not a one-input (N, {', '.join(map(str, expected))}) image classifier as its metadata says (tensor shapes {shapes}); "
+            "C packages are made for those"
+        )
     if {t.dtype for t in lite.inputs + lite.outputs} - {"int8", "uint8"}:
         raise ArtifactError(f"{model} has {', '.join(t.dtype for t in lite.inputs + lite.outputs)} input/output; C packages take int8 or uint8: build with `--target tflite-int8`")
     progress("tensor arena", 0, 1, "bisecting in TFLite Micro")

@@ -118,7 +118,7 @@ def export_model(
     config = BuildConfig.model_validate(run_config)
     if config.data.path is None:
         raise ConfigError("export needs the training images (calibration and verification): pass data=DIR")
-    split = load_split(config.data, info.contract.input_size)
+    split = load_split(config.data, info.contract.hw, channels=info.contract.channels)
     if split.class_names != info.class_names:
         raise ConfigError(f"--data has classes {split.class_names}, the model {info.class_names}; pass the folder it was trained on")
 

@@ -223,7 +223,7 @@ def _build_stages(
         log.info("reusing the trained float model from %s (same images and training settings; --force trains again)", float_dir)
         float_model, info = load_keras_artifact(float_dir, trust_model=trust_model)
         class_names, contract = info.class_names, info.contract
-        split = load_split(config.data, contract.input_size)
+        split = load_split(config.data, contract.hw, channels=contract.channels)
         float_file = float_dir / MODEL_FILE
     else:
         trained = train(config, stage(float_dir), force=True, progress=progress, run_fingerprint=fps["train"], trust_model=trust_model)

@@ -99,8 +99,8 @@ def resolve_config(
         recipe = read_toml(recipe_path, "recipe") if recipe_path.is_file() else {}
         validate(recipe, str(recipe_path))
     config = validate(deep_merge(recipe, layered), "configuration")
-    if spec is not None and config.model.input_size is not None:
-        spec.check_input_size(config.model.input_size)  # the backbone's own minimum, before any data is read
+    if spec is not None and config.model.input_hw is not None:
+        spec.check_input_size(config.model.input_hw)  # the backbone's own minimum, before any data is read
     if config.data.path is not None:
         config.data.path = Path(config.data.path)
     return config

@@ -54,7 +54,8 @@ def find_mistakes(probs: np.ndarray, labels: np.ndarray, class_names: list[str],
 
 def thumbnail_uri(pixels: np.ndarray) -> str:
     """A ``data:`` URI of a JPEG thumbnail (at most ``THUMB_PX`` on a side) of uint8 RGB pixels."""
-    image = Image.fromarray(np.asarray(pixels, dtype=np.uint8)).convert("RGB")
+    array = np.asarray(pixels, dtype=np.uint8)
+    image = Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array).convert("RGB")  # gray: (H, W, 1)
     if max(image.size) > THUMB_PX:
         image.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.core.contract import image_size_text
 from edgetl.pipeline.report import _RUNTIME_NAMES, _pct, _size, latency_rows, table, vs_float
 
 CARD = "MODEL_CARD.md"
@@ -88,12 +89,13 @@ def _artifact_label(meta: dict[str, Any]) -> str:
 
 def intended_use_lines(meta: dict[str, Any]) -> list[str]:
     names = meta["class_names"]
-    size = meta["preprocessing"]["input_size"]
+    size = image_size_text(meta["preprocessing"])
+    image = "grayscale" if meta["preprocessing"].get("channel_order") == "L" else "RGB"
     return [
         "## Intended use",
         "",
         f"- Classifies one image into one of {len(names)} classes: {_class_list(names)}.",
-        f"- Runs on device: {_artifact_label(meta)}, {_size(meta['size_bytes'])}, one {size}x{size} RGB image per call, "
+        f"- Runs on device: {_artifact_label(meta)}, {_size(meta['size_bytes'])}, one {size} {image} image per call, "
         "preprocessed as `edgetl.json` (`preprocessing`) says.",
         "- Not for:",
         f"  - images of anything else: there is no \"none of these\" answer, so an unrelated image still gets one of the {len(names)} classes, "
@@ -238,9 +240,9 @@ def limitations(meta: dict[str, Any]) -> list[str]:
         found.append(f"Most frequent confusions (validation): {shown}. See `confusion_matrix.png` and `misclassified.html`.")
     if meta.get("dtype") == "int8" and acc["top1_drop"] > 0.01:
         found.append(f"Quantization costs accuracy: int8 top-1 is {100 * acc['top1_drop']:.1f} points lower than float.")
-    size = meta["preprocessing"]["input_size"]
+    size = image_size_text(meta["preprocessing"])
     found.append(
-        f"Input size: every image is resized whole to {size}x{size} ({meta['preprocessing'].get('resize', 'bilinear')}, no crop, "
+        f"Input size: every image is resized whole to {size} ({meta['preprocessing'].get('resize', 'bilinear')}, no crop, "
         "so the aspect ratio is not kept); details much smaller than the image are lost."
     )
     weights = ((meta.get("config") or {}).get("model") or {}).get("weights")
@@ -264,7 +266,7 @@ def version_lines(meta: dict[str, Any]) -> list[str]:
         "- model: "
         + ", ".join(
             f"{key} {value}" for key, value in (
-                ("backbone", meta.get("backbone")), ("alpha", model.get("alpha")), ("input size", meta["preprocessing"].get("input_size")),
+                ("backbone", meta.get("backbone")), ("alpha", model.get("alpha")), ("input size", image_size_text(meta["preprocessing"])),
                 ("weights", model.get("weights")), ("quantization", meta.get("quantization_mode") or "none"),
             ) if value is not None
         )

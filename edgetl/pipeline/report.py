@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgetl.core.contract import image_size_text
+
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{100 * value:.1f}%"
@@ -164,7 +166,7 @@ def build_report(meta: dict[str, Any]) -> str:
     lines = [
         f"# edgetl build: {meta.get('name', '')} / {meta['target']}",
         "",
-        f"Backbone `{meta.get('backbone')}` at {contract['input_size']} px, {len(meta['class_names'])} classes, "
+        f"Backbone `{meta.get('backbone')}` at {image_size_text(contract)} px{' grayscale' if contract.get('channel_order') == 'L' else ''}, {len(meta['class_names'])} classes, "
         f"weights `{config.get('model', {}).get('weights')}`; quantization: {meta.get('quantization_mode') or 'none'}"
         + (f" (int8 ranges: {meta['int8_ranges']})" if meta.get("int8_ranges") else "") + ".",
         "",
@@ -200,7 +202,7 @@ def build_report(meta: dict[str, Any]) -> str:
         f"- file: `{meta['model_file']}`, {_size(meta['size_bytes'])}",
         f"- input: `{io.get('name')}` {io.get('shape')} {io.get('dtype')}, scale {io.get('scale')}, zero point {io.get('zero_point')}",
         f"- output: `{out.get('name')}` {out.get('shape')} {out.get('dtype')}, scale {out.get('scale')}, zero point {out.get('zero_point')}",
-        f"- preprocessing: resize to {contract['input_size']}x{contract['input_size']} ({contract['resize']}), "
+        f"- preprocessing: resize to {image_size_text(contract)} ({contract['resize']}), "
         f"{contract['channel_order']}, `(pixel - {contract['mean']}) / {contract['std']}`"
         + (", then quantize with the input scale and zero point" if io.get("dtype") in ("int8", "uint8") else ""),
         f"- note: {meta.get('note', '')}",

@@ -18,13 +18,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from edgetl.core.contract import as_hw
 from edgetl.core.errors import ConfigError
 from edgetl.ml.backbones.spec import KERAS_CACHE, BackboneSpec, BuiltBackbone
 
 log = logging.getLogger(__name__)
 
 
-def resolve_weights(spec: BackboneSpec, weights: str, alpha: float | None, input_size: int) -> str | None:
+def resolve_weights(spec: BackboneSpec, weights: str, alpha: float | None, input_size: int | tuple[int, int]) -> str | None:
     """Turn the user's ``--weights`` into what the builder takes, checking files first.
 
     A file goes to tf_keras' ``load_weights``, which reads weight arrays only (HDF5 groups, or the
@@ -51,7 +52,7 @@ def resolve_weights(spec: BackboneSpec, weights: str, alpha: float | None, input
                 f"{spec.name} has no ImageNet weights in keras.applications; pass --weights none "
                 "(train from scratch) or --weights PATH (an .h5 file saved from an edgetl model of this backbone)"
             )
-        cached = KERAS_CACHE.expanduser() / spec.weights_file(alpha, input_size)
+        cached = KERAS_CACHE.expanduser() / spec.weights_file(alpha, _keras_size(input_size))
         if not cached.is_file():
             log.info("ImageNet weights not cached at %s; Keras will try to download them", cached)
         return "imagenet"
@@ -63,18 +64,50 @@ def resolve_weights(spec: BackboneSpec, weights: str, alpha: float | None, input
     return str(path)
 
 
-def build_backbone(spec: BackboneSpec, input_size: int, alpha: float | None, weights: str) -> BuiltBackbone:
-    """Build the headless backbone in edgetl form, turning download and file failures into one-line errors."""
+def _keras_size(input_size: int | tuple[int, int]) -> int | tuple[int, int]:
+    """A square ``(s, s)`` as ``s`` (what the weights-file names use); a non-square pair as it is."""
+    height, width = as_hw(input_size)
+    return height if height == width else (height, width)
+
+
+def build_backbone(
+    spec: BackboneSpec, input_size: int | tuple[int, int], alpha: float | None, weights: str, channels: int = 3
+) -> BuiltBackbone:
+    """Build the headless backbone in edgetl form, turning download and file failures into one-line errors.
+
+    ``input_size`` is a side or ``(height, width)``; ``channels`` 1 builds the RGB backbone and folds
+    it into a grayscale one (:func:`edgetl.ml.backbones.grayscale.to_grayscale`), keeping pretrained weights.
+    """
+    input_size = _keras_size(input_size)
     spec.check_input_size(input_size)
     spec.check_alpha(alpha)
+    if channels not in (1, 3):
+        raise ConfigError(f"--channels {channels} is not supported; use 1 (grayscale) or 3 (RGB)")
     resolved = resolve_weights(spec, weights, alpha, input_size)
+    if channels == 1:
+        # imports TensorFlow when it runs
+        from edgetl.ml.backbones.grayscale import to_grayscale
+
+        if resolved not in (None, "imagenet"):  # a weights file: saved from a grayscale model, or from an RGB one
+            try:
+                gray, contract = to_grayscale(_build(spec, input_size, alpha, None), keep_weights=False)
+                gray.load_weights(resolved)
+                return BuiltBackbone(gray, contract)
+            except Exception:  # not a grayscale file: fold it from RGB below
+                log.debug("%s is not a grayscale weights file; folding it from RGB", resolved)
+        pretrained = resolved is not None or bool(spec.extra.get("user_file"))
+        return to_grayscale(_build(spec, input_size, alpha, resolved), keep_weights=pretrained)
+    return _build(spec, input_size, alpha, resolved)
+
+
+def _build(spec: BackboneSpec, input_size: int | tuple[int, int], alpha: float | None, resolved: str | None) -> BuiltBackbone:
     try:
         return spec.builder(input_size=input_size, alpha=alpha, weights=resolved)
     except ConfigError:
         raise
     except Exception as exc:  # Keras raises bare Exception/OSError/ValueError on fetch or load
         if resolved == "imagenet":
-            cached = KERAS_CACHE / spec.weights_file(alpha, input_size)  # type: ignore[misc]
+            cached = KERAS_CACHE / spec.weights_file(alpha, input_size)  # type: ignore[misc,arg-type]
             reason = " ".join(str(exc).split())[:160] or type(exc).__name__  # Keras raises a bare Exception: its text says why
             raise ConfigError(
                 f"cannot load ImageNet weights for {spec.name}: {cached} is missing and the download failed "
@@ -90,10 +123,11 @@ def build_backbone(spec: BackboneSpec, input_size: int, alpha: float | None, wei
 def build_classifier(
     spec: BackboneSpec,
     num_classes: int,
-    input_size: int,
+    input_size: int | tuple[int, int],
     alpha: float | None,
     weights: str,
     dropout: float = 0.2,
+    channels: int = 3,
 ) -> BuiltBackbone:
     """Backbone plus a new head as ONE flat functional graph (tfmot cannot quantize nested models).
 
@@ -104,7 +138,7 @@ def build_classifier(
     from edgetl.ml._keras import keras
 
     k = keras()
-    base, contract = build_backbone(spec, input_size, alpha, weights)
+    base, contract = build_backbone(spec, input_size, alpha, weights, channels)
     x = k.layers.GlobalAveragePooling2D(name="edgetl_pool")(base.output)
     x = k.layers.Dropout(dropout, name="edgetl_dropout")(x)
     outputs = k.layers.Dense(num_classes, activation="softmax", name="edgetl_logits")(x)

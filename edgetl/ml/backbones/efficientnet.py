@@ -4,28 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgetl.core.contract import PreprocessContract
+from edgetl.core.contract import PreprocessContract, as_hw
 from edgetl.ml.backbones.spec import BACKBONES, BackboneSpec, BuiltBackbone
 
 
-def _stock_b0(input_size: int, alpha: float | None, weights: str | None) -> Any:
+def _stock_b0(input_size: int | tuple[int, int], alpha: float | None, weights: str | None) -> Any:
     # TensorFlow loads here, when a model is built, not when backbones are listed
     from edgetl.ml._keras import keras
 
-    return keras().applications.EfficientNetB0(input_shape=(input_size, input_size, 3), include_top=False, weights=weights)
+    return keras().applications.EfficientNetB0(input_shape=(*as_hw(input_size), 3), include_top=False, weights=weights)
 
 
-def _stock_v2b0(input_size: int, alpha: float | None, weights: str | None) -> Any:
+def _stock_v2b0(input_size: int | tuple[int, int], alpha: float | None, weights: str | None) -> Any:
     # TensorFlow loads here, when a model is built, not when backbones are listed
     from edgetl.ml._keras import keras
 
     return keras().applications.EfficientNetV2B0(
-        input_shape=(input_size, input_size, 3), include_top=False, weights=weights, include_preprocessing=True
+        input_shape=(*as_hw(input_size), 3), include_top=False, weights=weights, include_preprocessing=True
     )
 
 
 def _builder(stock_builder, name: str):
-    def build(input_size: int, alpha: float | None, weights: str | None) -> BuiltBackbone:
+    def build(input_size: int | tuple[int, int], alpha: float | None, weights: str | None) -> BuiltBackbone:
         # imports TensorFlow when it runs
         from edgetl.ml.backbones.graph import to_edgetl_form
 
@@ -33,7 +33,7 @@ def _builder(stock_builder, name: str):
         # The stem's Rescaling + Normalization (+ the ImageNet 1/sqrt(std) fix) become the contract:
         # x/255 for random weights, ImageNet mean/std for ImageNet weights, whatever a weights file holds.
         model, mean, std = to_edgetl_form(stock, name=name)
-        return BuiltBackbone(model, PreprocessContract(input_size, mean, std))  # type: ignore[arg-type]
+        return BuiltBackbone(model, PreprocessContract.sized(input_size, mean, std))  # type: ignore[arg-type]
 
     return build
 

@@ -10,7 +10,7 @@ recipe. Layer names follow keras.applications' EfficientNet (``stem_conv``, ``bl
 
 from __future__ import annotations
 
-from edgetl.core.contract import PreprocessContract
+from edgetl.core.contract import PreprocessContract, as_hw
 from edgetl.ml.backbones.spec import BACKBONES, BackboneSpec, BuiltBackbone
 
 #: (repeats, kernel, first stride, expand ratio, filters in, filters out), B0's seven stages.
@@ -29,7 +29,7 @@ DROP_CONNECT_RATE = 0.2
 LITE_MEAN, LITE_STD = (127.0, 127.0, 127.0), (128.0, 128.0, 128.0)
 
 
-def efficientnet_lite0(input_size: int, alpha: float | None = None, weights: str | None = None) -> BuiltBackbone:
+def efficientnet_lite0(input_size: int | tuple[int, int], alpha: float | None = None, weights: str | None = None) -> BuiltBackbone:
     """The headless EfficientNet-Lite0 graph; ``weights`` is None or an .h5 file (loaded by layer name)."""
     # TensorFlow loads here, when a model is built, not when backbones are listed
     from edgetl.ml._keras import keras
@@ -47,7 +47,7 @@ def efficientnet_lite0(input_size: int, alpha: float | None = None, weights: str
         x = layers.BatchNormalization(momentum=0.99, epsilon=1e-3, name=f"{name}_bn")(x)
         return layers.ReLU(6.0, name=f"{name}_activation")(x) if activation else x
 
-    inputs = k.Input(shape=(input_size, input_size, 3), name="image")
+    inputs = k.Input(shape=(*as_hw(input_size), 3), name="image")
     x = conv(inputs, STEM_FILTERS, 3, 2, "stem_conv")
     x = bn_relu6(x, "stem")
     total = sum(stage[0] for stage in LITE0_STAGES)
@@ -77,7 +77,7 @@ def efficientnet_lite0(input_size: int, alpha: float | None = None, weights: str
     model = k.Model(inputs, x, name="efficientnet_lite0")
     if weights is not None:
         model.load_weights(weights, by_name=True, skip_mismatch=False)
-    return BuiltBackbone(model, PreprocessContract(input_size, LITE_MEAN, LITE_STD))
+    return BuiltBackbone(model, PreprocessContract.sized(input_size, LITE_MEAN, LITE_STD))
 
 
 

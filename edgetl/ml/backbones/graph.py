@@ -88,8 +88,8 @@ def measure_affine(model, last_layer: str, channels: int = 3) -> tuple[np.ndarra
 
     k = keras()
     sub = k.Model(model.input, model.get_layer(last_layer).output)
-    size = model.input_shape[1] or 8
-    probes = np.stack([np.full((size, size, channels), v, np.float32) for v in (0.0, 255.0, 97.0)])
+    height, width = model.input_shape[1] or 8, model.input_shape[2] or 8  # non-square inputs too
+    probes = np.stack([np.full((height, width, channels), v, np.float32) for v in (0.0, 255.0, 97.0)])
     out = sub.predict_on_batch(probes).astype(np.float64)
     offset = out[0].mean(axis=(0, 1))
     scale = (out[1].mean(axis=(0, 1)) - offset) / 255.0

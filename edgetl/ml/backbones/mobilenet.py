@@ -4,26 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgetl.core.contract import PreprocessContract
+from edgetl.core.contract import PreprocessContract, as_hw
 from edgetl.ml.backbones.spec import BACKBONES, BackboneSpec, BuiltBackbone
 
 _PRETRAINED_V2 = (96, 128, 160, 192, 224)
 
 
-def _mobilenet_v2(input_size: int, alpha: float | None, weights: str | None) -> BuiltBackbone:
+def _mobilenet_v2(input_size: int | tuple[int, int], alpha: float | None, weights: str | None) -> BuiltBackbone:
     # TensorFlow loads here, when a model is built, not when backbones are listed
     from edgetl.ml._keras import keras
 
     model = keras().applications.MobileNetV2(
-        input_shape=(input_size, input_size, 3), alpha=1.0 if alpha is None else alpha, include_top=False, weights=weights
+        input_shape=(*as_hw(input_size), 3), alpha=1.0 if alpha is None else alpha, include_top=False, weights=weights
     )
     # Keras' MobileNetV2 has no scaling layers: its contract is mobilenet_v2.preprocess_input, x/127.5 - 1.
-    return BuiltBackbone(model, PreprocessContract(input_size, (127.5,) * 3, (127.5,) * 3))
+    return BuiltBackbone(model, PreprocessContract.sized(input_size, (127.5,) * 3, (127.5,) * 3))
 
 
-def _mobilenet_v2_weights_file(alpha: float | None, input_size: int) -> str:
+def _mobilenet_v2_weights_file(alpha: float | None, input_size: int | tuple[int, int]) -> str:
     alpha = 1.0 if alpha is None else alpha
-    size = input_size if input_size in _PRETRAINED_V2 else 224
+    size = input_size if input_size in _PRETRAINED_V2 else 224  # Keras loads the 224 file for a non-square input
     return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{size}_no_top.h5"
 
 
@@ -51,13 +51,13 @@ BACKBONES.register(
 
 
 def _stock_v3(variant: str):
-    def stock(input_size: int, alpha: float | None, weights: str | None) -> Any:
+    def stock(input_size: int | tuple[int, int], alpha: float | None, weights: str | None) -> Any:
         # TensorFlow loads here, when a model is built, not when backbones are listed
         from edgetl.ml._keras import keras
 
         cls = getattr(keras().applications, f"MobileNetV3{variant}")
         return cls(
-            input_shape=(input_size, input_size, 3), alpha=1.0 if alpha is None else alpha, include_top=False,
+            input_shape=(*as_hw(input_size), 3), alpha=1.0 if alpha is None else alpha, include_top=False,
             weights=weights, include_preprocessing=True,
         )
 
@@ -67,19 +67,19 @@ def _stock_v3(variant: str):
 def _v3_builder(variant: str):
     stock_builder = _stock_v3(variant)
 
-    def build(input_size: int, alpha: float | None, weights: str | None) -> BuiltBackbone:
+    def build(input_size: int | tuple[int, int], alpha: float | None, weights: str | None) -> BuiltBackbone:
         # imports TensorFlow when it runs
         from edgetl.ml.backbones.graph import to_edgetl_form
 
         stock = stock_builder(input_size, alpha, weights)
         model, mean, std = to_edgetl_form(stock, name=f"mobilenet_v3_{variant.lower()}", hard_swish_layers=True)
-        return BuiltBackbone(model, PreprocessContract(input_size, mean, std))  # type: ignore[arg-type]
+        return BuiltBackbone(model, PreprocessContract.sized(input_size, mean, std))  # type: ignore[arg-type]
 
     return build
 
 
 def _v3_weights_file(variant: str):
-    def weights_file(alpha: float | None, input_size: int) -> str:
+    def weights_file(alpha: float | None, input_size: int | tuple[int, int]) -> str:
         alpha = 1.0 if alpha is None else alpha
         return f"weights_mobilenet_v3_{variant}_224_{alpha}_float_no_top_v2.h5"
 

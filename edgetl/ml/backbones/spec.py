@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from edgetl.core.contract import PreprocessContract
+from edgetl.core.contract import PreprocessContract, as_hw
 from edgetl.core.errors import ConfigError
 from edgetl.core.registry import Registry
 
@@ -38,7 +38,8 @@ class BackboneSpec:
 
     Attributes:
         name: registry name (``mobilenet_v2``).
-        builder: ``builder(input_size, alpha, weights) -> BuiltBackbone`` without top, in edgetl form.
+        builder: ``builder(input_size, alpha, weights) -> BuiltBackbone`` without top, in edgetl form, RGB;
+            ``input_size`` is a side or ``(height, width)`` (grayscale is made from it: :mod:`.grayscale`).
         default_input_size: size used when none is given.
         min_input_size: smallest size the architecture accepts.
         pretrained_sizes: sizes with ImageNet weights; others load the closest file Keras offers.
@@ -74,16 +75,19 @@ class BackboneSpec:
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def contract(self, input_size: int) -> PreprocessContract:
+    def contract(self, input_size: int | tuple[int, int]) -> PreprocessContract:
         """The contract for random initial weights (builders return the one that applies)."""
-        return PreprocessContract(input_size=input_size, mean=self.mean, std=self.std)
+        return PreprocessContract.sized(input_size, self.mean, self.std)
 
-    def check_input_size(self, input_size: int) -> None:
-        if input_size < self.min_input_size:
+    def check_input_size(self, input_size: int | tuple[int, int]) -> None:
+        """Raises ConfigError unless both sides of ``input_size`` (a side or ``(height, width)``) reach the minimum."""
+        height, width = as_hw(input_size)
+        if min(height, width) < self.min_input_size:
             pretrained = f"; ImageNet weights exist for {', '.join(map(str, self.pretrained_sizes))}" if self.pretrained_sizes else ""
+            shown_size = height if height == width else f"{width}x{height} (width x height)"
             raise ConfigError(
-                f"input size {input_size} is not supported by {self.name}: it needs at least {self.min_input_size} px "
-                f"(square; default {self.default_input_size}{pretrained}); pass e.g. --input-size {self.default_input_size}"
+                f"input size {shown_size} is not supported by {self.name}: it needs at least {self.min_input_size} px "
+                f"on each side (default {self.default_input_size}{pretrained}); pass e.g. --input-size {self.default_input_size}"
             )
 
     def check_alpha(self, alpha: float | None) -> None:

@@ -272,7 +272,7 @@ def test_app_packages(target, int8_export, tmp_path):
     readme = (out / "README.md").read_text()
     inp = meta["inputs"][0]
     expected = {
-        "android": ["org.tensorflow.lite.Interpreter", "com.google.ai.edge.litert:litert", "createScaledBitmap", "const val SIZE = 32",
+        "android": ["org.tensorflow.lite.Interpreter", "com.google.ai.edge.litert:litert", "createScaledBitmap", "const val WIDTH = 32", "const val HEIGHT = 32", "const val CHANNELS = 3",
                     f"INPUT_SCALE = {inp['scale']!r}f", f"INPUT_ZERO_POINT = {inp['zero_point']}", "floatArrayOf(127.5f, 127.5f, 127.5f)", "coerceIn(-128, 127)"],
         "ios": ["pod 'TensorFlowLiteSwift'", "import TensorFlowLite", "Interpreter(modelPath:", "copy(", "toNearestOrEven", "Int8(clamping:",
                 f"inputScale: Float = {inp['scale']!r}", 'forResource: "model", ofType: "tflite"'],
