@@ -76,7 +76,8 @@ class ModelConfig(_Section):
     name: str = Field("mobilenet_v2", description="registered backbone name, or a Keras model file (.keras/.h5) to fine-tune")
     alpha: float | None = Field(None, description="width multiplier (MobileNet); None: the recipe's")
     input_size: int | str | None = Field(
-        None, description=f"input size in pixels: a side (square, {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}) or 'WxH' (width x height, e.g. '96x64'); None: the recipe's"
+        None, description=f"input size in pixels: a side (square, {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}) or 'WxH' (width x height, e.g. '96x64'); None: the recipe's",
+        json_schema_extra={"allowed": f"{MIN_INPUT_SIZE} <= value <= {MAX_INPUT_SIZE:,}, or 'WIDTHxHEIGHT' with both sides in that range"},
     )
     channels: int = Field(3, description="input channels: 3 (RGB) or 1 (grayscale, for small microcontrollers)")
     weights: str = Field("imagenet", description="'imagenet', 'none' or a path to a weights file")
@@ -109,7 +110,7 @@ def parse_input_size(value: Any) -> tuple[int, int]:
     Raises:
         ValueError: anything else, or a side outside ``MIN_INPUT_SIZE..MAX_INPUT_SIZE`` (pydantic reports it by flag).
     """
-    rule = f"a side from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels (square, e.g. 96) or WIDTHxHEIGHT (e.g. 96x64)"
+    rule = "one side in pixels (square, e.g. 96) or WIDTHxHEIGHT (e.g. 96x64)"
     if isinstance(value, int) and not isinstance(value, bool):
         sides = (value, value)
     elif isinstance(value, str) and value.strip().isdecimal() and value.strip().isascii():
@@ -285,6 +286,9 @@ def _allowed_range(loc: tuple[Any, ...]) -> str | None:
         model = field.annotation
     if field is None:
         return None
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and isinstance(extra.get("allowed"), str):
+        return extra["allowed"]
     low = high = None
     for item in field.metadata:
         if isinstance(item, Ge | Gt):
@@ -314,6 +318,7 @@ def format_validation_error(exc: ValidationError, source: str, names: dict[str, 
             if len(got) > 80:
                 got = got[:77] + "..."
             msg = " ".join(str(err["msg"]).split())  # one line, whatever the validator wrote
+            msg = msg.removeprefix("Value error, ")  # pydantic's prefix for a validator's own ValueError
             parts.append(f"{loc}: {msg} (got {got}{f'; allowed: {allowed}' if allowed else ''})")
     return f"{source}: " + "; ".join(parts)
 
