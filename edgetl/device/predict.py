@@ -163,12 +163,8 @@ def predict_images(
     requested = check_top_k(top_k)
     paths = check_images(images)
     artifact = Path(artifact)
-    if not artifact.exists():
-        raise ArtifactError(f"artifact {artifact} does not exist")
     # Labels, contract and pixels before the runtime loads, so a bad image fails before any runtime output.
-    info = model_info_for(artifact)
-    if not info.class_names:
-        raise ArtifactError(f"the metadata of {artifact} lists no class names; predict needs the labels")
+    info = _labelled_model_info(artifact)
     pixels = load_images(paths, info.contract.hw, info.contract.resize, channels=info.contract.channels)
     with captured_native_output() as native:  # LiteRT's "INFO: Created ... XNNPACK delegate" line
         predict, info, kind = load_predictor(artifact, num_threads=num_threads, trust_model=trust_model)
@@ -368,11 +364,7 @@ def predict_many(
         raise ConfigError(f"--csv {csv_path} is a folder; pass a file name such as predictions.csv")
     progress = progress or log_progress
     artifact = Path(artifact)
-    if not artifact.exists():
-        raise ArtifactError(f"artifact {artifact} does not exist")
-    info = model_info_for(artifact)
-    if not info.class_names:
-        raise ArtifactError(f"the metadata of {artifact} lists no class names; predict needs the labels")
+    info = _labelled_model_info(artifact)
     files, ignored = collect_images(inputs)
     resample = resample_filter(info.contract.resize)
     size, channels = info.contract.hw, info.contract.channels
@@ -419,3 +411,17 @@ def predict_many(
     if report.failed:
         logger.warning("%d of %d image(s) could not be read (rows with an error)", len(report.failed), len(report.rows))
     return report
+
+
+def _labelled_model_info(artifact: Path):
+    """The artifact's metadata, which must name its classes (predict prints them).
+
+    Raises:
+        ArtifactError: no such artifact, or metadata without class names.
+    """
+    if not artifact.exists():
+        raise ArtifactError(f"artifact {artifact} does not exist")
+    info = model_info_for(artifact)
+    if not info.class_names:
+        raise ArtifactError(f"the metadata of {artifact} lists no class names; predict needs the labels")
+    return info
