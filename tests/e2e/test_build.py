@@ -191,7 +191,8 @@ def test_demo_meets_its_promise(tmp_path):
     Measured: 186 s on the AMD EPYC 2-core machine of earlier sessions; on the Intel Xeon 2-core
     one 421 s (train 233 s, QAT 68 s, export 75 s through from_keras_model's SavedModel round
     trip), then 207 s (train 144 s, QAT 49 s, export 4 s with the frozen-function conversion; the
-    training difference is the machine's, not the code's). The bound leaves room for a slower
+    training difference is the machine's, not the code's); 296 s on an AMD EPYC 2-core machine on
+    2026-11-30 (the commit before that day's changes: 329 s there, partly under load). The bound leaves room for a slower
     machine without hiding a 2x regression.
     """
     start = time.perf_counter()
