@@ -67,13 +67,30 @@ def get_backbone(name: str, *, input_size: int | None = None, trust_model: bool 
     """
     if not is_model_path(name):
         return BACKBONES.get(name)
+    path = check_model_file(name)
+    return _user_spec(str(path.resolve()), file_sha256(path), input_size, trust_model)
+
+
+def check_model_file(name: str) -> Path:
+    """The model file ``--model`` names, which must exist; a SavedModel folder is refused with the way out.
+
+    Raises:
+        ConfigError: no such file, or a SavedModel folder (its graph functions are TensorFlow
+            programs that run when called: edgetl cannot vet them the way it vets a .keras config).
+    """
     path = Path(name).expanduser()
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        raise ConfigError(
+            f"--model {path} is a SavedModel folder, which edgetl does not open: its functions are TensorFlow "
+            "programs that would run unchecked; if you trust it, load it yourself and save it with "
+            "model.save('model.keras'), then pass that file"
+        )
     if not path.is_file():
         raise ConfigError(
             f"model file {path} does not exist; pass --model with a registered backbone "
             f"({', '.join(BACKBONES.names())}) or an existing .keras/.h5 model file"
         )
-    return _user_spec(str(path.resolve()), file_sha256(path), input_size, trust_model)
+    return path
 
 
 def model_file_digest(name: str) -> str | None:

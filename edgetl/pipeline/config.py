@@ -87,11 +87,10 @@ def resolve_config(
     name = layered.get("model", {}).get("name", ModelConfig.model_fields["name"].default)
 
     from edgetl.ml.backbones.spec import BACKBONES  # light: no TensorFlow at import
-    from edgetl.ml.user_model import is_model_path  # light: no TensorFlow at import
+    from edgetl.ml.user_model import check_model_file, is_model_path  # light: no TensorFlow at import
 
     if is_model_path(str(name)):  # --model FILE: the user's own Keras model, no recipe; opened when training starts
-        if not Path(str(name)).expanduser().is_file():
-            raise ConfigError(f"--model {name}: no such model file; pass a registered backbone (edgetl backbones) or an existing .keras/.h5 file")
+        check_model_file(str(name))
         spec, recipe = None, {}
     else:
         spec = BACKBONES.get(name)  # unknown backbone -> error listing the registered ones

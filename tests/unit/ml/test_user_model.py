@@ -109,6 +109,11 @@ def test_missing_file_and_unknown_name_are_one_line_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="mobilenet_v2"):
         get_backbone("not_a_backbone")
     assert is_model_path("models/net.keras") and is_model_path("net.h5") and not is_model_path("mobilenet_v2")
+    saved = tmp_path / "exported"
+    saved.mkdir()
+    (saved / "saved_model.pb").write_bytes(b"")
+    with pytest.raises(ConfigError, match="SavedModel folder.*model.save\\('model.keras'\\)"):
+        get_backbone(str(saved))
 
 
 def test_head_with_a_layer_edgetl_cannot_cut_is_named(k, tmp_path):
