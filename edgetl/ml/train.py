@@ -245,14 +245,45 @@ def _train(
     split = load_split(config.data, input_size, channels=config.model.channels)
     check_class_counts(split, config.data)
     set_seed(config.data.seed)
-    timings: dict[str, float] = {}
-    phase3: dict[str, Any] | None = None
     with distribution_strategy().scope():  # may fetch ImageNet weights: fail before writing anything
         model, contract = build_classifier(
             spec, len(split.class_names), input_size, alpha, config.model.weights, config.model.dropout, channels=config.model.channels
         )
     out_dir = _fs.prepare_output_dir(Path(out_dir), run_fingerprint, force=force, what="training run")
     weights_used = report_classes(split, config)  # once every check has passed: a refusal stays one line
+    fitted = fit_transfer(model, contract, spec, split, config, progress=progress, log_dir=out_dir / "logs")
+    result = TrainResult(
+        out_dir, model, split.class_names, contract, fitted.history, fitted.val_accuracy, split, fitted.timings,
+        fitted.phase3, fitted.val_balanced_accuracy, weights_used,
+    )
+    write_run(result, spec, config, run_fingerprint, fitted.trainable)
+    return result
+
+
+@dataclass
+class Fitted:
+    """What :func:`fit_transfer` leaves beside the trained model (see :class:`TrainResult`)."""
+
+    history: dict[str, list[float]]
+    timings: dict[str, float]
+    phase3: dict[str, Any] | None
+    trainable: list[str]
+    val_accuracy: float
+    val_balanced_accuracy: float
+
+
+def fit_transfer(
+    model, contract: PreprocessContract, spec: BackboneSpec, split: SplitData, config: BuildConfig, *,
+    progress: Progress = log_progress, log_dir: Path | None = None,
+) -> Fitted:
+    """Phases 1-3 on an in-memory split: the head on the frozen backbone, the top unfrozen, the
+    clean finish; then top-1 and balanced accuracy on the split's validation images.
+
+    ``model`` comes from :func:`build_classifier` and is trained in place. No file is written
+    except TensorBoard logs under ``log_dir`` (None: none). Experiments call this on subsets.
+    """
+    timings: dict[str, float] = {}
+    phase3: dict[str, Any] | None = None
     scratch = from_scratch(config)
     if scratch:
         set_batchnorm_momentum(model, SCRATCH_BN_MOMENTUM)
@@ -302,7 +333,7 @@ def _train(
             callbacks=[
                 k.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience),
                 decay,
-                k.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), write_graph=False, profile_batch=0),
+                *([k.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0)] if log_dir is not None else []),
             ],
         )
         _merge_history(history, "fine_tune", fitted)
@@ -323,9 +354,8 @@ def _train(
     val_acc = float(np.mean(predicted == split.val.y))
     val_balanced = balanced_accuracy(split.val.y, predicted)
     log.info("validation (inference mode): top-1 %.4f, balanced accuracy %.4f", val_acc, val_balanced)
-    result = TrainResult(out_dir, model, split.class_names, contract, history, val_acc, split, timings, phase3, val_balanced, weights_used)
-    write_run(result, spec, config, run_fingerprint, trainable)
-    return result
+    return Fitted(history, timings, phase3, trainable, val_acc, val_balanced)
+
 
 
 def report_classes(split: SplitData, config: BuildConfig) -> list[float] | None:
