@@ -16,6 +16,7 @@ module                 commands
 :mod:`.bench`          ``bench``, ``compare``
 :mod:`.package`        ``package``
 :mod:`.data`           ``data check``
+:mod:`.experiment`     ``experiment data-efficiency``, ``experiment unfreeze-depth``
 =====================  ==============================================
 """
 
@@ -27,7 +28,7 @@ from typing import Annotated
 import typer
 
 from edgetl import __version__
-from edgetl.cli import bench, build, data, device, info, package, train
+from edgetl.cli import bench, build, data, device, experiment, info, package, train
 from edgetl.cli.console import console
 from edgetl.cli.errors import run_handling_sigterm
 
@@ -61,6 +62,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data.data_app, name="data")
+app.add_typer(experiment.experiment_app, name="experiment")
 
 # In this order in `edgetl --help`.
 app.command("train")(train.train)

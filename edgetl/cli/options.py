@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgetl.core.types import ClassWeights
+from edgetl.core.types import ClassWeights, Optimizer
 
 DataOpt = Annotated[Path | None, typer.Option("--data", help="Image folder with one subfolder per class (class name = folder name).")]
 BackboneOpt = Annotated[str | None, typer.Option("--model", help="Backbone to fine-tune (see `edgetl backbones`), e.g. mobilenet_v2, or your own Keras model file (.keras/.h5): its head is replaced.")]
@@ -28,7 +28,7 @@ GrayscaleOpt = Annotated[bool, typer.Option("--grayscale", help="Same as --chann
 AlphaOpt = Annotated[float | None, typer.Option("--alpha", help="MobileNet width multiplier, e.g. 0.35, 0.5, 1.0.")]
 WeightsOpt = Annotated[
     str | None,
-    typer.Option("--weights", help="'imagenet' (from ~/.keras/models, downloaded if online), 'none' (train from scratch) or a path to a .h5 weights file."),
+    typer.Option("--weights", help="'imagenet' (efficientnet_lite0: offline from the pretrained extra; others: ~/.keras/models, downloaded if online), 'none' (train from scratch) or a weights file (.h5; .pth for efficientnet_lite0)."),
 ]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="edgetl.toml with any of the settings; flags override it.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an output folder that holds a different run or build.")]
@@ -64,6 +64,21 @@ ClassWeightsOpt = Annotated[
     ClassWeights | None,
     typer.Option("--class-weights", help="balanced: weight each class's loss by inverse frequency, for imbalanced classes; none: every image counts the same (default; \\[train] class_weights).", show_default=False),
 ]
+HeadOptimizerOpt = Annotated[
+    Optimizer | None,
+    typer.Option("--head-optimizer", help="Phase 1 (head) optimizer: adam (default), rmsprop, or sgd (momentum 0.9) (\\[train] head_optimizer).", show_default=False),
+]
+FineTuneOptimizerOpt = Annotated[
+    Optimizer | None,
+    typer.Option("--fine-tune-optimizer", help="Phase 2 and 3 optimizer: adam (default), rmsprop, or sgd (momentum 0.9; give it a low --fine-tune-lr) (\\[train] fine_tune_optimizer).", show_default=False),
+]
+L2spOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--l2sp", metavar="ALPHA[,BETA]",
+        help="L2-SP in phases 2 and 3: pull the fine-tuned backbone toward its pretrained weights (ALPHA/2*||w - w_pretrained||^2) and decay the new head (BETA/2*||w||^2, default 0.01), e.g. 0.01 or 0.01,0.001; not with --weights none (\\[train] l2sp).",
+    ),
+]
 
 #: Configuration key -> the flag of ``train`` and ``build`` that sets it: a bad value is reported by its flag.
 CONFIG_FLAGS: dict[str, str] = {
@@ -73,7 +88,8 @@ CONFIG_FLAGS: dict[str, str] = {
     "train.head_epochs": "--head-epochs", "train.fine_tune_epochs": "--fine-tune-epochs", "train.clean_epochs": "--clean-epochs",
     "train.unfreeze": "--unfreeze", "train.unfreeze_from": "--unfreeze-from", "train.unfreeze_blocks": "--unfreeze-blocks",
     "train.augment": "--augment", "train.patience": "--patience", "train.head_lr": "--lr", "train.fine_tune_lr": "--fine-tune-lr",
-    "train.class_weights": "--class-weights",
+    "train.class_weights": "--class-weights", "train.l2sp": "--l2sp",
+    "train.head_optimizer": "--head-optimizer", "train.fine_tune_optimizer": "--fine-tune-optimizer",
     "target": "--target", "out": "--out", "name": "--name", "qat.mode": "--mode", "qat.epochs": "--qat-epochs",
     "export.io_dtype": "--io-dtype", "export.opset": "--opset", "package.targets": "--package",
 }
@@ -86,6 +102,8 @@ def training_flags(
     unfreeze_blocks: int | None = None, clean_epochs: int | None = None, *, patience: int | None = None,
     head_lr: float | None = None, fine_tune_lr: float | None = None, min_images: int | None = None,
     class_weights: ClassWeights | None = None, channels: int | None = None, grayscale: bool = False,
+    l2sp: str | None = None,
+    head_optimizer: Optimizer | None = None, fine_tune_optimizer: Optimizer | None = None,
 ) -> dict[str, Any]:
     """The training options as dotted configuration keys (``None``: not given on the command line).
 
@@ -108,6 +126,9 @@ def training_flags(
         "train.augment": augment, "train.clean_epochs": clean_epochs,
         "data.strict": strict, "train.patience": patience, "train.head_lr": head_lr, "train.fine_tune_lr": fine_tune_lr,
         "data.min_images": min_images, "train.class_weights": class_weights.value if class_weights else None,
+        "train.l2sp": l2sp,
+        "train.head_optimizer": head_optimizer.value if head_optimizer else None,
+        "train.fine_tune_optimizer": fine_tune_optimizer.value if fine_tune_optimizer else None,
     }
 
 

@@ -26,11 +26,14 @@ from edgetl.cli.options import (
     DeterministicOpt,
     FineEpochsOpt,
     FineTuneLrOpt,
+    FineTuneOptimizerOpt,
     ForceOpt,
     GrayscaleOpt,
     HeadEpochsOpt,
     HeadLrOpt,
+    HeadOptimizerOpt,
     InputSizeOpt,
+    L2spOpt,
     MinImagesOpt,
     PatienceOpt,
     SeedOpt,
@@ -76,6 +79,9 @@ def train(
     unfreeze_blocks: UnfreezeBlocksOpt = None,
     augment: AugmentOpt = None,
     class_weights: ClassWeightsOpt = None,
+    l2sp: L2spOpt = None,
+    head_optimizer: HeadOptimizerOpt = None,
+    fine_tune_optimizer: FineTuneOptimizerOpt = None,
     min_images: MinImagesOpt = None,
     strict: StrictOpt = None,
     deterministic: DeterministicOpt = False,
@@ -91,7 +97,7 @@ def train(
             data, backbone, input_size, alpha, weights, val, val_split, seed, batch_size, head_epochs, fine_tune_epochs, unfreeze,
             unfreeze_from, augment, strict, unfreeze_blocks, clean_epochs,
             patience=patience, head_lr=head_lr, fine_tune_lr=fine_tune_lr, min_images=min_images, class_weights=class_weights,
-            channels=channels, grayscale=grayscale,
+            channels=channels, grayscale=grayscale, l2sp=l2sp, head_optimizer=head_optimizer, fine_tune_optimizer=fine_tune_optimizer,
         )
         cfg = resolve(config, {**flags, "train.deterministic": True if deterministic else None})
         # the API (pydantic, numpy; TensorFlow once api.train runs): imported when the command runs, not for --help
@@ -111,6 +117,7 @@ def qat(
     epochs: Annotated[int | None, typer.Option("--epochs", help="QAT epochs (default 3).")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="QAT learning rate (default: the backbone recipe's, 1e-5 for mobilenet_v2).")] = None,
     samples: Annotated[int, typer.Option("--samples", help="PTQ: training images used to calibrate int8 ranges.")] = 200,
+    l2sp: Annotated[str | None, typer.Option("--l2sp", metavar="ALPHA", help="L2-SP in QAT: pull the weights toward the float model's, ALPHA/2*||w - w_float||^2, e.g. 0.01 (\\[qat] l2sp).")] = None,
     config: ConfigOpt = None,
     strict: StrictOpt = None,
     deterministic: DeterministicOpt = False,
@@ -147,11 +154,11 @@ def qat(
             "data.val_path": run_cfg.get("data", {}).get("val_path"), "data.val_split": run_cfg.get("data", {}).get("val_split"),
             "data.seed": run_cfg.get("data", {}).get("seed"), "data.strict": strict,
             "data.min_images": run_cfg.get("data", {}).get("min_images"),
-            "qat.epochs": epochs, "qat.lr": lr, "qat.mode": QuantMode.qat.value,
+            "qat.epochs": epochs, "qat.lr": lr, "qat.mode": QuantMode.qat.value, "qat.l2sp": l2sp,
             "train.deterministic": True if deterministic else run_cfg.get("train", {}).get("deterministic"),
             "train.class_weights": run_cfg.get("train", {}).get("class_weights"),  # QAT weighs the loss as training did
         }
-        cfg = resolve(config, flags, {"data.path": "--data", "data.strict": "--strict", "qat.epochs": "--epochs", "qat.lr": "--lr"})
+        cfg = resolve(config, flags, {"data.path": "--data", "data.strict": "--strict", "qat.epochs": "--epochs", "qat.lr": "--lr", "qat.l2sp": "--l2sp"})
         target = out or model.with_name(model.name + "-qat")
         with RichProgress() as progress:
             result = api.qat(model, cfg, out=target, force=force, progress=progress, trust_model=trust_model)

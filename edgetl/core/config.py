@@ -15,7 +15,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgetl.core.errors import ConfigError
-from edgetl.core.types import ClassWeights, IODType, LRSchedule, PackageFor, QuantMode
+from edgetl.core.types import ClassWeights, IODType, LRSchedule, Optimizer, PackageFor, QuantMode
 from edgetl.core.units import parse_margin, parse_size
 
 #: Upper bounds that keep a typo (10**13 epochs, 10**12 runs) from being accepted and running for ever.
@@ -82,6 +82,11 @@ class ModelConfig(_Section):
     channels: int = Field(3, description="input channels: 3 (RGB) or 1 (grayscale, for small microcontrollers)")
     weights: str = Field("imagenet", description="'imagenet', 'none' or a path to a weights file")
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    head_units: list[int] = Field(
+        default_factory=list,
+        description="widths of hidden Dense+ReLU layers between the pooling and the softmax (e.g. [1024]); []: pooling, dropout, softmax",
+        json_schema_extra={"allowed": "a list of at most 8 integers from 1 to 65536"},
+    )
 
     @field_validator("input_size", mode="before")
     @classmethod
@@ -90,6 +95,17 @@ class ModelConfig(_Section):
             return None
         height, width = parse_input_size(value)
         return height if height == width else f"{width}x{height}"
+
+    @field_validator("head_units", mode="before")
+    @classmethod
+    def _head_units(cls, value: Any) -> list[int]:
+        # bounds keep a typo (10**9 units) from building a head that cannot fit in memory
+        if (
+            not isinstance(value, list | tuple) or len(value) > 8
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65536 for v in value)
+        ):
+            raise ValueError("head_units must list hidden-layer widths, e.g. [1024], or be [] for none")
+        return [int(v) for v in value]
 
     @field_validator("channels", mode="before")
     @classmethod
@@ -102,6 +118,43 @@ class ModelConfig(_Section):
     def input_hw(self) -> tuple[int, int] | None:
         """``(height, width)`` of the input size, or None (the recipe's)."""
         return None if self.input_size is None else parse_input_size(self.input_size)
+
+
+#: L2-SP's head weight decay when only alpha is given (Li et al. 2018; see ``edgetl.ml.l2sp``).
+L2SP_DEFAULT_BETA = 0.01
+MAX_L2SP = 1000.0
+
+
+def parse_l2sp(value: Any) -> tuple[float, float] | None:
+    """``(alpha, beta)`` from ``0.01``, ``"0.01,0.001"`` or ``[0.01, 0.001]`` (beta default
+    :data:`L2SP_DEFAULT_BETA`); None stays None.
+
+    Raises:
+        ValueError: anything else, or a value that is negative, not finite or over :data:`MAX_L2SP`.
+    """
+    rule = "l2sp must be ALPHA or ALPHA,BETA, e.g. 0.01 or 0.01,0.001"
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parts: list[Any] = [p.strip() for p in value.split(",")]
+    elif isinstance(value, list | tuple):
+        parts = list(value)
+    else:
+        parts = [value]
+    if not 1 <= len(parts) <= 2:
+        raise ValueError(rule)
+    numbers = []
+    for part in parts:
+        if isinstance(part, bool) or not isinstance(part, int | float | str):
+            raise ValueError(rule)
+        try:
+            number = float(part)
+        except ValueError:
+            raise ValueError(rule) from None
+        if not 0.0 <= number <= MAX_L2SP:  # also refuses nan and inf
+            raise ValueError(rule)
+        numbers.append(number)
+    return (numbers[0], numbers[1] if len(numbers) == 2 else L2SP_DEFAULT_BETA)
 
 
 def parse_input_size(value: Any) -> tuple[int, int]:
@@ -166,6 +219,12 @@ class TrainConfig(_Section):
         description="phase 2 learning rate: 'plateau' (x0.3 when validation loss stalls for patience/2 epochs) or "
         "'cosine' (annealed to 1/100 over fine_tune_epochs)",
     )
+    head_optimizer: Optimizer = Field(
+        Optimizer.adam, description="phase 1 optimizer: 'adam', 'rmsprop' or 'sgd' (momentum 0.9)",
+    )
+    fine_tune_optimizer: Optimizer = Field(
+        Optimizer.adam, description="phase 2 and 3 optimizer: 'adam', 'rmsprop' or 'sgd' (momentum 0.9; give it a low fine_tune_lr)",
+    )
     class_weights: ClassWeights = Field(
         ClassWeights.none,
         description="'balanced': weight each class's loss by inverse frequency (imbalanced data); 'none': every image counts the same",
@@ -175,6 +234,15 @@ class TrainConfig(_Section):
         description="TensorFlow op determinism: the same seed gives the same weights, metrics and model bytes (slower); "
         "off: results vary from run to run",
     )
+
+    l2sp: tuple[float, float] | None = Field(
+        None,
+        description="L2-SP in phases 2 and 3: (alpha, beta), alpha/2*||w - w_pretrained||^2 on the backbone's trainable weights + "
+        "beta/2*||w||^2 on the head's; 0.01, '0.01,0.001' or [0.01, 0.001] (beta default 0.01); None: off",
+        json_schema_extra={"allowed": "ALPHA or ALPHA,BETA (or a list of one or two numbers), each 0 <= value <= 1000"},
+    )
+
+    _l2sp = field_validator("l2sp", mode="before")(lambda cls, value: parse_l2sp(value))
 
     @model_validator(mode="after")
     def _one_depth_option(self) -> TrainConfig:
@@ -188,6 +256,14 @@ class QATConfig(_Section):
     mode: QuantMode = QuantMode.qat
     epochs: int = Field(3, ge=0, le=MAX_EPOCHS)
     lr: float = _lr(1e-4)
+    l2sp: tuple[float, float] | None = Field(
+        None,
+        description="L2-SP in QAT: alpha/2*||w - w_float||^2 on every trainable weight, anchored on the float model QAT starts from "
+        "(beta unused: QAT adds no layer); same forms as [train] l2sp; None: off",
+        json_schema_extra={"allowed": "ALPHA or ALPHA,BETA (or a list of one or two numbers), each 0 <= value <= 1000"},
+    )
+
+    _l2sp = field_validator("l2sp", mode="before")(lambda cls, value: parse_l2sp(value))
 
 
 class ExportConfig(_Section):

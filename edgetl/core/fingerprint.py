@@ -39,16 +39,20 @@ def stage_fingerprints(config: BuildConfig) -> dict[str, str]:
         "images": folder_signature(config.data.path),
         "val_images": folder_signature(config.data.val_path),
     }
-    model = dict(cfg["model"])
-    if model.get("channels") == 3:
-        del model["channels"]  # the default: builds made before the setting existed keep their fingerprints
+    # Settings at their defaults are left out, so builds made before the setting existed keep their fingerprints.
+    model = _without_defaults(cfg["model"], {"channels": 3, "head_units": []})
+    train = _without_defaults(cfg["train"], {"head_optimizer": "adam", "fine_tune_optimizer": "adam"})
     model_file = Path(str(config.model.name)).expanduser()
     if model_file.suffix.lower() in (".keras", ".h5", ".hdf5") and model_file.is_file():
         model["file_sha256"] = file_sha256(model_file)  # --model FILE: the file's bytes, not only its name
-    train_fp = fingerprint({"stage": "train", "model": model, "data": data, "train": cfg["train"]})
+    train_fp = fingerprint({"stage": "train", "model": model, "data": data, "train": train})
     qat_fp = fingerprint({"stage": "qat", "after": train_fp, "qat": cfg["qat"]})
     export_fp = fingerprint({"stage": "export", "after": qat_fp, "target": config.target, "export": cfg["export"], "bench": cfg["bench"]})
     return {"train": train_fp, "qat": qat_fp, "export": export_fp}
+
+
+def _without_defaults(section: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in section.items() if key not in defaults or value != defaults[key]}
 
 
 def file_sha256(path: Path) -> str:

@@ -26,6 +26,14 @@ class LRSchedule(StrEnum):
     cosine = "cosine"  # annealed from fine_tune_lr to 1/100 of it over fine_tune_epochs
 
 
+class Optimizer(StrEnum):
+    """The optimizer of a training phase (``train.head_optimizer``, ``train.fine_tune_optimizer``)."""
+
+    adam = "adam"  # edgetl's default: forgiving of the learning rate
+    rmsprop = "rmsprop"  # the transfer-learning tutorial's head optimizer
+    sgd = "sgd"  # SGD with momentum 0.9: the tutorial's fine-tuning optimizer, at a low learning rate
+
+
 class ClassWeights(StrEnum):
     """How training weights each class's loss."""
 

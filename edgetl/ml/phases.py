@@ -21,11 +21,11 @@ from edgetl.core.config import BuildConfig
 from edgetl.core.contract import PreprocessContract
 from edgetl.core.errors import ConfigError
 from edgetl.core.progress import Progress
-from edgetl.core.types import ClassWeights
+from edgetl.core.types import ClassWeights, Optimizer
 from edgetl.data.split import ImageData, SplitData, balanced_class_weights
 from edgetl.ml._keras import keras, tf
 from edgetl.ml.backbones import block_starts
-from edgetl.ml.backbones.spec import HEAD_LAYERS, BackboneSpec
+from edgetl.ml.backbones.spec import HEAD_LAYERS, BackboneSpec, is_head_layer
 from edgetl.ml.model_io import predict_pixels
 from edgetl.ml.progress import keras_callback, notice
 
@@ -61,7 +61,7 @@ def is_batchnorm(layer) -> bool:
 
 
 def backbone_layers(model) -> list:
-    return [layer for layer in model.layers if layer.name not in HEAD_LAYERS]
+    return [layer for layer in model.layers if not is_head_layer(layer.name)]
 
 
 def unfreeze_index(model, spec: BackboneSpec, config: BuildConfig) -> int:
@@ -96,9 +96,9 @@ def unfreeze_index(model, spec: BackboneSpec, config: BuildConfig) -> int:
 
 
 def freeze_backbone(model) -> None:
-    """Phase 1: only the head trains."""
+    """Phase 1: only the head (with its hidden layers, if any) trains."""
     for layer in model.layers:
-        layer.trainable = layer.name in HEAD_LAYERS
+        layer.trainable = is_head_layer(layer.name)
 
 
 def unfreeze_top(model, start: int, *, keep_batchnorm_frozen: bool) -> list[str]:
@@ -113,8 +113,9 @@ def unfreeze_top(model, start: int, *, keep_batchnorm_frozen: bool) -> list[str]
         layer.trainable = train_it
         if train_it and layer.weights:
             trainable.append(layer.name)
-    for name in HEAD_LAYERS:
-        model.get_layer(name).trainable = True
+    for layer in model.layers:
+        if is_head_layer(layer.name):
+            layer.trainable = True
     return trainable
 
 
@@ -186,9 +187,34 @@ def make_dataset(images: ImageData, contract: PreprocessContract, batch_size: in
     return ds.map(prepare, num_parallel_calls=t.data.AUTOTUNE).prefetch(t.data.AUTOTUNE)
 
 
-def _compile(model, lr: float) -> None:
+#: SGD's momentum when ``sgd`` is chosen (the transfer-learning tutorial's fine-tuning setting).
+SGD_MOMENTUM = 0.9
+
+
+def make_optimizer(name: Optimizer | str, lr: float):
+    """The Keras optimizer ``name`` (:class:`edgetl.core.types.Optimizer`) at learning rate ``lr``."""
     k = keras()
-    model.compile(optimizer=k.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    kind = Optimizer(name)
+    if kind is Optimizer.rmsprop:
+        return k.optimizers.RMSprop(lr)
+    if kind is Optimizer.sgd:
+        return k.optimizers.SGD(lr, momentum=SGD_MOMENTUM)
+    return k.optimizers.Adam(lr)
+
+
+def phase_optimizer(config: BuildConfig, task: str) -> Optimizer:
+    """The configured optimizer for a fit named ``task``: ``train.head_optimizer`` in phase 1,
+    ``train.fine_tune_optimizer`` in phases 2 and 3 (phase 3 continues phase 2 at a tenth of its
+    rate), Adam for QAT (its learning rate, ``qat.lr``, is set for Adam)."""
+    if task.startswith("phase 1"):
+        return Optimizer(config.train.head_optimizer)
+    if task.startswith(("phase 2", "phase 3")):
+        return Optimizer(config.train.fine_tune_optimizer)
+    return Optimizer.adam
+
+
+def _compile(model, lr: float, optimizer: Optimizer | str = Optimizer.adam) -> None:
+    model.compile(optimizer=make_optimizer(optimizer, lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
 
 def class_weights(config: BuildConfig, labels: np.ndarray, num_classes: int) -> dict[int, float] | None:
@@ -270,8 +296,9 @@ def fit_on_images(
     augment: bool, task: str, progress: Progress, callbacks: list | None = None, baseline: float = np.inf,
 ) -> dict[str, list[float]]:
     """Compile and fit on the split's images, validating on its held-out part; keep the best epoch
-    (or the incoming weights, if no epoch's validation loss beats ``baseline``)."""
-    _compile(model, lr)
+    (or the incoming weights, if no epoch's validation loss beats ``baseline``). The optimizer is
+    the one configured for ``task``'s phase (:func:`phase_optimizer`)."""
+    _compile(model, lr, phase_optimizer(config, task))
     batch, seed = config.data.batch_size, config.data.seed
     best = BestWeights(baseline=baseline)
     fitted = model.fit(
@@ -340,11 +367,16 @@ def train_head_on_features(model, split: SplitData, contract: PreprocessContract
     progress("features", 2, 2, "")
 
     feature_in = k.Input(shape=train_features.shape[1:], name="edgetl_features")
-    head_out = model.get_layer("edgetl_logits")(model.get_layer("edgetl_dropout")(feature_in))
+    x = feature_in
+    # The hidden layers (head_units) sit between the pooling and the dropout, in graph order.
+    for layer in model.layers:
+        if is_head_layer(layer.name) and layer.name not in HEAD_LAYERS:
+            x = layer(x)
+    head_out = model.get_layer("edgetl_logits")(model.get_layer("edgetl_dropout")(x))
     head = k.Model(feature_in, head_out, name="edgetl_head")  # shares the head's layers
-    _compile(head, config.train.head_lr)
-    best = BestWeights()
     task = "phase 1 (head, cached features)"
+    _compile(head, config.train.head_lr, phase_optimizer(config, task))
+    best = BestWeights()
     history = head.fit(
         train_features,
         split.train.y,

@@ -11,6 +11,7 @@ skips training: the exporter then calibrates ranges on a representative set of t
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from edgetl.core.metadata import ArtifactMetadata, package_versions, write_label
 from edgetl.core.progress import Progress, log_progress
 from edgetl.core.types import QuantMode
 from edgetl.data.split import SplitData, load_split
+from edgetl.ml import l2sp
 from edgetl.ml.backbones.spec import BACKBONES
 from edgetl.ml.model_io import accuracy, check_finite_weights
 from edgetl.ml.phases import fit_on_images, is_batchnorm
@@ -110,9 +112,10 @@ def _qat(config, float_model, class_names, contract, split, out_dir, force, prog
     calibrate_ranges(q_model, [contract.normalize(calibration[i : i + 32]) for i in range(0, len(calibration), 32)])
     history: dict[str, list[float]] = {}
     if config.qat.epochs > 0:
-        history = fit_on_images(
-            q_model, split, contract, config, lr=config.qat.lr, epochs=config.qat.epochs, augment=False, task="QAT", progress=progress
-        )
+        with _qat_l2sp(q_model, float_model, config):
+            history = fit_on_images(
+                q_model, split, contract, config, lr=config.qat.lr, epochs=config.qat.epochs, augment=False, task="QAT", progress=progress
+            )
         check_finite_weights(q_model, "QAT", f"qat.lr={config.qat.lr:g}")
     acc = accuracy(q_model, split.val, contract)
     log.info("QAT validation top-1: %.4f", acc)
@@ -120,6 +123,21 @@ def _qat(config, float_model, class_names, contract, split, out_dir, force, prog
     if out_dir is not None:
         _write_qat_run(result, config, force, run_fingerprint)
     return result
+
+
+@contextmanager
+def _qat_l2sp(q_model, float_model, config: BuildConfig):
+    """``qat.l2sp``: QAT pulled toward the float model it starts from (:mod:`edgetl.ml.l2sp`; the
+    head is anchored like the rest, beta has no role), the penalty logged when QAT ends."""
+    if config.qat.l2sp is None:
+        yield
+        return
+    alpha = config.qat.l2sp[0]
+    source = l2sp.qat_source(float_model)
+    with l2sp.attached(q_model, source, alpha, 0.0, new_head=False) as value:
+        log.info("L2-SP on in QAT: alpha %g toward the float model's weights", alpha)
+        yield
+        log.info("QAT: %s", l2sp.describe(value(), alpha, 0.0))
 
 
 def _write_qat_run(result: QATResult, config: BuildConfig, force: bool, run_fp: str | None) -> None:

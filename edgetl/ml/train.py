@@ -54,6 +54,7 @@ from edgetl.data.split import (
     imbalance,
     load_split,
 )
+from edgetl.ml import l2sp
 from edgetl.ml._keras import keras, tf
 from edgetl.ml.backbones import build_classifier, resolve_weights
 from edgetl.ml.backbones.spec import BackboneSpec
@@ -99,7 +100,9 @@ class TrainResult:
             (True at the epoch whose weights the phase ended with) and ``discarded`` (True for the
             epochs after it, whose weights were thrown away when the best epoch was restored: all
             of a phase's epochs when none improved on its starting weights, as phase 3 can).
-            ``lr`` is only phase 2's epochs (its schedule).
+            ``lr`` is only phase 2's epochs (its schedule); ``l2sp`` (with ``train.l2sp``) is only
+            phases 2 and 3's epochs: the L2-SP penalty at each epoch's last step (``loss`` includes it,
+            ``val_loss`` does not: see :mod:`edgetl.ml.l2sp`).
         val_accuracy: top-1 on the validation split, inference mode.
         val_balanced_accuracy: mean per-class recall on the validation split (equals top-1 when
             the classes are the same size; a model that always answers one class scores 1/classes).
@@ -150,6 +153,7 @@ def resolve_model_options(config: BuildConfig, *, trust_model: bool = False) -> 
     ``config.model.name`` is a registered backbone or the user's own Keras model file
     (:mod:`edgetl.ml.user_model`, opened with no code from it run unless ``trust_model``).
     """
+    l2sp.check_l2sp(config.train.l2sp, config.model.weights)  # `train` and `build`, before any image is read
     hw = config.model.input_hw
     square = hw is None or hw[0] == hw[1]
     if not square and is_model_path(config.model.name):
@@ -247,10 +251,18 @@ def _train(
     set_seed(config.data.seed)
     with distribution_strategy().scope():  # may fetch ImageNet weights: fail before writing anything
         model, contract = build_classifier(
-            spec, len(split.class_names), input_size, alpha, config.model.weights, config.model.dropout, channels=config.model.channels
+            spec, len(split.class_names), input_size, alpha, config.model.weights, config.model.dropout, channels=config.model.channels,
+            head_units=config.model.head_units,
         )
     out_dir = _fs.prepare_output_dir(Path(out_dir), run_fingerprint, force=force, what="training run")
     weights_used = report_classes(split, config)  # once every check has passed: a refusal stays one line
+    if from_scratch(config) and (config.train.patience < 6 or config.train.fine_tune_epochs < 20):
+        # a training run's advice; fit_transfer stays quiet (experiments and the demo's baseline choose short runs on purpose)
+        log.warning(
+            "training from scratch usually needs 10+ epochs before validation loss moves: with patience %d "
+            "and %d fine-tune epochs it may stop early; pass e.g. --fine-tune-epochs 35 --patience 8",
+            config.train.patience, config.train.fine_tune_epochs,
+        )
     fitted = fit_transfer(model, contract, spec, split, config, progress=progress, log_dir=out_dir / "logs")
     result = TrainResult(
         out_dir, model, split.class_names, contract, fitted.history, fitted.val_accuracy, split, fitted.timings,
@@ -283,16 +295,12 @@ def fit_transfer(
     except TensorBoard logs under ``log_dir`` (None: none). Experiments call this on subsets.
     """
     timings: dict[str, float] = {}
-    phase3: dict[str, Any] | None = None
     scratch = from_scratch(config)
+    l2sp.check_l2sp(config.train.l2sp, config.model.weights)
+    # L2-SP's source: the pretrained weights as built, before phase 1 touches anything.
+    source = l2sp.snapshot(model) if config.train.l2sp is not None else None
     if scratch:
         set_batchnorm_momentum(model, SCRATCH_BN_MOMENTUM)
-        if config.train.patience < 6 or config.train.fine_tune_epochs < 20:
-            log.warning(
-                "training from scratch usually needs 10+ epochs before validation loss moves: with patience %d "
-                "and %d fine-tune epochs it may stop early; the demo uses patience 8 and 35 epochs",
-                config.train.patience, config.train.fine_tune_epochs,
-            )
     history: dict[str, list[float]] = {}
     log.info(
         "training %s (%s weights, %s) on %d images, validating on %d, %d classes",
@@ -314,6 +322,36 @@ def fit_transfer(
         check_finite_weights(model, "phase 1 (head)", f"head_lr={config.train.head_lr:g}")
     timings["phase1_s"] = time.perf_counter() - start
 
+    # Phases 2 and 3 fine-tune, with L2-SP when asked (detached afterwards: nothing of it is saved).
+    with _l2sp_phases(model, source, config) as penalty:
+        trainable, phase3 = _fine_tune(model, contract, spec, split, config, progress, log_dir, history, timings, scratch, penalty)
+
+    predicted = np.argmax(predict_pixels(model, split.val.x, contract), axis=1)
+    val_acc = float(np.mean(predicted == split.val.y))
+    val_balanced = balanced_accuracy(split.val.y, predicted)
+    log.info("validation (inference mode): top-1 %.4f, balanced accuracy %.4f", val_acc, val_balanced)
+    return Fitted(history, timings, phase3, trainable, val_acc, val_balanced)
+
+
+@contextmanager
+def _l2sp_phases(model, source, config: BuildConfig):
+    """L2-SP attached to ``model`` while the block runs (``config.train.l2sp``); yields a function
+    that logs the penalty (a no-op when L2-SP is off)."""
+    if source is None or config.train.l2sp is None:
+        yield lambda phase: None
+        return
+    alpha, beta = config.train.l2sp
+    log.info("L2-SP on in phases 2 and 3: alpha %g toward the pretrained backbone weights, beta %g on the head's", alpha, beta)
+    with l2sp.attached(model, source, alpha, beta) as value:
+        yield lambda phase: log.info("%s: %s", phase, l2sp.describe(value(), alpha, beta))
+
+
+def _fine_tune(
+    model, contract, spec, split, config, progress, log_dir, history, timings, scratch, penalty
+) -> tuple[list[str], dict[str, Any] | None]:
+    """Phases 2 and 3 of :func:`fit_transfer`, adding to ``history`` and ``timings``; returns phase 2's
+    trainable layers and phase 3's summary (None: it did not run). ``penalty(phase)`` logs L2-SP."""
+    phase3: dict[str, Any] | None = None
     # Phase 2: unfreeze the top of the backbone at a lower learning rate.
     start = time.perf_counter()
     first = unfreeze_index(model, spec, config)
@@ -338,6 +376,7 @@ def fit_transfer(
         )
         _merge_history(history, "fine_tune", fitted)
         check_finite_weights(model, "phase 2 (fine-tune)", f"fine_tune_lr={fine_tune_lr(config):g}")
+        penalty("phase 2 (fine-tune)")
     if scratch:
         reestimate_batchnorm(model, split.train.x, contract, seed=config.data.seed)
     timings["phase2_s"] = time.perf_counter() - start
@@ -348,13 +387,9 @@ def fit_transfer(
         fitted, phase3 = finish_clean(model, split, contract, config, progress)
         _merge_history(history, "clean", fitted)
         check_finite_weights(model, "phase 3 (clean)", f"clean_lr={phase3['lr']:g}")
+        penalty("phase 3 (clean)")
         timings["phase3_s"] = time.perf_counter() - start
-
-    predicted = np.argmax(predict_pixels(model, split.val.x, contract), axis=1)
-    val_acc = float(np.mean(predicted == split.val.y))
-    val_balanced = balanced_accuracy(split.val.y, predicted)
-    log.info("validation (inference mode): top-1 %.4f, balanced accuracy %.4f", val_acc, val_balanced)
-    return Fitted(history, timings, phase3, trainable, val_acc, val_balanced)
+    return trainable, phase3
 
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from edgetl.core.contract import as_hw
 from edgetl.core.errors import ConfigError
-from edgetl.ml.backbones.spec import KERAS_CACHE, BackboneSpec, BuiltBackbone
+from edgetl.ml.backbones.spec import KERAS_CACHE, BackboneSpec, BuiltBackbone, hidden_layer_name
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ def resolve_weights(spec: BackboneSpec, weights: str, alpha: float | None, input
     if weights.lower() == "none":
         return None
     if weights.lower() == "imagenet":
+        if spec.weights_file is None and spec.imagenet_weights is not None:
+            spec.imagenet_weights()  # checks now that the file is installed (ConfigError says how), before any build
+            return "imagenet"
         if spec.weights_file is None:
             raise ConfigError(
                 f"{spec.name} has no ImageNet weights in keras.applications; pass --weights none "
@@ -106,6 +109,9 @@ def _build(spec: BackboneSpec, input_size: int | tuple[int, int], alpha: float |
     except ConfigError:
         raise
     except Exception as exc:  # Keras raises bare Exception/OSError/ValueError on fetch or load
+        if resolved == "imagenet" and spec.weights_file is None:  # weights edgetl reads itself (imagenet_weights)
+            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise ConfigError(f"cannot load ImageNet weights into {spec.name}: {first}") from None
         if resolved == "imagenet":
             cached = KERAS_CACHE / spec.weights_file(alpha, input_size)  # type: ignore[misc,arg-type]
             reason = " ".join(str(exc).split())[:160] or type(exc).__name__  # Keras raises a bare Exception: its text says why
@@ -128,11 +134,16 @@ def build_classifier(
     weights: str,
     dropout: float = 0.2,
     channels: int = 3,
+    head_units: tuple[int, ...] | list[int] = (),
 ) -> BuiltBackbone:
     """Backbone plus a new head as ONE flat functional graph (tfmot cannot quantize nested models).
 
     The head is global average pooling, dropout and a dense softmax, named ``edgetl_pool``,
-    ``edgetl_dropout`` and ``edgetl_logits`` so later stages can find it.
+    ``edgetl_dropout`` and ``edgetl_logits`` so later stages can find it. ``head_units`` puts
+    hidden Dense+ReLU layers of those widths between the pooling and the dropout (the
+    transfer-learning tutorial's ``Dense(1024, relu)``), named ``edgetl_hidden_1``, ... so that
+    :func:`edgetl.ml.backbones.spec.is_head_layer` counts them as head; empty: the graph is
+    exactly the plain head's.
     """
     # TensorFlow loads here, when a model is built, not when backbones are listed
     from edgetl.ml._keras import keras
@@ -140,6 +151,8 @@ def build_classifier(
     k = keras()
     base, contract = build_backbone(spec, input_size, alpha, weights, channels)
     x = k.layers.GlobalAveragePooling2D(name="edgetl_pool")(base.output)
+    for index, units in enumerate(head_units, start=1):
+        x = k.layers.Dense(int(units), activation="relu", name=hidden_layer_name(index))(x)
     x = k.layers.Dropout(dropout, name="edgetl_dropout")(x)
     outputs = k.layers.Dense(num_classes, activation="softmax", name="edgetl_logits")(x)
     return BuiltBackbone(k.Model(base.input, outputs, name=f"edgetl_{spec.name}"), contract)
@@ -184,4 +197,4 @@ def count_macs(model) -> int:
 
 
 # Registration happens on import of the family modules (they import TensorFlow only when building).
-from edgetl.ml.backbones import efficientnet, efficientnet_lite, mobilenet  # noqa: E402,F401
+from edgetl.ml.backbones import efficientnet, efficientnet_lite, mobilenet, vgg  # noqa: E402,F401

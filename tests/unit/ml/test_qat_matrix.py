@@ -24,6 +24,7 @@ MATRIX = {
     "mobilenet_v3_large": True,
     "efficientnet_b0": True,
     "efficientnet_v2_b0": True,
+    "vgg16": True,  # 15M weights; tests/e2e/test_vgg16_preset.py also builds it through QAT to int8 TFLite and ONNX
 }
 
 
