@@ -370,7 +370,9 @@ def data_efficiency_answer(summary: dict[str, dict[str, dict[str, float]]], labe
     # caught up: from the first size on which scratch stays level with the best transfer at every larger size
     catch = next((x for i, x in enumerate(sizes) if all(y in caught for y in sizes[i:])), None)
     n_seeds = int(summary["scratch"][first]["n"])
-    how = "within the 95% intervals" if n_seeds > 1 else "by the means (one seed: no interval)"
+    how = "within the 95% intervals" if n_seeds > 2 else (
+        "within the 95% intervals, which two seeds make very wide" if n_seeds == 2 else "by the means (one seed: no interval)"
+    )
     if catch is None:
         parts.append(f"Scratch does not catch up within the sizes tried (up to {last} per class, judged {how}).")
     elif catch == first:

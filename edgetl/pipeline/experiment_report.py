@@ -91,12 +91,14 @@ def plot_curve(
         px = [i for i, _ in points]
         means = [100 * s["mean"] for _, s in points]
         line = ax.plot(px, means, marker="o", label=METHOD_LABELS.get(method, method).replace("$", r"\$"))[0]
-        lows = [100 * s["low"] for _, s in points]
-        highs = [100 * s["high"] for _, s in points]
+        # accuracy lives in 0..100%: a t-interval over few seeds can reach past it, the band stops there
+        lows = [max(0.0, 100 * s["low"]) for _, s in points]
+        highs = [min(100.0, 100 * s["high"]) for _, s in points]
         ax.fill_between(px, lows, highs, color=line.get_color(), alpha=0.18, linewidth=0)
     ax.set_xticks(xs, [x.replace("$", r"\$") for x in x_labels])
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation top-1 (%)")
+    ax.set_ylim(-2, 102)
     ax.set_title(title.replace("$", r"\$"))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
