@@ -19,7 +19,8 @@ which has no binfmt_misc, so ``debootstrap --arch=arm64`` cannot run its second 
    and its TensorFlow-free dependencies, resolved by pip for aarch64
    (``pip install --target --platform manylinux...aarch64``, with the runtime pins above), then
    ``python -m edgetl inspect`` and ``predict --json`` in the emulated Python on each model; the
-   predictions must equal this machine's ``edgetl predict`` (int8: exactly; float: within 1e-4).
+   predictions must equal this machine's ``edgetl predict`` (int8: the same top-1 and scores within one
+   output step, 1/256, as the float image resize may round differently on arm64; float: within 1e-4).
 
 Emulated timings are not latency figures: qemu-user translates every arm64 instruction into
 x86 code. The report says so next to every number.
@@ -60,6 +61,12 @@ GUEST_PYTHON = "usr/bin/python3.11"
 GUEST_WHEELS = ("numpy==2.4.6", "onnxruntime==1.24.1", "ai-edge-litert==1.4.0")
 WHEEL_PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64")
 FLOAT_TOLERANCE = 1e-4
+#: ``edgetl predict`` on an int8 model: the image is decoded, resized and normalised in float on each
+#: machine, and arm64's float rounding (Pillow's resampling, numpy's SIMD) can move one input value
+#: across a quantization boundary, which moves an output score by one step of the int8 softmax
+#: output (scale 1/256). Seen once in CI (max diff 0.00391 on one score, labels equal). The runner
+#: comparison, which feeds both machines the same int8 tensors, stays exact.
+INT8_PREDICT_TOLERANCE = 1 / 256 + 1e-6
 NOT_LATENCY = (
     "Emulated timings are NOT latency figures: qemu-user translates every arm64 instruction into x86 code, "
     "so they say nothing about an arm64 board's speed. They only show that the model ran."
@@ -265,12 +272,15 @@ def check_package(root: Path, site: Path, artifacts: list[Path], out: Path) -> l
             raise SetupError(f"edgetl inspect {model.name} (emulated arm64) exited {inspect.returncode}: {(inspect.stderr or inspect.stdout).strip()[-600:]}")
         arm = _predict(guest, env, model, images)
         x86 = _predict([sys.executable], None, model, images)
-        exact = "int8" in model.name
+        quantized = "int8" in model.name
+        tolerance = INT8_PREDICT_TOLERANCE if quantized else FLOAT_TOLERANCE
         diffs = [abs(a["score"] - b["score"]) for ra, rb in zip(arm, x86, strict=True) for a, b in zip(ra["top"], rb["top"], strict=True)]
-        same_labels = [[p["label"] for p in r["top"]] for r in arm] == [[p["label"] for p in r["top"]] for r in x86]
+        # int8: the top-1 label (scores within one output step may swap the lower ranks); float: every label
+        shown = 1 if quantized else None
+        same_labels = [[p["label"] for p in r["top"][:shown]] for r in arm] == [[p["label"] for p in r["top"][:shown]] for r in x86]
         results.append({"artifact": str(model), "inspect": "ok", "predictions": len(arm), "same_labels": same_labels,
-                        "max_score_diff": max(diffs), "rule": "exact" if exact else f"within {FLOAT_TOLERANCE:g}",
-                        "equal": same_labels and (max(diffs) == 0 if exact else max(diffs) <= FLOAT_TOLERANCE),
+                        "max_score_diff": max(diffs), "rule": f"within {tolerance:.3g}" + (" (one int8 output step)" if quantized else ""),
+                        "equal": same_labels and max(diffs) <= tolerance,
                         "wall_s": round(time.perf_counter() - start, 1)})
     return results
 
