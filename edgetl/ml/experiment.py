@@ -34,6 +34,7 @@ import numpy as np
 from edgetl.core import fs as _fs
 from edgetl.core.config import BuildConfig, TrainConfig
 from edgetl.core.errors import ConfigError, DataError
+from edgetl.core.fingerprint import file_sha256
 from edgetl.core.progress import Progress, log_progress
 from edgetl.data.split import ImageData, SplitData, balanced_accuracy, check_class_counts, load_split
 from edgetl.ml._keras import keras
@@ -95,14 +96,6 @@ def nested_subset(labels: np.ndarray, per_class: int | None, seed: int) -> np.nd
         order = np.random.default_rng([int(seed), int(label)]).permutation(members)
         chosen.append(order if per_class is None else order[:per_class])
     return np.sort(np.concatenate(chosen)).astype(np.int64) if chosen else np.zeros(0, dtype=np.int64)
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class TransferLab:
@@ -173,7 +166,7 @@ class TransferLab:
         weights = self.config.model.weights
         identity = {
             "backbone": self.spec.name, "alpha": self.alpha, "input_size": self.input_size, "channels": self.config.model.channels,
-            "weights": _file_digest(Path(self.weights)) if self.weights not in (None, "imagenet") else weights.lower(),
+            "weights": file_sha256(Path(self.weights)) if self.weights not in (None, "imagenet") else weights.lower(),
             "train": [str(p) for p in self.split.train.paths], "val": [str(p) for p in self.split.val.paths],
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
