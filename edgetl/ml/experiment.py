@@ -39,6 +39,7 @@ from edgetl.core.progress import Progress, log_progress
 from edgetl.data.split import ImageData, SplitData, balanced_accuracy, check_class_counts, load_split
 from edgetl.ml._keras import keras
 from edgetl.ml.backbones import block_starts, build_classifier, resolve_weights
+from edgetl.ml.backbones.spec import is_head_layer
 from edgetl.ml.model_io import predict_pixels
 from edgetl.ml.phases import (
     BestWeights,
@@ -314,8 +315,9 @@ class TransferLab:
             layer.trainable = not is_batchnorm(layer)
             if layer.trainable and layer.weights:
                 trainable.append(layer.name)
-        for name in ("edgetl_pool", "edgetl_dropout", "edgetl_logits"):
-            model.get_layer(name).trainable = True
+        for layer in model.layers:  # the head, hidden layers (head_units) included
+            if is_head_layer(layer.name):
+                layer.trainable = True
         if cfg.train.fine_tune_epochs > 0:
             k = keras()
             fit_on_images(

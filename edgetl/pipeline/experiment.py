@@ -82,6 +82,20 @@ def _parse_list(text: str, flag: str, allowed: str) -> list[str]:
     return items
 
 
+def _parse_counts(text: str, flag: str, allowed: str, minimum: int) -> tuple[list[int], bool]:
+    """Whole numbers >= ``minimum`` (sorted, no repeats) from a comma-separated ``text``, and whether ``all`` was given."""
+    counts: set[int] = set()
+    everything = False
+    for item in _parse_list(text, flag, allowed):
+        if item.lower() == "all":
+            everything = True
+        elif item.isascii() and item.isdecimal() and int(item) >= minimum:
+            counts.add(int(item))
+        else:
+            raise ConfigError(f"{flag} {text!r}: {item!r} is not a number; give a comma-separated list {allowed}")
+    return sorted(counts), everything
+
+
 def parse_per_class(text: str) -> list[int | None]:
     """``"5,10,all"`` -> ``[5, 10, None]`` (None: every image of the training pool), sorted, no repeats.
 
@@ -89,16 +103,8 @@ def parse_per_class(text: str) -> list[int | None]:
         ConfigError: anything but positive whole numbers and ``all``.
     """
     allowed = "of images per class (whole numbers >= 1) and 'all', e.g. 5,10,20,50,all"
-    sizes: set[int] = set()
-    everything = False
-    for item in _parse_list(text, "--per-class", allowed):
-        if item.lower() == "all":
-            everything = True
-        elif item.isascii() and item.isdecimal() and int(item) >= 1:
-            sizes.add(int(item))
-        else:
-            raise ConfigError(f"--per-class {text!r}: {item!r} is not a number; give a comma-separated list {allowed}")
-    return [*sorted(sizes), *([None] if everything else [])]
+    sizes, everything = _parse_counts(text, "--per-class", allowed, 1)
+    return [*sizes, *([None] if everything else [])]
 
 
 def parse_depths(text: str) -> list[int | str]:
@@ -108,16 +114,8 @@ def parse_depths(text: str) -> list[int | str]:
         ConfigError: anything but whole numbers >= 0 and ``all``.
     """
     allowed = "of blocks unfrozen from the top (whole numbers >= 0) and 'all', e.g. 0,1,2,3,4,all"
-    depths: set[int] = set()
-    everything = False
-    for item in _parse_list(text, "--depths", allowed):
-        if item.lower() == "all":
-            everything = True
-        elif item.isascii() and item.isdecimal():
-            depths.add(int(item))
-        else:
-            raise ConfigError(f"--depths {text!r}: {item!r} is not a number; give a comma-separated list {allowed}")
-    return [*sorted(depths), *(["all"] if everything else [])]
+    depths, everything = _parse_counts(text, "--depths", allowed, 0)
+    return [*depths, *(["all"] if everything else [])]
 
 
 def parse_l2sp(text: str | None) -> list[float] | None:
