@@ -16,6 +16,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from tests.helpers import tiny_config  # noqa: E402  (after the TF log level)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _edgetl_cache_dir(tmp_path_factory):
+    """Keep the decode cache and digest memo out of the real ~/.cache (child processes inherit it too)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGETL_CACHE_DIR", str(tmp_path_factory.mktemp("edgetl-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def shapes_dir(tmp_path_factory) -> Path:
     from edgetl.data.synthetic import make_shapes_dataset

@@ -13,6 +13,7 @@ module                 commands
 :mod:`.device`         ``eval``, ``predict``, ``inspect``
 :mod:`.build`          ``build``, ``demo``
 :mod:`.info`           ``backbones``
+:mod:`.doctor`         ``doctor``
 :mod:`.bench`          ``bench``, ``compare``
 :mod:`.package`        ``package``
 :mod:`.data`           ``data check``
@@ -28,7 +29,7 @@ from typing import Annotated
 import typer
 
 from edgetl import __version__
-from edgetl.cli import bench, build, data, device, experiment, info, package, train
+from edgetl.cli import bench, build, data, device, doctor, experiment, info, package, train
 from edgetl.cli.console import console
 from edgetl.cli.errors import run_handling_sigterm
 
@@ -77,6 +78,7 @@ app.command("compare")(bench.compare)
 app.command("predict")(device.predict)
 app.command("inspect")(device.inspect_cmd)
 app.command("package")(package.package_cmd)
+app.command("doctor")(doctor.doctor)
 
 
 @app.callback(invoke_without_command=True)

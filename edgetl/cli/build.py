@@ -33,10 +33,14 @@ from edgetl.cli.options import (
     HeadLrOpt,
     HeadOptimizerOpt,
     InputSizeOpt,
+    JitOpt,
     L2spOpt,
     MinImagesOpt,
+    MixedPrecisionOpt,
+    NoCacheOpt,
     PatienceOpt,
     SeedOpt,
+    StrategyOpt,
     StrictOpt,
     TrustModelOpt,
     UnfreezeBlocksOpt,
@@ -87,6 +91,9 @@ def build(
     l2sp: L2spOpt = None,
     head_optimizer: HeadOptimizerOpt = None,
     fine_tune_optimizer: FineTuneOptimizerOpt = None,
+    strategy: StrategyOpt = None,
+    mixed_precision: MixedPrecisionOpt = False,
+    jit: JitOpt = False,
     min_images: MinImagesOpt = None,
     strict: StrictOpt = None,
     package: Annotated[list[PackageFor] | None, typer.Option("--package", help="Also bundle the artifact for apps into <target>/package-<for>/ (made by the build, replaced by the next one): c (TFLite Micro, needs tflite-int8), android, ios, python; repeat for several. Budgets: \\[package] in --config.", show_default=False)] = None,
@@ -94,6 +101,7 @@ def build(
     deterministic: DeterministicOpt = False,
     trust_model: TrustModelOpt = False,
     force: ForceOpt = False,
+    no_cache: NoCacheOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
     """The whole pipeline: train -> QAT -> export -> verify -> benchmark, into one output folder."""
@@ -105,6 +113,7 @@ def build(
             unfreeze_from, augment, strict, unfreeze_blocks, clean_epochs,
             patience=patience, head_lr=head_lr, fine_tune_lr=fine_tune_lr, min_images=min_images, class_weights=class_weights,
             channels=channels, grayscale=grayscale, l2sp=l2sp, head_optimizer=head_optimizer, fine_tune_optimizer=fine_tune_optimizer,
+            strategy=strategy, mixed_precision=mixed_precision, jit=jit,
         )
         flags.update({
             "train.deterministic": True if deterministic else None,
@@ -132,7 +141,7 @@ def build(
             return
         show_build_steps(verbose)
         with RichProgress() as progress:
-            result = api.build(cfg, force=force, progress=progress, trust_model=trust_model)
+            result = api.build(cfg, force=force, progress=progress, trust_model=trust_model, no_cache=no_cache)
         print_build_summary(result)
 
 

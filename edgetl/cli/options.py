@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgetl.core.types import ClassWeights, Optimizer
+from edgetl.core.types import ClassWeights, Optimizer, Strategy
 
 DataOpt = Annotated[Path | None, typer.Option("--data", help="Image folder with one subfolder per class (class name = folder name).")]
 BackboneOpt = Annotated[str | None, typer.Option("--model", help="Backbone to fine-tune (see `edgetl backbones`), e.g. mobilenet_v2, or your own Keras model file (.keras/.h5): its head is replaced.")]
@@ -79,6 +79,25 @@ L2spOpt = Annotated[
         help="L2-SP in phases 2 and 3: pull the fine-tuned backbone toward its pretrained weights (ALPHA/2*||w - w_pretrained||^2) and decay the new head (BETA/2*||w||^2, default 0.01), e.g. 0.01 or 0.01,0.001; not with --weights none (\\[train] l2sp).",
     ),
 ]
+StrategyOpt = Annotated[
+    Strategy | None,
+    typer.Option(
+        "--strategy",
+        help="auto (default: MirroredStrategy over several GPUs, else one device), one, mirrored, or multiworker "
+        "(MultiWorkerMirroredStrategy from TF_CONFIG; only the chief writes); --batch-size is per replica and learning rates "
+        "scale with the replicas (\\[train] strategy).",
+        show_default=False,
+    ),
+]
+MixedPrecisionOpt = Annotated[
+    bool,
+    typer.Option("--mixed-precision", help="mixed_float16 compute with a float32 softmax and loss scaling (GPUs); the saved model, QAT and export stay float32 (\\[train] mixed_precision).", show_default=False),
+]
+JitOpt = Annotated[bool, typer.Option("--jit", help="XLA-compiled training steps (\\[train] jit).", show_default=False)]
+NoCacheOpt = Annotated[
+    bool,
+    typer.Option("--no-cache", help="Reuse nothing: train every stage again, resume no checkpoint, decode the images again."),
+]
 
 #: Configuration key -> the flag of ``train`` and ``build`` that sets it: a bad value is reported by its flag.
 CONFIG_FLAGS: dict[str, str] = {
@@ -90,6 +109,7 @@ CONFIG_FLAGS: dict[str, str] = {
     "train.augment": "--augment", "train.patience": "--patience", "train.head_lr": "--lr", "train.fine_tune_lr": "--fine-tune-lr",
     "train.class_weights": "--class-weights", "train.l2sp": "--l2sp",
     "train.head_optimizer": "--head-optimizer", "train.fine_tune_optimizer": "--fine-tune-optimizer",
+    "train.strategy": "--strategy", "train.mixed_precision": "--mixed-precision", "train.jit": "--jit",
     "target": "--target", "out": "--out", "name": "--name", "qat.mode": "--mode", "qat.epochs": "--qat-epochs",
     "export.io_dtype": "--io-dtype", "export.opset": "--opset", "package.targets": "--package",
 }
@@ -104,6 +124,7 @@ def training_flags(
     class_weights: ClassWeights | None = None, channels: int | None = None, grayscale: bool = False,
     l2sp: str | None = None,
     head_optimizer: Optimizer | None = None, fine_tune_optimizer: Optimizer | None = None,
+    strategy: Strategy | None = None, mixed_precision: bool | None = None, jit: bool | None = None,
 ) -> dict[str, Any]:
     """The training options as dotted configuration keys (``None``: not given on the command line).
 
@@ -129,6 +150,9 @@ def training_flags(
         "train.l2sp": l2sp,
         "train.head_optimizer": head_optimizer.value if head_optimizer else None,
         "train.fine_tune_optimizer": fine_tune_optimizer.value if fine_tune_optimizer else None,
+        "train.strategy": strategy.value if strategy else None,
+        "train.mixed_precision": True if mixed_precision else None,  # a flag: on, or as the config says
+        "train.jit": True if jit else None,
     }
 
 

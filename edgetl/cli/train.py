@@ -33,10 +33,14 @@ from edgetl.cli.options import (
     HeadLrOpt,
     HeadOptimizerOpt,
     InputSizeOpt,
+    JitOpt,
     L2spOpt,
     MinImagesOpt,
+    MixedPrecisionOpt,
+    NoCacheOpt,
     PatienceOpt,
     SeedOpt,
+    StrategyOpt,
     StrictOpt,
     TrustModelOpt,
     UnfreezeBlocksOpt,
@@ -82,11 +86,15 @@ def train(
     l2sp: L2spOpt = None,
     head_optimizer: HeadOptimizerOpt = None,
     fine_tune_optimizer: FineTuneOptimizerOpt = None,
+    strategy: StrategyOpt = None,
+    mixed_precision: MixedPrecisionOpt = False,
+    jit: JitOpt = False,
     min_images: MinImagesOpt = None,
     strict: StrictOpt = None,
     deterministic: DeterministicOpt = False,
     trust_model: TrustModelOpt = False,
     force: ForceOpt = False,
+    no_cache: NoCacheOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
     """Freeze-then-unfreeze transfer learning: a new head on the frozen backbone, then its top layers."""
@@ -98,13 +106,14 @@ def train(
             unfreeze_from, augment, strict, unfreeze_blocks, clean_epochs,
             patience=patience, head_lr=head_lr, fine_tune_lr=fine_tune_lr, min_images=min_images, class_weights=class_weights,
             channels=channels, grayscale=grayscale, l2sp=l2sp, head_optimizer=head_optimizer, fine_tune_optimizer=fine_tune_optimizer,
+            strategy=strategy, mixed_precision=mixed_precision, jit=jit,
         )
         cfg = resolve(config, {**flags, "train.deterministic": True if deterministic else None})
         # the API (pydantic, numpy; TensorFlow once api.train runs): imported when the command runs, not for --help
         from edgetl.pipeline import api
 
         with RichProgress() as progress:
-            result = api.train(cfg, out, force=force, progress=progress, trust_model=trust_model)
+            result = api.train(cfg, out, force=force, progress=progress, trust_model=trust_model, no_cache=no_cache)
         balanced = f" (balanced accuracy [bold]{pct(result.val_balanced_accuracy)}[/], classes imbalanced {result.imbalance:.1f}:1)" if result.imbalanced else ""
         console.print(f"trained {cfg.model.name}: validation top-1 [bold]{pct(result.val_accuracy)}[/]{balanced} -> {display_safe(result.out_dir)}")
 

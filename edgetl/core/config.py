@@ -15,7 +15,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgetl.core.errors import ConfigError
-from edgetl.core.types import ClassWeights, IODType, LRSchedule, Optimizer, PackageFor, QuantMode
+from edgetl.core.types import ClassWeights, IODType, LRSchedule, Optimizer, PackageFor, QuantMode, Strategy
 from edgetl.core.units import parse_margin, parse_size
 
 #: Upper bounds that keep a typo (10**13 epochs, 10**12 runs) from being accepted and running for ever.
@@ -195,6 +195,9 @@ class DataConfig(_Section):
         MIN_IMAGES_PER_CLASS, ge=1, le=10**9,
         description="training refuses a class with fewer readable images (a wrong --data folder, a forgotten class)",
     )
+    decode_cache: bool = Field(
+        True, description="decode each image once into a memory-mapped cache under $EDGETL_CACHE_DIR (default ~/.cache/edgetl)",
+    )
 
 
 class TrainConfig(_Section):
@@ -234,6 +237,18 @@ class TrainConfig(_Section):
         description="TensorFlow op determinism: the same seed gives the same weights, metrics and model bytes (slower); "
         "off: results vary from run to run",
     )
+
+    strategy: Strategy = Field(
+        Strategy.auto,
+        description="'auto' (MirroredStrategy over several GPUs, else one device), 'one', 'mirrored' or 'multiworker' "
+        "(MultiWorkerMirroredStrategy from TF_CONFIG; the chief writes every file); batch_size is per replica",
+    )
+    mixed_precision: bool = Field(
+        False,
+        description="mixed_float16 compute with a float32 head, softmax and loss scaling (GPUs with tensor cores); QAT and "
+        "the saved model stay float32",
+    )
+    jit: bool = Field(False, description="compile training steps with XLA (jit_compile)")
 
     l2sp: tuple[float, float] | None = Field(
         None,

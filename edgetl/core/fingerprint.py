@@ -12,36 +12,50 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.core.config import BuildConfig
+from edgetl.core.digests import file_digests
 
 
 def folder_signature(root: Path | None) -> str | None:
-    """Hash of every file's relative path, size and mtime under ``root`` (cheap: stat only)."""
+    """Hash of every file's relative path and content (SHA-256 of its bytes) under ``root``.
+
+    Content, not stat: a file rewritten with its size and mtime restored changes the signature, and
+    touching a file (or copying the folder elsewhere) does not. Digests are memoised by
+    :func:`edgetl.core.digests.file_digests`, so an unchanged folder costs one ``stat`` per file.
+    """
     if root is None or not Path(root).is_dir():
         return None
-    entries = []
+    files = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
-        for name in sorted(filenames):
-            full = Path(dirpath) / name
+        files.extend(Path(dirpath) / name for name in sorted(filenames))
+    readable = [f for f in files if f.is_file()]  # a dangling link or a file removed since the walk counts as absent
+    try:
+        digests = file_digests(readable)
+    except OSError:  # a file vanished or became unreadable while hashing: hash the survivors one by one
+        digests, kept = [], []
+        for f in readable:
             try:
-                st = full.stat()
+                digests.append(file_digests([f])[0])
+                kept.append(f)
             except OSError:
                 continue
-            entries.append((str(full.relative_to(root)), st.st_size, int(st.st_mtime)))
-    return fingerprint(entries)
+        readable = kept
+    return fingerprint([(str(f.relative_to(root)), d) for f, d in zip(readable, digests, strict=True)])
 
 
 def stage_fingerprints(config: BuildConfig) -> dict[str, str]:
     """One fingerprint per stage, each covering the settings (and images) it depends on."""
     cfg = config.to_toml_dict()
     data = {
-        "config": cfg.get("data", {}),
+        "config": {k: v for k, v in cfg.get("data", {}).items() if k != "decode_cache"},  # where pixels are kept, not what they are
         "images": folder_signature(config.data.path),
         "val_images": folder_signature(config.data.val_path),
     }
     # Settings at their defaults are left out, so builds made before the setting existed keep their fingerprints.
     model = _without_defaults(cfg["model"], {"channels": 3, "head_units": []})
-    train = _without_defaults(cfg["train"], {"head_optimizer": "adam", "fine_tune_optimizer": "adam"})
+    train = _without_defaults(
+        cfg["train"], {"head_optimizer": "adam", "fine_tune_optimizer": "adam", "strategy": "auto", "mixed_precision": False, "jit": False}
+    )
     model_file = Path(str(config.model.name)).expanduser()
     if model_file.suffix.lower() in (".keras", ".h5", ".hdf5") and model_file.is_file():
         model["file_sha256"] = file_sha256(model_file)  # --model FILE: the file's bytes, not only its name

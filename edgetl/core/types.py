@@ -34,6 +34,15 @@ class Optimizer(StrEnum):
     sgd = "sgd"  # SGD with momentum 0.9: the tutorial's fine-tuning optimizer, at a low learning rate
 
 
+class Strategy(StrEnum):
+    """How training is spread over devices and machines (``train.strategy``), through ``tf.distribute``."""
+
+    auto = "auto"  # MirroredStrategy over every visible GPU when there are several; one device otherwise
+    one = "one"  # one device (the first GPU, else the CPU)
+    mirrored = "mirrored"  # MirroredStrategy over every visible GPU (or logical CPU devices when there is none)
+    multiworker = "multiworker"  # MultiWorkerMirroredStrategy over the machines TF_CONFIG names
+
+
 class ClassWeights(StrEnum):
     """How training weights each class's loss."""
 

@@ -2,7 +2,9 @@
 
 :func:`load_split` loads training and validation images (a separate ``val_path`` folder, or a
 seeded, stratified :func:`split_indices` of one folder); :func:`load_eval_set` loads a folder whose
-classes must be among a model's. Both decode each image once, through :mod:`edgetl.data.folder`.
+classes must be among a model's. Both decode each image once, through :mod:`edgetl.data.folder`;
+:func:`load_split` keeps the pixels in the decode cache (:mod:`edgetl.data.cache`, unless
+``data.decode_cache`` is off), so a second load maps them from disk instead of decoding again.
 
 Class balance, for training: :func:`check_class_counts` refuses a split a classifier cannot learn
 from (a class under ``data.min_images``, a class with no validation images), :func:`imbalance`
@@ -21,7 +23,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgetl.core.errors import ConfigError, DataError
-from edgetl.data.folder import STRICT_MAX_IMBALANCE, class_dirs, scan_and_load
+from edgetl.data.cache import CachedFolder, decoded_dir, load_folder, subset_entry
+from edgetl.data.folder import STRICT_MAX_IMBALANCE, FolderScan, class_dirs, scan_and_load
 from edgetl.data.images import Size, SkippedFile, check_input_size, image_pixel_limit
 
 if TYPE_CHECKING:
@@ -42,7 +45,8 @@ class ImageData:
     """Decoded images and their labels.
 
     Attributes:
-        x: uint8 pixels, shape ``(N, height, width, channels)``, RGB or grayscale.
+        x: uint8 pixels, shape ``(N, height, width, channels)``, RGB or grayscale; from
+            :func:`load_split`, a read-only ``np.memmap`` of the decode cache.
         y: int64 class indices, shape ``(N,)``.
         paths: the file each row came from.
     """
@@ -106,8 +110,25 @@ def split_indices(labels: np.ndarray | Sequence[int], val_split: float, seed: in
     return np.sort(np.concatenate(train)).astype(np.int64), val_idx
 
 
-def _subset(x: np.ndarray, y: np.ndarray, paths: list[Path], idx: np.ndarray) -> ImageData:
-    return ImageData(x=x[idx], y=y[idx], paths=[paths[i] for i in idx])
+def _load_folder(
+    root: Path,
+    data: DataConfig,
+    class_names: list[str] | None,
+    input_size: Size,
+    resize: str,
+    channels: int,
+    loads: list[CachedFolder] | None,
+) -> tuple[FolderScan, np.ndarray]:
+    """Scan and decode one folder: through the decode cache (recorded in ``loads``), or, with ``loads``
+    None (``data.decode_cache`` off), into memory."""
+    if loads is None:
+        scan, x = scan_and_load(
+            root, strict=data.strict, class_names=class_names, verify=True, input_size=input_size, resize=resize, channels=channels
+        )
+        return scan, x  # type: ignore[return-value]
+    load = load_folder(root, strict=data.strict, class_names=class_names, input_size=input_size, resize=resize, channels=channels)
+    loads.append(load)
+    return load.scan, load.x
 
 
 def load_split(data: DataConfig, input_size: Size, *, resize: str = "bilinear", channels: int = 3) -> SplitData:
@@ -139,6 +160,7 @@ def _load_split(data: DataConfig, input_size: Size, *, resize: str = "bilinear",
         raise DataError("no data folder given; set data.path (or pass the folder on the command line)")
     check_input_size(input_size, channels)
     root = Path(data.path)
+    loads: list[CachedFolder] | None = [] if getattr(data, "decode_cache", True) else None
     if data.val_path is not None:
         val_root = Path(data.val_path)
         train_classes = [d.name for d in class_dirs(root)]
@@ -150,32 +172,35 @@ def _load_split(data: DataConfig, input_size: Size, *, resize: str = "bilinear",
                 f"validation folder {val_root} has different classes from {root} "
                 f"(missing: {missing}, extra: {extra}); give both folders the same class subfolders"
             )
-        train_scan, train_x = scan_and_load(
-            root, strict=data.strict, class_names=None, verify=True, input_size=input_size, resize=resize, channels=channels
-        )
-        val_scan, val_x = scan_and_load(
-            val_root,
-            strict=data.strict,
-            class_names=train_scan.class_names,
-            verify=True,
-            input_size=input_size,
-            resize=resize,
-            channels=channels,
-        )
+        train_scan, train_x = _load_folder(root, data, None, input_size, resize, channels, loads)
+        val_scan, val_x = _load_folder(val_root, data, train_scan.class_names, input_size, resize, channels, loads)
         split = SplitData(
-            train=ImageData(train_x, train_scan.labels, train_scan.paths),  # type: ignore[arg-type]
-            val=ImageData(val_x, val_scan.labels, val_scan.paths),  # type: ignore[arg-type]
+            train=ImageData(train_x, train_scan.labels, train_scan.paths),
+            val=ImageData(val_x, val_scan.labels, val_scan.paths),
             class_names=train_scan.class_names,
             skipped=train_scan.skipped + val_scan.skipped,
         )
     else:
-        scan, x = scan_and_load(root, strict=data.strict, class_names=None, verify=True, input_size=input_size, resize=resize, channels=channels)
+        scan, x = _load_folder(root, data, None, input_size, resize, channels, loads)
         train_idx, val_idx = split_indices(scan.labels, data.val_split, data.seed)
+        if loads and isinstance(x, np.memmap):  # each part its own memory map, not an in-memory copy
+            train_x, val_x = subset_entry(loads[0].key, x, [train_idx, val_idx])
+        else:
+            train_x, val_x = x[train_idx], x[val_idx]
         split = SplitData(
-            train=_subset(x, scan.labels, scan.paths, train_idx),  # type: ignore[arg-type]
-            val=_subset(x, scan.labels, scan.paths, val_idx),  # type: ignore[arg-type]
+            train=ImageData(train_x, scan.labels[train_idx], [scan.paths[i] for i in train_idx]),
+            val=ImageData(val_x, scan.labels[val_idx], [scan.paths[i] for i in val_idx]),
             class_names=scan.class_names,
             skipped=scan.skipped,
+        )
+    if loads:
+        decoded = sum(load.decoded for load in loads)
+        logger.info(
+            "decode cache %s: %d image file(s) decoded, %d image(s) in use from %s",
+            "hit" if all(load.hit for load in loads) else ("miss" if not any(load.hit for load in loads) else "partly hit"),
+            decoded,
+            sum(len(load.scan.paths) for load in loads),
+            decoded_dir(),
         )
     logger.info(
         "loaded %d training and %d validation images of %d classes from %s",

@@ -26,6 +26,7 @@ from edgetl.data.split import ImageData, SplitData, balanced_class_weights
 from edgetl.ml._keras import keras, tf
 from edgetl.ml.backbones import block_starts
 from edgetl.ml.backbones.spec import HEAD_LAYERS, BackboneSpec, is_head_layer
+from edgetl.ml.checkpoints import RunCheckpoints
 from edgetl.ml.model_io import predict_pixels
 from edgetl.ml.progress import keras_callback, notice
 
@@ -154,29 +155,95 @@ def reestimate_batchnorm(
 
 
 def augmenter(seed: int):
-    """Light augmentation on 0..255 pixels: flip, small rotation, zoom and contrast."""
+    """Light augmentation on 0..255 pixels: flip, small rotation, zoom and contrast.
+
+    Rotation (up to +-0.05 turn) and zoom (0.9-1.1x) are composed into one projective transform
+    per image, so each image is resampled once (bilinear, reflected borders), not twice: half the
+    cost of Keras's separate RandomRotation and RandomZoom layers, which is most of the input
+    pipeline's work.
+    """
     k = keras()
+    t = tf()
+    from tf_keras.src.engine.base_layer import BaseRandomLayer
+    from tf_keras.src.layers.preprocessing import image_preprocessing as ip
+
+    class RandomRotateZoom(BaseRandomLayer):
+        def __init__(self, turn: float, zoom: float, **kwargs):
+            super().__init__(**kwargs)
+            self.turn, self.zoom = turn, zoom
+
+        def call(self, inputs, training=True):
+            if not training:
+                return inputs
+            shape = t.shape(inputs)
+            batch, height, width = shape[0], t.cast(shape[1], t.float32), t.cast(shape[2], t.float32)
+            angles = self._random_generator.random_uniform([batch], -self.turn * 2.0 * np.pi, self.turn * 2.0 * np.pi)
+            zooms = self._random_generator.random_uniform([batch, 1], 1.0 - self.zoom, 1.0 + self.zoom)
+
+            def square(m):  # 8 projective parameters (output point -> input point) as 3x3 matrices
+                return t.reshape(t.concat([m, t.ones([batch, 1], t.float32)], axis=1), [-1, 3, 3])
+
+            # rotating, then zooming the result, samples the input at R @ Z @ p
+            combined = t.matmul(
+                square(ip.get_rotation_matrix(angles, height, width)),
+                square(ip.get_zoom_matrix(t.concat([zooms, zooms], axis=1), height, width)),
+            )
+            combined = combined / combined[:, 2:3, 2:3]
+            transforms = t.reshape(combined, [-1, 9])[:, :8]
+            out = ip.transform(inputs, transforms, fill_mode="reflect", interpolation="bilinear")
+            out.set_shape(inputs.shape)
+            return out
+
     return k.Sequential(
         [
             k.layers.RandomFlip("horizontal", seed=seed),
-            k.layers.RandomRotation(0.05, fill_mode="reflect", seed=seed + 1),
-            k.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 2),
+            RandomRotateZoom(0.05, 0.1, seed=seed + 1, name="random_rotate_zoom"),
             k.layers.RandomContrast(0.1, seed=seed + 3),
         ],
         name="edgetl_augment",
     )
 
 
+#: In-memory pixel arrays above this many bytes are streamed like a memory map rather than embedded in
+#: the tf.data graph (``from_tensor_slices`` copies the array into a graph constant, which fails over 2 GB).
+STREAM_BYTES = 256 * 2**20
+
+
 def make_dataset(images: ImageData, contract: PreprocessContract, batch_size: int, *, shuffle: bool, augment: bool, seed: int):
-    """A tf.data pipeline: uint8 pixels -> (augmented) -> normalized float32, batched."""
+    """A tf.data pipeline: uint8 pixels -> (augmented) -> normalized float32, batched.
+
+    Pixels in a memory map (the decode cache's, :mod:`edgetl.data.cache`) or over :data:`STREAM_BYTES`
+    are streamed: batches of (shuffled) row indices, each gathered from the array in sorted order by
+    parallel map calls, so only the batches in flight are in memory. Smaller in-memory arrays are
+    sliced from a tensor. Both give the same batches when not shuffled.
+    """
     t = tf()
     mean = np.asarray(contract.mean, dtype=np.float32)
     std = np.asarray(contract.std, dtype=np.float32)
-    ds = t.data.Dataset.from_tensor_slices((images.x, images.y))
-    if shuffle:
-        ds = ds.shuffle(len(images.y), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
     aug = augmenter(seed) if augment else None
+    x, y = images.x, np.asarray(images.y, dtype=np.int64)
+    if isinstance(x, np.memmap) or x.nbytes > STREAM_BYTES:
+        ds = t.data.Dataset.range(len(y))
+        if shuffle:
+            ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+        row_shape = tuple(int(d) for d in x.shape[1:])
+
+        def rows(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            order = np.sort(indices)  # sequential reads from the map; a batch's order within itself does not matter
+            return np.ascontiguousarray(x[order]), y[order]
+
+        def gather(indices):
+            batch_x, batch_y = t.numpy_function(rows, [indices], (t.uint8, t.int64), stateful=False)
+            batch_x.set_shape((None, *row_shape))
+            batch_y.set_shape((None,))
+            return batch_x, batch_y
+
+        ds = ds.batch(batch_size).map(gather, num_parallel_calls=t.data.AUTOTUNE)
+    else:
+        ds = t.data.Dataset.from_tensor_slices((x, y))
+        if shuffle:
+            ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
 
     def prepare(x, y):
         x = t.cast(x, t.float32)
@@ -213,8 +280,12 @@ def phase_optimizer(config: BuildConfig, task: str) -> Optimizer:
     return Optimizer.adam
 
 
-def _compile(model, lr: float, optimizer: Optimizer | str = Optimizer.adam) -> None:
-    model.compile(optimizer=make_optimizer(optimizer, lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+def _compile(model, lr: float, optimizer: Optimizer | str = Optimizer.adam, *, jit: bool = False) -> None:
+    """Compile for training; ``jit``: XLA-compiled steps (``train.jit``). Under a ``mixed_float16``
+    policy Keras wraps the optimizer in a LossScaleOptimizer itself."""
+    model.compile(
+        optimizer=make_optimizer(optimizer, lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=bool(jit),
+    )
 
 
 def class_weights(config: BuildConfig, labels: np.ndarray, num_classes: int) -> dict[int, float] | None:
@@ -291,26 +362,50 @@ class BestWeights:
         return _Best()
 
 
+def fit_key(task: str) -> str:
+    """The checkpoint name of a fit: ``"phase 2 (fine-tune)"`` -> ``"phase2"``, ``"QAT"`` -> ``"qat"``."""
+    return task.split(" (")[0].replace(" ", "").lower()
+
+
+def _resumed_history(state, fitted) -> dict[str, list[float]]:
+    """One fit's history: the epochs of an earlier run (``state``) followed by this run's."""
+    history = {k: list(v) for k, v in (state.history if state is not None else {}).items()}
+    for key, values in fitted.history.items():
+        history[key] = history.get(key, [])[: (state.epoch if state is not None else 0)] + [float(v) for v in values]
+    return history
+
+
 def fit_on_images(
     model, split: SplitData, contract: PreprocessContract, config: BuildConfig, *, lr: float, epochs: int,
     augment: bool, task: str, progress: Progress, callbacks: list | None = None, baseline: float = np.inf,
+    checkpoints: RunCheckpoints | None = None,
 ) -> dict[str, list[float]]:
     """Compile and fit on the split's images, validating on its held-out part; keep the best epoch
     (or the incoming weights, if no epoch's validation loss beats ``baseline``). The optimizer is
-    the one configured for ``task``'s phase (:func:`phase_optimizer`)."""
-    _compile(model, lr, phase_optimizer(config, task))
+    the one configured for ``task``'s phase (:func:`phase_optimizer`). With ``checkpoints``, every
+    epoch is saved and a fit an earlier run began (or finished) resumes (or is skipped)."""
+    checkpoints = checkpoints or RunCheckpoints.off()
+    key = fit_key(task)
+    done = checkpoints.finished(key, model)
+    if done is not None:
+        return done[0]
+    _compile(model, lr, phase_optimizer(config, task), jit=config.train.jit)
     batch, seed = config.data.batch_size, config.data.seed
     best = BestWeights(baseline=baseline)
+    others = list(callbacks or [])
+    state = checkpoints.epoch_state(key)
     fitted = model.fit(
         make_dataset(split.train, contract, batch, shuffle=True, augment=augment, seed=seed),
         validation_data=make_dataset(split.val, contract, batch, shuffle=False, augment=False, seed=0),
         epochs=epochs,
+        initial_epoch=state.epoch if state is not None else 0,
         verbose=0,
         class_weight=class_weights(config, split.train.y, len(split.class_names)),
-        callbacks=[best, *(callbacks or []), keras_callback(progress, task, epochs)],
+        callbacks=[best, *others, checkpoints.callback(key, state, best, others), keras_callback(progress, task, epochs)],
     )
-    history = {k: [float(v) for v in values] for k, values in fitted.history.items()}
-    return _mark_epochs(history, best, epochs, task)
+    history = _mark_epochs(_resumed_history(state, fitted), best, epochs, task)
+    checkpoints.finish(key, model, history)
+    return history
 
 
 def validation_loss(model, split: SplitData, contract: PreprocessContract, batch_size: int) -> float:
@@ -320,7 +415,7 @@ def validation_loss(model, split: SplitData, contract: PreprocessContract, batch
 
 
 def finish_clean(
-    model, split: SplitData, contract: PreprocessContract, config: BuildConfig, progress: Progress
+    model, split: SplitData, contract: PreprocessContract, config: BuildConfig, progress: Progress, checkpoints: RunCheckpoints | None = None,
 ) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """Phase 3: a few epochs on un-augmented images with BatchNorm in inference mode.
 
@@ -341,7 +436,7 @@ def finish_clean(
     before = validation_loss(model, split, contract, max(config.data.batch_size, 64))
     fitted = fit_on_images(
         model, split, contract, config, lr=lr, epochs=config.train.clean_epochs, augment=False,
-        task="phase 3 (clean)", progress=progress, baseline=before,
+        task="phase 3 (clean)", progress=progress, baseline=before, checkpoints=checkpoints,
     )
     after = validation_loss(model, split, contract, max(config.data.batch_size, 64))
     for layer, trainable in zip(bns, saved, strict=True):
@@ -354,8 +449,15 @@ def finish_clean(
     return fitted, {"epochs": config.train.clean_epochs, "lr": lr, "val_loss_before": before, "val_loss_after": after, "kept": kept}
 
 
-def train_head_on_features(model, split: SplitData, contract: PreprocessContract, config: BuildConfig, progress: Progress) -> dict[str, list[float]]:
+def train_head_on_features(
+    model, split: SplitData, contract: PreprocessContract, config: BuildConfig, progress: Progress, checkpoints: RunCheckpoints | None = None,
+) -> dict[str, list[float]]:
     """Phase 1 without augmentation: backbone features computed once, head trained on them."""
+    task = "phase 1 (head, cached features)"
+    checkpoints = checkpoints or RunCheckpoints.off()
+    done = checkpoints.finished(fit_key(task), model)
+    if done is not None:
+        return done[0]
     k = keras()
     pool = model.get_layer("edgetl_pool")
     extractor = k.Model(model.input, pool.output)
@@ -374,19 +476,21 @@ def train_head_on_features(model, split: SplitData, contract: PreprocessContract
             x = layer(x)
     head_out = model.get_layer("edgetl_logits")(model.get_layer("edgetl_dropout")(x))
     head = k.Model(feature_in, head_out, name="edgetl_head")  # shares the head's layers
-    task = "phase 1 (head, cached features)"
-    _compile(head, config.train.head_lr, phase_optimizer(config, task))
+    _compile(head, config.train.head_lr, phase_optimizer(config, task), jit=config.train.jit)
     best = BestWeights()
+    state = checkpoints.epoch_state(fit_key(task))
     history = head.fit(
         train_features,
         split.train.y,
         validation_data=(val_features, split.val.y),
         epochs=config.train.head_epochs,
+        initial_epoch=state.epoch if state is not None else 0,
         batch_size=batch,
         shuffle=True,
         verbose=0,
         class_weight=class_weights(config, split.train.y, len(split.class_names)),
-        callbacks=[best, keras_callback(progress, task, config.train.head_epochs)],
+        callbacks=[best, checkpoints.callback(fit_key(task), state, best, []), keras_callback(progress, task, config.train.head_epochs)],
     )
-    fitted = {k: [float(v) for v in values] for k, values in history.history.items()}
-    return _mark_epochs(fitted, best, config.train.head_epochs, task)
+    fitted = _mark_epochs(_resumed_history(state, history), best, config.train.head_epochs, task)
+    checkpoints.finish(fit_key(task), model, fitted)  # the whole model's weights: the head's layers are the model's
+    return fitted

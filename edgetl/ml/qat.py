@@ -27,8 +27,9 @@ from edgetl.core.metadata import ArtifactMetadata, package_versions, write_label
 from edgetl.core.progress import Progress, log_progress
 from edgetl.core.types import QuantMode
 from edgetl.data.split import SplitData, load_split
-from edgetl.ml import l2sp
+from edgetl.ml import distribute, l2sp
 from edgetl.ml.backbones.spec import BACKBONES
+from edgetl.ml.checkpoints import RunCheckpoints
 from edgetl.ml.model_io import accuracy, check_finite_weights
 from edgetl.ml.phases import fit_on_images, is_batchnorm
 from edgetl.ml.quantize import calibrate_ranges, quantize_model
@@ -66,6 +67,7 @@ def qat(
     progress: Progress = log_progress,
     run_fingerprint: str | None = None,
     quantize_configs: dict[str, Any] | None = None,
+    checkpoints: RunCheckpoints | None = None,
 ) -> QATResult:
     """Quantization-aware fine-tuning of ``float_model`` (or PTQ pass-through).
 
@@ -77,15 +79,16 @@ def qat(
         out_dir: where to write ``qat_model.h5`` and its metadata (None: keep in memory).
         quantize_configs: ``{layer or class name: tfmot QuantizeConfig}`` for layers the
             backbone's recipe does not cover (a user-supplied model's custom layers).
+        checkpoints: QAT's epoch checkpoints (None: none); a QAT killed part way resumes from them.
 
     Returns:
         The QAT model (or the float model for PTQ) and its validation accuracy.
     """
     with deterministic_ops(config.train.deterministic):
-        return _qat(config, float_model, class_names, contract, split, out_dir, force, progress, run_fingerprint, quantize_configs)
+        return _qat(config, float_model, class_names, contract, split, out_dir, force, progress, run_fingerprint, quantize_configs, checkpoints)
 
 
-def _qat(config, float_model, class_names, contract, split, out_dir, force, progress, run_fingerprint, quantize_configs) -> QATResult:
+def _qat(config, float_model, class_names, contract, split, out_dir, force, progress, run_fingerprint, quantize_configs, checkpoints=None) -> QATResult:
     mode = QuantMode(config.qat.mode)
     if split is None:
         if config.data.path is None:
@@ -106,17 +109,22 @@ def _qat(config, float_model, class_names, contract, split, out_dir, force, prog
         # statistics, and tfmot folds BN into the convolution with them. Letting batch statistics
         # drive the folded weights made QAT wander off the float model (seen: -5 points, then back).
         layer.trainable = not is_batchnorm(layer)
-    q_model = quantize_model(float_model, spec.qat_recipe if spec else "plain", quantize_configs)
-    # Ranges from the data (as PTQ calibrates them) before QAT refines them, not tfmot's [-6, 6].
-    calibration = representative_images(split, config.export.representative_samples, config.data.seed)
-    calibrate_ranges(q_model, [contract.normalize(calibration[i : i + 32]) for i in range(0, len(calibration), 32)])
-    history: dict[str, list[float]] = {}
-    if config.qat.epochs > 0:
-        with _qat_l2sp(q_model, float_model, config):
-            history = fit_on_images(
-                q_model, split, contract, config, lr=config.qat.lr, epochs=config.qat.epochs, augment=False, task="QAT", progress=progress
-            )
-        check_finite_weights(q_model, "QAT", f"qat.lr={config.qat.lr:g}")
+    # QAT runs under the training's strategy (every multi-worker task takes part) and in float32.
+    strategy = distribute.make_strategy(config.train.strategy)
+    fit_config = distribute.scaled(config, int(strategy.num_replicas_in_sync))
+    with strategy.scope():
+        q_model = quantize_model(float_model, spec.qat_recipe if spec else "plain", quantize_configs)
+        # Ranges from the data (as PTQ calibrates them) before QAT refines them, not tfmot's [-6, 6].
+        calibration = representative_images(split, config.export.representative_samples, config.data.seed)
+        calibrate_ranges(q_model, [contract.normalize(calibration[i : i + 32]) for i in range(0, len(calibration), 32)])
+        history: dict[str, list[float]] = {}
+        if config.qat.epochs > 0:
+            with _qat_l2sp(q_model, float_model, config):
+                history = fit_on_images(
+                    q_model, split, contract, fit_config, lr=fit_config.qat.lr, epochs=config.qat.epochs, augment=False, task="QAT",
+                    progress=progress, checkpoints=checkpoints,
+                )
+            check_finite_weights(q_model, "QAT", f"qat.lr={config.qat.lr:g}")
     acc = accuracy(q_model, split.val, contract)
     log.info("QAT validation top-1: %.4f", acc)
     result = QATResult(out_dir, q_model, mode, class_names, contract, acc, history, split)

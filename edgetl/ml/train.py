@@ -26,7 +26,9 @@ frequency in every phase. Validation reports top-1 and balanced accuracy (mean p
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -54,10 +56,11 @@ from edgetl.data.split import (
     imbalance,
     load_split,
 )
-from edgetl.ml import l2sp
+from edgetl.ml import distribute, l2sp
 from edgetl.ml._keras import keras, tf
 from edgetl.ml.backbones import build_classifier, resolve_weights
 from edgetl.ml.backbones.spec import BackboneSpec
+from edgetl.ml.checkpoints import RunCheckpoints
 from edgetl.ml.curves import plot_history
 from edgetl.ml.model_io import MODEL_FILE, check_finite_weights, predict_pixels
 from edgetl.ml.phases import (
@@ -120,6 +123,7 @@ class TrainResult:
     phase3: dict[str, Any] | None = None  # finish_clean's summary; None when phase 3 did not run
     val_balanced_accuracy: float = float("nan")
     class_weights: list[float] | None = None
+    resumed: list[str] = field(default_factory=list)  # what this run took from an earlier, interrupted one
 
     @property
     def model_path(self) -> Path:
@@ -195,16 +199,6 @@ def deterministic_ops(enabled: bool):
             tf_config.disable_op_determinism()
 
 
-def distribution_strategy():
-    """Mirrored across GPUs when there are several; the default (one device) otherwise."""
-    gpus = tf().config.list_logical_devices("GPU")
-    if len(gpus) > 1:
-        log.info("training on %d GPUs with MirroredStrategy", len(gpus))
-        return tf().distribute.MirroredStrategy()
-    log.info("training on %s", "GPU" if gpus else "CPU")
-    return tf().distribute.get_strategy()
-
-
 def train(
     config: BuildConfig,
     out_dir: Path,
@@ -213,6 +207,9 @@ def train(
     progress: Progress = log_progress,
     run_fingerprint: str | None = None,
     trust_model: bool = False,
+    checkpoint_dir: Path | None = None,
+    resume: bool = True,
+    keep_checkpoints: bool = False,
 ) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.data`` and write the run folder.
 
@@ -223,6 +220,10 @@ def train(
         progress: callback for progress bars.
         run_fingerprint: identity of this run (the pipeline's stage fingerprint); default: the config's.
         trust_model: with ``--model FILE``, load the file even if it carries code (Lambda layers).
+        checkpoint_dir: where every epoch is checkpointed (:mod:`edgetl.ml.checkpoints`); default
+            ``.<out_dir name>.resume/`` beside ``out_dir``. A run killed part way resumes from it.
+        resume: False (``--no-cache``): ignore earlier checkpoints and start over.
+        keep_checkpoints: leave the checkpoints when the run is written (the caller clears them).
 
     Returns:
         The trained model with its metadata and validation accuracy.
@@ -234,11 +235,15 @@ def train(
         OutputExistsError: ``out_dir`` holds something else and ``force`` is off.
     """
     with deterministic_ops(config.train.deterministic):
-        return _train(config, out_dir, force=force, progress=progress, run_fingerprint=run_fingerprint, trust_model=trust_model)
+        return _train(
+            config, out_dir, force=force, progress=progress, run_fingerprint=run_fingerprint, trust_model=trust_model,
+            checkpoint_dir=checkpoint_dir, resume=resume, keep_checkpoints=keep_checkpoints,
+        )
 
 
 def _train(
-    config: BuildConfig, out_dir: Path, *, force: bool, progress: Progress, run_fingerprint: str | None, trust_model: bool = False
+    config: BuildConfig, out_dir: Path, *, force: bool, progress: Progress, run_fingerprint: str | None, trust_model: bool = False,
+    checkpoint_dir: Path | None = None, resume: bool = True, keep_checkpoints: bool = False,
 ) -> TrainResult:
     if config.data.path is None:
         raise ConfigError("no training data: pass --data DIR (a folder with one subfolder per class)")
@@ -246,14 +251,42 @@ def _train(
     if run_fingerprint is None:
         run_fingerprint = stage_fingerprints(config)["train"]
     resolve_weights(spec, config.model.weights, alpha, input_size)
+    distribute.check_strategy(config)
     split = load_split(config.data, input_size, channels=config.model.channels)
     check_class_counts(split, config.data)
     set_seed(config.data.seed)
-    with distribution_strategy().scope():  # may fetch ImageNet weights: fail before writing anything
+    strategy = distribute.make_strategy(config.train.strategy)
+    dist = distribute.describe(strategy, config)
+    log_distribution(dist)
+    with strategy.scope(), distribute.precision(config.train.mixed_precision):  # may fetch ImageNet weights: fail before writing anything
         model, contract = build_classifier(
             spec, len(split.class_names), input_size, alpha, config.model.weights, config.model.dropout, channels=config.model.channels,
             head_units=config.model.head_units,
         )
+    if checkpoint_dir is None:
+        checkpoint_dir = Path(out_dir).parent / f".{Path(out_dir).name}.resume"
+    with contextlib.ExitStack() as scratch_out:
+        own_checkpoints = None
+        if not dist.chief:  # a non-chief worker writes what the chief writes (saving takes part in collectives), then deletes it
+            scratch = Path(scratch_out.enter_context(tempfile.TemporaryDirectory(prefix="edgetl-worker-")))
+            out_dir, own_checkpoints = scratch / "run", scratch / "checkpoints"
+        checkpoints = RunCheckpoints(checkpoint_dir, run_fingerprint, write_folder=own_checkpoints, resume=resume)
+        result = _fit_and_write(config, out_dir, force, progress, run_fingerprint, spec, split, model, contract, strategy, dist, checkpoints)
+        if not keep_checkpoints:
+            checkpoints.clear()
+        return result
+
+
+def log_distribution(dist: distribute.Distribution) -> None:
+    where = f"worker {dist.worker_index} of {dist.workers}{' (chief: writes the files)' if dist.chief else ' (writes nothing)'}, " if dist.workers > 1 else ""
+    notice.info(
+        "training with %s: %s%d replica(s), %d images per step (%d per replica), learning rates x%g%s%s",
+        dist.strategy, where, dist.replicas, dist.global_batch, dist.per_replica_batch, dist.lr_scale,
+        ", mixed precision (float16 compute)" if dist.mixed_precision else "", ", XLA" if dist.jit else "",
+    )
+
+
+def _fit_and_write(config, out_dir, force, progress, run_fingerprint, spec, split, model, contract, strategy, dist, checkpoints) -> TrainResult:
     out_dir = _fs.prepare_output_dir(Path(out_dir), run_fingerprint, force=force, what="training run")
     weights_used = report_classes(split, config)  # once every check has passed: a refusal stays one line
     if from_scratch(config) and (config.train.patience < 6 or config.train.fine_tune_epochs < 20):
@@ -263,12 +296,19 @@ def _train(
             "and %d fine-tune epochs it may stop early; pass e.g. --fine-tune-epochs 35 --patience 8",
             config.train.patience, config.train.fine_tune_epochs,
         )
-    fitted = fit_transfer(model, contract, spec, split, config, progress=progress, log_dir=out_dir / "logs")
+    with strategy.scope():
+        fitted = fit_transfer(
+            model, contract, spec, split, distribute.scaled(config, dist.replicas), progress=progress,
+            log_dir=out_dir / "logs" if dist.chief else None, checkpoints=checkpoints,
+        )
+        if config.train.mixed_precision:
+            model = distribute.as_float32(model)
     result = TrainResult(
         out_dir, model, split.class_names, contract, fitted.history, fitted.val_accuracy, split, fitted.timings,
         fitted.phase3, fitted.val_balanced_accuracy, weights_used,
     )
-    write_run(result, spec, config, run_fingerprint, fitted.trainable)
+    result.resumed = list(checkpoints.resumed)
+    write_run(result, spec, config, run_fingerprint, fitted.trainable, dist)
     return result
 
 
@@ -286,14 +326,16 @@ class Fitted:
 
 def fit_transfer(
     model, contract: PreprocessContract, spec: BackboneSpec, split: SplitData, config: BuildConfig, *,
-    progress: Progress = log_progress, log_dir: Path | None = None,
+    progress: Progress = log_progress, log_dir: Path | None = None, checkpoints: RunCheckpoints | None = None,
 ) -> Fitted:
     """Phases 1-3 on an in-memory split: the head on the frozen backbone, the top unfrozen, the
     clean finish; then top-1 and balanced accuracy on the split's validation images.
 
     ``model`` comes from :func:`build_classifier` and is trained in place. No file is written
-    except TensorBoard logs under ``log_dir`` (None: none). Experiments call this on subsets.
+    except TensorBoard logs under ``log_dir`` (None: none) and ``checkpoints`` (every epoch; a fit
+    an earlier run began resumes from its last epoch). Experiments call this on subsets.
     """
+    checkpoints = checkpoints or RunCheckpoints.off()
     timings: dict[str, float] = {}
     scratch = from_scratch(config)
     l2sp.check_l2sp(config.train.l2sp, config.model.weights)
@@ -314,17 +356,17 @@ def fit_transfer(
         if config.train.head_augment:
             fitted = fit_on_images(
                 model, split, contract, config, lr=config.train.head_lr, epochs=config.train.head_epochs,
-                augment=True, task="phase 1 (head)", progress=progress,
+                augment=True, task="phase 1 (head)", progress=progress, checkpoints=checkpoints,
             )
             _merge_history(history, "head", fitted)
         else:
-            _merge_history(history, "head", train_head_on_features(model, split, contract, config, progress))
+            _merge_history(history, "head", train_head_on_features(model, split, contract, config, progress, checkpoints))
         check_finite_weights(model, "phase 1 (head)", f"head_lr={config.train.head_lr:g}")
     timings["phase1_s"] = time.perf_counter() - start
 
     # Phases 2 and 3 fine-tune, with L2-SP when asked (detached afterwards: nothing of it is saved).
     with _l2sp_phases(model, source, config) as penalty:
-        trainable, phase3 = _fine_tune(model, contract, spec, split, config, progress, log_dir, history, timings, scratch, penalty)
+        trainable, phase3 = _fine_tune(model, contract, spec, split, config, progress, log_dir, history, timings, scratch, penalty, checkpoints)
 
     predicted = np.argmax(predict_pixels(model, split.val.x, contract), axis=1)
     val_acc = float(np.mean(predicted == split.val.y))
@@ -347,7 +389,7 @@ def _l2sp_phases(model, source, config: BuildConfig):
 
 
 def _fine_tune(
-    model, contract, spec, split, config, progress, log_dir, history, timings, scratch, penalty
+    model, contract, spec, split, config, progress, log_dir, history, timings, scratch, penalty, checkpoints
 ) -> tuple[list[str], dict[str, Any] | None]:
     """Phases 2 and 3 of :func:`fit_transfer`, adding to ``history`` and ``timings``; returns phase 2's
     trainable layers and phase 3's summary (None: it did not run). ``penalty(phase)`` logs L2-SP."""
@@ -367,7 +409,7 @@ def _fine_tune(
         log.info("phase 2: up to %d epochs, learning rate %g, %s schedule, early stopping after %d epochs without progress", epochs, lr, schedule, config.train.patience)
         fitted = fit_on_images(
             model, split, contract, config, lr=lr, epochs=epochs,
-            augment=config.train.augment, task="phase 2 (fine-tune)", progress=progress,
+            augment=config.train.augment, task="phase 2 (fine-tune)", progress=progress, checkpoints=checkpoints,
             callbacks=[
                 k.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience),
                 decay,
@@ -384,7 +426,7 @@ def _fine_tune(
     # Phase 3: end on the images as they are, in the conditions QAT fine-tunes in.
     if config.train.clean_epochs > 0 and config.train.augment and config.train.fine_tune_epochs > 0:
         start = time.perf_counter()
-        fitted, phase3 = finish_clean(model, split, contract, config, progress)
+        fitted, phase3 = finish_clean(model, split, contract, config, progress, checkpoints)
         _merge_history(history, "clean", fitted)
         check_finite_weights(model, "phase 3 (clean)", f"clean_lr={phase3['lr']:g}")
         penalty("phase 3 (clean)")
@@ -421,7 +463,10 @@ def report_classes(split: SplitData, config: BuildConfig) -> list[float] | None:
     return weights
 
 
-def write_run(result: TrainResult, spec: BackboneSpec, config: BuildConfig, run_fingerprint: str, trainable: list[str]) -> None:
+def write_run(
+    result: TrainResult, spec: BackboneSpec, config: BuildConfig, run_fingerprint: str, trainable: list[str],
+    dist: distribute.Distribution | None = None,
+) -> None:
     """Write the run folder; ``edgetl.json`` goes last and marks it complete.
 
     ``history.json`` is :attr:`TrainResult.history`; ``edgetl.json`` records, beside the model's
@@ -456,6 +501,8 @@ def write_run(result: TrainResult, spec: BackboneSpec, config: BuildConfig, run_
         timings_s=result.timings,
         phase3=result.phase3,
         deterministic=config.train.deterministic,
+        **({"training": dist.to_dict()} if dist is not None else {}),
+        **({"resumed": result.resumed} if result.resumed else {}),  # what an interrupted earlier run left and this one continued
         versions=package_versions(),
         config=config.to_toml_dict(),
     ).write(out)

@@ -27,6 +27,7 @@ while it writes, so two processes never write the same folder.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -149,7 +150,9 @@ def export_model(
     return out / spec.filename, meta.to_json()
 
 
-def train(config: BuildConfig, out: Path, *, force: bool = False, progress: Progress = log_progress, trust_model: bool = False):
+def train(
+    config: BuildConfig, out: Path, *, force: bool = False, progress: Progress = log_progress, trust_model: bool = False, no_cache: bool = False,
+):
     """Fine-tune ``config.model`` on ``config.data`` into run folder ``out`` (see :func:`edgetl.ml.train.train`).
 
     Returns:
@@ -158,10 +161,14 @@ def train(config: BuildConfig, out: Path, *, force: bool = False, progress: Prog
     Raises:
         ConfigError, DataError, OutputExistsError.
     """
+    from edgetl.ml.distribute import is_writer
     from edgetl.ml.train import train as run_train  # TensorFlow: imported when training runs
 
-    with _fs.output_lock(out):
-        return run_train(config, out, force=force, progress=progress, trust_model=trust_model)
+    if no_cache:  # start over: no epoch checkpoint resumed, images decoded again
+        config = config.model_copy(update={"data": config.data.model_copy(update={"decode_cache": False})})
+    # a multi-worker task other than the chief writes into a temporary folder: it takes no lock on `out`
+    with _fs.output_lock(out) if is_writer(config) else contextlib.nullcontext():
+        return run_train(config, out, force=force, progress=progress, trust_model=trust_model, resume=not no_cache)
 
 
 def qat(
@@ -216,7 +223,7 @@ def export(
         return export_model(model, target, data=data, out=out, io_dtype=io_dtype, samples=samples, force=force, opset=opset, trust_model=trust_model)
 
 
-def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_progress, trust_model: bool = False):
+def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_progress, trust_model: bool = False, no_cache: bool = False):
     """The whole pipeline into ``<config.out>/<name>/<target>/`` (see :func:`edgetl.pipeline.build.build`).
 
     Returns:
@@ -224,7 +231,7 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
     """
     from edgetl.pipeline.build import build as run_build  # TensorFlow: imported when a build runs
 
-    return run_build(config, force=force, progress=progress, trust_model=trust_model)
+    return run_build(config, force=force, progress=progress, trust_model=trust_model, no_cache=no_cache)
 
 
 def evaluate(artifact: Path, data: Path, *, against: Path | None = None, strict: bool = False, trust_model: bool = False, split: str = "all"):

@@ -31,6 +31,7 @@ import contextlib
 import logging
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,12 +52,14 @@ from edgetl.device.evaluate import compute_metrics
 from edgetl.device.heldout import split_record
 from edgetl.export.run import export_verified
 from edgetl.export.targets import TARGETS, TargetSpec
+from edgetl.ml import distribute
 from edgetl.ml import qat as qat_stage  # the module: tests replace qat_stage.qat
 from edgetl.ml._keras import keras
 from edgetl.ml.backbones import resolve_weights
+from edgetl.ml.checkpoints import RunCheckpoints
 from edgetl.ml.model_io import MODEL_FILE, accuracy, load_keras_artifact, predict_pixels
 from edgetl.ml.train import deterministic_ops, resolve_model_options, train
-from edgetl.pipeline.cache import reusable
+from edgetl.pipeline.cache import StageCache, link_or_copy, reusable
 from edgetl.pipeline.compare import choose_int8, companion_artifact, compare_ptq, quick_latency, ship_instead
 from edgetl.pipeline.extras import write_build_extras
 from edgetl.pipeline.report import build_report
@@ -93,6 +96,7 @@ def check_build(config: BuildConfig, *, trust_model: bool = False) -> TargetSpec
     if target.name not in spec.targets:
         raise ConfigError(f"{spec.name} does not support target {target.name}; it supports {', '.join(spec.targets)}")
     resolve_weights(spec, config.model.weights, alpha, input_size)
+    distribute.check_strategy(config)  # --strategy multiworker without a usable TF_CONFIG
     if config.data.path is None:
         raise ConfigError("no training data: pass --data DIR (a folder with one subfolder per class)")
     from edgetl.package.stage import check_build_packaging  # [package]: a package the target cannot make fails here
@@ -101,20 +105,37 @@ def check_build(config: BuildConfig, *, trust_model: bool = False) -> TargetSpec
     return target
 
 
-def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_progress, trust_model: bool = False) -> BuildResult:
+def build(
+    config: BuildConfig, *, force: bool = False, progress: Progress = log_progress, trust_model: bool = False, no_cache: bool = False,
+) -> BuildResult:
     """Run the whole pipeline for ``config.target`` and write ``<out>/<name>/<target>/``.
 
     The stages write temporary sibling folders; the previous build's folders are replaced only
     when every stage has succeeded, so an interrupted build (``--force`` too) leaves them intact.
+    Each finished stage is also kept in the stage cache (``<out>/<name>/.edgetl-cache/``) and every
+    training and QAT epoch is checkpointed there: the same command run again after an interruption
+    reuses the finished stages and resumes the unfinished one from its last epoch. ``no_cache``
+    (``--no-cache``): reuse nothing, resume nothing, decode the images again.
+
+    Under ``--strategy multiworker`` only the chief writes; every other worker runs the same stages
+    into a temporary folder it deletes (the stage cache and checkpoints are read from ``<out>``,
+    which must then be on a filesystem every worker sees, or pass ``--no-cache``).
 
     Raises:
         ConfigError, DataError, OutputExistsError (also: another process is writing the same
         ``<out>/<name>``), ExportError, VerificationError.
     """
     target = check_build(config, trust_model=trust_model)
+    if no_cache:
+        config = config.model_copy(update={"data": config.data.model_copy(update={"decode_cache": False})})
     root = Path(config.out) / build_name(config)
+    writer = distribute.is_writer(config)
     # trust_model: the Keras models of earlier builds reused from <out>/<name>, and a --model FILE, load without the code check
-    with _fs.output_lock(root), _fs.staged_dirs() as stage, deterministic_ops(config.train.deterministic):
+    with (
+        _fs.output_lock(root) if writer else contextlib.nullcontext(),
+        _fs.staged_dirs() if writer else _scratch_dirs() as stage,
+        deterministic_ops(config.train.deterministic),
+    ):
         staged: list[tuple[Path, Path]] = []
 
         def tracked(folder: Path) -> Path:
@@ -122,7 +143,8 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
             staged.append((tmp, Path(folder)))
             return tmp
 
-        result = _build_stages(config, target, root, tracked, force=force, progress=progress, trust_model=trust_model)
+        cache = StageCache(root, writer=writer, enabled=not no_cache)
+        result = _build_stages(config, target, root, tracked, cache, force=force, progress=progress, trust_model=trust_model)
         kept = keep_foreign(staged)  # before staged_dirs swaps the folders in, when this block ends
         if kept:
             result.summary["kept"] = [str(path) for path in kept]
@@ -154,15 +176,6 @@ def _made_by_build(folder: Path) -> set[str]:
     return names
 
 
-def _link_or_copy(src: str, dst: str) -> str:
-    """A hard link (instant, no extra space; the old folder's link goes when it is removed), else a copy."""
-    try:
-        os.link(src, dst, follow_symlinks=False)
-    except OSError:
-        shutil.copy2(src, dst, follow_symlinks=False)
-    return dst
-
-
 def keep_foreign(staged: list[tuple[Path, Path]]) -> list[Path]:
     """Carry what the previous stage folders hold that no build made into their replacements.
 
@@ -189,11 +202,11 @@ def keep_foreign(staged: list[tuple[Path, Path]]) -> list[Path]:
             target = new / entry.name
             try:
                 if entry.is_dir() and not entry.is_symlink():
-                    shutil.copytree(entry, target, symlinks=True, copy_function=_link_or_copy)
+                    shutil.copytree(entry, target, symlinks=True, copy_function=link_or_copy)
                 elif entry.is_symlink():
                     os.symlink(os.readlink(entry), target)
                 else:
-                    _link_or_copy(str(entry), str(target))
+                    link_or_copy(str(entry), str(target))
             except OSError as exc:
                 raise OutputExistsError(
                     f"{entry} was not made by this build and could not be carried into the rebuilt {old} ({exc}); "
@@ -207,9 +220,35 @@ def keep_foreign(staged: list[tuple[Path, Path]]) -> list[Path]:
     return kept
 
 
+@contextlib.contextmanager
+def _scratch_dirs():
+    """``staged_dirs`` for a multi-worker task that is not the chief: each stage folder is a fresh
+    folder in a temporary directory, deleted at the end (the chief writes the real ones)."""
+    with tempfile.TemporaryDirectory(prefix="edgetl-worker-") as scratch:
+        count = 0
+
+        def stage(path: Path) -> Path:
+            nonlocal count
+            count += 1
+            folder = Path(scratch) / f"{count}-{Path(path).name}"
+            folder.mkdir()
+            return folder
+
+        yield stage
+
+
+def _from_cache(entry: Path, staged: Path) -> None:
+    """Fill the staged stage folder from a stage-cache entry (hard links)."""
+    for item in entry.iterdir():
+        if item.is_dir():
+            shutil.copytree(item, staged / item.name, copy_function=link_or_copy)
+        else:
+            link_or_copy(str(item), str(staged / item.name))
+
+
 def _build_stages(
-    config: BuildConfig, target: TargetSpec, root: Path, stage: Callable[[Path], Path], *, force: bool, progress: Progress,
-    trust_model: bool = False,
+    config: BuildConfig, target: TargetSpec, root: Path, stage: Callable[[Path], Path], cache: StageCache, *, force: bool,
+    progress: Progress, trust_model: bool = False,
 ) -> BuildResult:
     """The body of :func:`build`; ``stage(folder)`` gives the temporary folder that replaces ``folder`` at the end."""
     fps = stage_fingerprints(config)
@@ -219,16 +258,26 @@ def _build_stages(
 
     start = time.perf_counter()
     float_dir = root / "float"
-    if not force and reusable(float_dir, fps["train"], MODEL_FILE):
-        log.info("reusing the trained float model from %s (same images and training settings; --force trains again)", float_dir)
-        float_model, info = load_keras_artifact(float_dir, trust_model=trust_model)
+    cached = None if force else cache.lookup("train", fps["train"], MODEL_FILE)
+    if cache.enabled and not force and (reusable(float_dir, fps["train"], MODEL_FILE) or cached is not None):
+        source_dir = float_dir if reusable(float_dir, fps["train"], MODEL_FILE) else cached
+        log.info("reusing the trained float model from %s (same images and training settings; --force or --no-cache trains again)", source_dir)
+        cache.note("train", fingerprint=fps["train"], reused=str(source_dir.relative_to(root)))
+        float_model, info = load_keras_artifact(source_dir, trust_model=trust_model)
         class_names, contract = info.class_names, info.contract
         split = load_split(config.data, contract.hw, channels=contract.channels)
-        float_file = float_dir / MODEL_FILE
+        if source_dir != float_dir:
+            _from_cache(source_dir, stage(float_dir))
+        float_file = source_dir / MODEL_FILE
     else:
-        trained = train(config, stage(float_dir), force=True, progress=progress, run_fingerprint=fps["train"], trust_model=trust_model)
+        trained = train(
+            config, stage(float_dir), force=True, progress=progress, run_fingerprint=fps["train"], trust_model=trust_model,
+            checkpoint_dir=cache.checkpoint_dir("train", fps["train"]), resume=cache.enabled and not force, keep_checkpoints=True,
+        )
         float_model, class_names, contract, split = trained.model, trained.class_names, trained.contract, trained.split
         float_file = Path(trained.out_dir) / MODEL_FILE
+        cache.store("train", fps["train"], Path(trained.out_dir))
+        cache.note("train", fingerprint=fps["train"], reused=None, resumed=trained.resumed)
     qat_fp = after_parent(fps["qat"], float_file)  # a QAT folder made from another float model is stale
     timings["train_s"] = time.perf_counter() - start
 
@@ -237,18 +286,33 @@ def _build_stages(
     if target.needs_quantized_model:
         mode = QuantMode(config.qat.mode)
         qat_dir = root / "qat"
-        if mode is QuantMode.qat and not force and reusable(qat_dir, qat_fp, qat_stage.QAT_MODEL_FILE):
-            log.info("reusing the QAT model from %s (made from this float model with the same QAT settings)", qat_dir)
-            quant_model, _ = load_keras_artifact(qat_dir, trust_model=trust_model)
+        cached = None if force or mode is not QuantMode.qat else cache.lookup("qat", qat_fp, qat_stage.QAT_MODEL_FILE)
+        if mode is QuantMode.qat and cache.enabled and not force and (reusable(qat_dir, qat_fp, qat_stage.QAT_MODEL_FILE) or cached is not None):
+            source_dir = qat_dir if reusable(qat_dir, qat_fp, qat_stage.QAT_MODEL_FILE) else cached
+            log.info("reusing the QAT model from %s (made from this float model with the same QAT settings)", source_dir)
+            cache.note("qat", fingerprint=qat_fp, reused=str(source_dir.relative_to(root)))
+            quant_model, _ = load_keras_artifact(source_dir, trust_model=trust_model)
             quant_acc = accuracy(quant_model, split.val, contract)
+            if source_dir != qat_dir:
+                _from_cache(source_dir, stage(qat_dir))
         else:
             float_copy = _clone(float_model)
+            checkpoints = RunCheckpoints(
+                cache.checkpoint_dir("qat", qat_fp) if mode is QuantMode.qat else None, qat_fp,
+                write_folder=None if cache.writer else Path(tempfile.mkdtemp(prefix="edgetl-worker-")),
+                resume=cache.enabled and not force,
+            )
             result = qat_stage.qat(
                 config, float_copy, class_names=class_names, contract=contract, split=split,
                 out_dir=stage(qat_dir) if mode is QuantMode.qat else None, force=True, progress=progress,
-                run_fingerprint=qat_fp,
+                run_fingerprint=qat_fp, checkpoints=checkpoints,
             )
             quant_model, quant_acc = result.model, result.val_accuracy
+            if result.out_dir is not None:
+                cache.store("qat", qat_fp, Path(result.out_dir))
+                cache.note("qat", fingerprint=qat_fp, reused=None, resumed=list(checkpoints.resumed))
+            if not cache.writer:
+                checkpoints.clear()
     timings["qat_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -333,6 +397,9 @@ def _build_stages(
                 "fingerprint": fps["export"],
                 "data_split": split_record(config.data, split),  # `edgetl eval --split val` selects these images again
                 "stage_fingerprints": {"train": fps["train"], "qat": qat_fp if mode is QuantMode.qat else None, "float_model_sha256": file_sha256(float_file)},
+                # the stage cache: the key of this build (its export fingerprint) and what each stage reused or resumed
+                "cache": {"key": fps["export"], "folder": str(cache.folder.relative_to(root)), "enabled": cache.enabled, "stages": cache.record},
+                "training": training_record(float_file.parent),
                 "name": root.name,
                 "quantization_mode": shipped_mode.value if shipped_mode else None,
                 "accuracy": accuracy_block,
@@ -372,6 +439,16 @@ def _build_stages(
         "packages": {name: str(target_dir / entry["folder"]) for name, entry in meta.get("packages", {}).items()},
     }
     return BuildResult(target_dir, final, target.name, summary, timings)
+
+
+def training_record(float_dir: Path) -> dict[str, Any] | None:
+    """The float stage's ``training`` record (strategy, replicas, batch and learning-rate scaling,
+    mixed precision, XLA); None for a float model made before edgetl recorded it."""
+    try:
+        record = _fs.read_json(float_dir / _fs.MARKER).get("training")
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _clone(model):

@@ -154,7 +154,8 @@ def build_classifier(
     for index, units in enumerate(head_units, start=1):
         x = k.layers.Dense(int(units), activation="relu", name=hidden_layer_name(index))(x)
     x = k.layers.Dropout(dropout, name="edgetl_dropout")(x)
-    outputs = k.layers.Dense(num_classes, activation="softmax", name="edgetl_logits")(x)
+    # float32 even under a mixed_float16 policy (train.mixed_precision): a float16 softmax loses small probabilities
+    outputs = k.layers.Dense(num_classes, activation="softmax", name="edgetl_logits", dtype="float32")(x)
     return BuiltBackbone(k.Model(base.input, outputs, name=f"edgetl_{spec.name}"), contract)
 
 
