@@ -257,7 +257,6 @@ def _train(
     set_seed(config.data.seed)
     strategy = distribute.make_strategy(config.train.strategy)
     dist = distribute.describe(strategy, config)
-    log_distribution(dist)
     with strategy.scope(), distribute.precision(config.train.mixed_precision):  # may fetch ImageNet weights: fail before writing anything
         model, contract = build_classifier(
             spec, len(split.class_names), input_size, alpha, config.model.weights, config.model.dropout, channels=config.model.channels,
@@ -288,6 +287,7 @@ def log_distribution(dist: distribute.Distribution) -> None:
 
 def _fit_and_write(config, out_dir, force, progress, run_fingerprint, spec, split, model, contract, strategy, dist, checkpoints) -> TrainResult:
     out_dir = _fs.prepare_output_dir(Path(out_dir), run_fingerprint, force=force, what="training run")
+    log_distribution(dist)  # once every check has passed, as the class counts below
     weights_used = report_classes(split, config)  # once every check has passed: a refusal stays one line
     if from_scratch(config) and (config.train.patience < 6 or config.train.fine_tune_epochs < 20):
         # a training run's advice; fit_transfer stays quiet (experiments and the demo's baseline choose short runs on purpose)

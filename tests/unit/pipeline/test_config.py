@@ -75,3 +75,26 @@ def test_stage_fingerprints_separate_stages(tmp_path):
     assert a["export"] != c["export"]
     (tmp_path / "new.png").write_bytes(b"x")  # the images changed: retrain
     assert stage_fingerprints(base)["train"] != a["train"]
+
+
+def test_the_stage_cache_key_follows_image_content_not_timestamps(tmp_path):
+    import os
+
+    from edgetl.core.fingerprint import stage_fingerprints
+
+    (tmp_path / "cat").mkdir()
+    image = tmp_path / "cat" / "a.png"
+    image.write_bytes(b"first version")
+    base = resolve_config(None, {"data.path": str(tmp_path)})
+    before = stage_fingerprints(base)
+    stat = image.stat()
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))  # touched: same bytes
+    assert stage_fingerprints(base)["train"] == before["train"], "a touched image retrained"
+    image.write_bytes(b"other version")  # same size, then the old timestamps put back
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert stage_fingerprints(base)["train"] != before["train"], "one changed image must retrain"
+    # how the images are read (the decode cache, --no-cache) does not change what is trained
+    no_decode_cache = resolve_config(None, {"data.path": str(tmp_path), "data.decode_cache": False})
+    assert stage_fingerprints(no_decode_cache)["train"] == stage_fingerprints(base)["train"]
+    mixed = resolve_config(None, {"data.path": str(tmp_path), "train.mixed_precision": True})
+    assert stage_fingerprints(mixed)["train"] != stage_fingerprints(base)["train"], "mixed precision trains a different model"
