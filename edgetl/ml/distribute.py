@@ -39,7 +39,11 @@ log = logging.getLogger(__name__)
 #: Environment variable: split the CPU into this many logical devices (``--strategy mirrored`` without GPUs).
 CPU_REPLICAS_ENV = "EDGETL_CPU_REPLICAS"
 
-_multiworker = None  # one MultiWorkerMirroredStrategy per process: TensorFlow refuses a second one
+#: One strategy of each kind per process, shared by training and QAT: TensorFlow refuses a second
+#: MultiWorkerMirroredStrategy, and two MirroredStrategy objects hand out the same collective
+#: instance keys, so the second one's all-reduce meets the first one's tensors ("Shape mismatch in
+#: the collective instance").
+_strategies: dict[Strategy, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -136,14 +140,18 @@ def make_strategy(kind: Strategy | str):
     Raises:
         ConfigError: ``multiworker`` without a usable ``TF_CONFIG``.
     """
-    global _multiworker
     kind = Strategy(kind)
-    t = tf()
     if kind is Strategy.multiworker:
         parse_tf_config(os.environ.get("TF_CONFIG"))
-        if _multiworker is None:
-            _multiworker = t.distribute.MultiWorkerMirroredStrategy()
-        return _multiworker
+    if kind not in _strategies:
+        _strategies[kind] = _new_strategy(kind)
+    return _strategies[kind]
+
+
+def _new_strategy(kind: Strategy):
+    t = tf()
+    if kind is Strategy.multiworker:
+        return t.distribute.MultiWorkerMirroredStrategy()
     configure_cpu_replicas()
     gpus = t.config.list_logical_devices("GPU")
     if kind is Strategy.one or (kind is Strategy.auto and len(gpus) < 2):
