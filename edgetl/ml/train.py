@@ -266,9 +266,8 @@ def _train(
         checkpoint_dir = Path(out_dir).parent / f".{Path(out_dir).name}.resume"
     with contextlib.ExitStack() as scratch_out:
         own_checkpoints = None
-        if not dist.chief:  # a non-chief worker writes what the chief writes (saving takes part in collectives), then deletes it
-            scratch = Path(scratch_out.enter_context(tempfile.TemporaryDirectory(prefix="edgetl-worker-")))
-            out_dir, own_checkpoints = scratch / "run", scratch / "checkpoints"
+        if not dist.chief:  # a non-chief worker saves checkpoints too (saving takes part in collectives), into its own scratch folder
+            own_checkpoints = Path(scratch_out.enter_context(tempfile.TemporaryDirectory(prefix="edgetl-worker-"))) / "checkpoints"
         checkpoints = RunCheckpoints(checkpoint_dir, run_fingerprint, write_folder=own_checkpoints, resume=resume)
         result = _fit_and_write(config, out_dir, force, progress, run_fingerprint, spec, split, model, contract, strategy, dist, checkpoints)
         if not keep_checkpoints:

@@ -27,8 +27,8 @@ while it writes, so two processes never write the same folder.
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -161,13 +161,21 @@ def train(
     Raises:
         ConfigError, DataError, OutputExistsError.
     """
-    from edgetl.ml.distribute import is_writer
-    from edgetl.ml.train import train as run_train  # TensorFlow: imported when training runs
+    from edgetl.ml.distribute import is_writer  # TensorFlow: imported when training runs
+    from edgetl.ml.train import train as run_train
 
     if no_cache:  # start over: no epoch checkpoint resumed, images decoded again
         config = config.model_copy(update={"data": config.data.model_copy(update={"decode_cache": False})})
-    # a multi-worker task other than the chief writes into a temporary folder: it takes no lock on `out`
-    with _fs.output_lock(out) if is_writer(config) else contextlib.nullcontext():
+    if not is_writer(config):
+        # a multi-worker task other than the chief: it writes what the chief writes (saving a model reads mirrored
+        # BatchNorm statistics, a collective) into a temporary folder, deleted when training ends; no lock on `out`
+        with tempfile.TemporaryDirectory(prefix="edgetl-worker-") as scratch:
+            checkpoints = Path(out).parent / f".{Path(out).name}.resume"  # the chief's: every worker resumes from them
+            return run_train(
+                config, Path(scratch) / "run", force=force, progress=progress, trust_model=trust_model, resume=not no_cache,
+                checkpoint_dir=checkpoints,
+            )
+    with _fs.output_lock(out):
         return run_train(config, out, force=force, progress=progress, trust_model=trust_model, resume=not no_cache)
 
 

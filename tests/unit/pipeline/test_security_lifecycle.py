@@ -110,7 +110,13 @@ def _patch_stages(monkeypatch, *, qat_raises: type[BaseException] = _Reached) ->
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and "logs" not in p.parts}
+    """The build's files; not its stage cache (``.edgetl-cache/``), which keeps every finished stage, an
+    interrupted build's too: that is how the next run resumes."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "logs" not in p.parts and ".edgetl-cache" not in p.parts
+    }
 
 
 def test_interrupted_forced_rebuild_leaves_the_previous_build_intact(previous_build, monkeypatch):
