@@ -142,6 +142,9 @@ def build(
         show_build_steps(verbose)
         with RichProgress() as progress:
             result = api.build(cfg, force=force, progress=progress, trust_model=trust_model, no_cache=no_cache)
+        if not result.summary.get("written", True):  # a multi-worker task other than the chief
+            console.print(f"worker trained in step with the chief; it wrote nothing (the chief writes {display_safe(result.out_dir)})")
+            return
         print_build_summary(result)
 
 

@@ -114,6 +114,9 @@ def train(
 
         with RichProgress() as progress:
             result = api.train(cfg, out, force=force, progress=progress, trust_model=trust_model, no_cache=no_cache)
+        if result.training.get("chief") is False:
+            console.print(f"worker trained in step with the chief; it wrote nothing (the chief writes {display_safe(out)})")
+            return
         balanced = f" (balanced accuracy [bold]{pct(result.val_balanced_accuracy)}[/], classes imbalanced {result.imbalance:.1f}:1)" if result.imbalanced else ""
         console.print(f"trained {cfg.model.name}: validation top-1 [bold]{pct(result.val_accuracy)}[/]{balanced} -> {display_safe(result.out_dir)}")
 

@@ -124,6 +124,7 @@ class TrainResult:
     val_balanced_accuracy: float = float("nan")
     class_weights: list[float] | None = None
     resumed: list[str] = field(default_factory=list)  # what this run took from an earlier, interrupted one
+    training: dict[str, Any] = field(default_factory=dict)  # the strategy, replicas and scaling (edgetl.json's ``training``)
 
     @property
     def model_path(self) -> Path:
@@ -307,6 +308,7 @@ def _fit_and_write(config, out_dir, force, progress, run_fingerprint, spec, spli
         fitted.phase3, fitted.val_balanced_accuracy, weights_used,
     )
     result.resumed = list(checkpoints.resumed)
+    result.training = dist.to_dict()
     write_run(result, spec, config, run_fingerprint, fitted.trainable, dist)
     return result
 

@@ -145,6 +145,7 @@ def build(
 
         cache = StageCache(root, writer=writer, enabled=not no_cache)
         result = _build_stages(config, target, root, tracked, cache, force=force, progress=progress, trust_model=trust_model)
+        result.summary["written"] = writer  # False: a multi-worker task other than the chief, whose stages were scratch
         kept = keep_foreign(staged)  # before staged_dirs swaps the folders in, when this block ends
         if kept:
             result.summary["kept"] = [str(path) for path in kept]

@@ -148,7 +148,9 @@ def test_two_worker_processes_match_one_device_and_only_the_chief_writes(setup):
     # only the chief wrote: the build folder and its lock, nothing beside them; the other worker's scratch is gone
     assert sorted(p.name for p in out.iterdir()) == [".shapes.lock", "shapes"]
     assert set(Path(tempfile.gettempdir()).glob("edgetl-worker-*")) <= scratch_before, "a worker left its scratch folder"
-    assert "writes nothing" in results[1][1] + results[1][0]
+    said = " ".join((results[1][0] + results[1][1]).split())  # rich wraps lines
+    assert "worker 1 of 2 (writes nothing)" in said and "it wrote nothing" in said, said[-1500:]
+    assert "worker 0 of 2 (chief: writes the files)" in " ".join(results[0][1].split())
 
 
 def test_mixed_precision_and_xla_training_match_float32(setup):
