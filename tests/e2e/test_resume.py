@@ -38,12 +38,12 @@ batch_size = 16
 [train]
 head_epochs = 2
 head_lr = 3e-3
-fine_tune_epochs = 12
-patience = 12
+fine_tune_epochs = 6
+patience = 6
 augment = false
 schedule = "cosine"
 [qat]
-epochs = 4
+epochs = 3
 lr = 1e-4
 [export]
 representative_samples = 16
@@ -122,7 +122,7 @@ def test_interrupted_builds_resume_where_they_stopped(tmp_path):
     assert "phase1: finished" in float_meta["resumed"]
     assert f"phase2: from epoch {stopped_at + 1}" in float_meta["resumed"]
     history = json.loads((finished_train[0] / "history.json").read_text())
-    assert history["phase"].count("fine_tune") == 12 and history["phase"].count("head") == 2, "epochs lost or repeated across the resume"
+    assert history["phase"].count("fine_tune") == 6 and history["phase"].count("head") == 2, "epochs lost or repeated across the resume"
     assert not list(cache.glob("train-*.epochs")), "the finished stage's checkpoints were not removed"
 
     # 3. Again: training is reused, QAT resumes; SIGTERM once export has begun.
