@@ -39,7 +39,7 @@ from edgetl.core.contract import as_hw
 from edgetl.core.digests import cache_root, file_digests
 from edgetl.core.errors import DataError
 from edgetl.core.fs import atomic_path, write_json
-from edgetl.data.folder import FolderScan, _files_in, class_dirs
+from edgetl.data.folder import FolderScan, list_candidates
 from edgetl.data.images import Size, SkippedFile, decode_all, describe_skipped, max_image_pixels, resample_filter
 
 log = logging.getLogger(__name__)
@@ -111,26 +111,7 @@ def load_folder(
     """
     root = Path(root)
     resample = resample_filter(resize)
-    dirs = class_dirs(root)
-    folder_classes = [d.name for d in dirs]
-    if class_names is None:
-        names = folder_classes
-    else:
-        names = list(class_names)
-        unknown = [c for c in folder_classes if c not in names]
-        if unknown:
-            raise DataError(
-                f"data folder {root} has class folder(s) {unknown} that the model does not know "
-                f"(its classes: {names}); remove or rename them"
-            )
-    candidates: list[Path] = []
-    candidate_labels: list[int] = []
-    skipped: list[SkippedFile] = []
-    for class_dir in dirs:
-        images, others = _files_in(class_dir)
-        candidates.extend(images)
-        candidate_labels.extend([names.index(class_dir.name)] * len(images))
-        skipped.extend(others)
+    names, folder_classes, candidates, candidate_labels, skipped = list_candidates(root, class_names)
 
     limit = max_image_pixels()
     key = entry_key(_digests(candidates), input_size, resize, channels, limit)

@@ -170,6 +170,36 @@ def _files_in(class_dir: Path) -> tuple[list[Path], list[SkippedFile]]:
     return images, others
 
 
+def list_candidates(root: Path, class_names: list[str] | None) -> tuple[list[str], list[str], list[Path], list[int], list[SkippedFile]]:
+    """The class names (the folder's, or ``class_names``), the class folders' names, the image files to
+    decode (with their labels) and the files skipped by name.
+
+    Raises:
+        DataError: a class folder that ``class_names`` (a model's classes) does not have.
+    """
+    dirs = class_dirs(root)
+    folder_classes = [d.name for d in dirs]
+    if class_names is None:
+        names = folder_classes
+    else:
+        names = list(class_names)
+        unknown = [c for c in folder_classes if c not in names]
+        if unknown:
+            raise DataError(
+                f"data folder {root} has class folder(s) {unknown} that the model does not know "
+                f"(its classes: {names}); remove or rename them"
+            )
+    candidates: list[Path] = []
+    candidate_labels: list[int] = []
+    skipped: list[SkippedFile] = []
+    for class_dir in dirs:
+        images, others = _files_in(class_dir)
+        candidates.extend(images)
+        candidate_labels.extend([names.index(class_dir.name)] * len(images))
+        skipped.extend(others)
+    return names, folder_classes, candidates, candidate_labels, skipped
+
+
 def scan_and_load(
     root: str | Path,
     *,
@@ -184,28 +214,7 @@ def scan_and_load(
     """Scan (and, with ``input_size``, load as ``channels``-channel pixels) a folder, decoding each image once."""
     root = Path(root)
     resample = resample_filter(resize) if input_size is not None else None
-    dirs = class_dirs(root)
-    folder_classes = [d.name for d in dirs]
-    if class_names is None:
-        names = folder_classes
-    else:
-        names = list(class_names)
-        unknown = [c for c in folder_classes if c not in names]
-        if unknown:
-            raise DataError(
-                f"data folder {root} has class folder(s) {unknown} that the model does not know "
-                f"(its classes: {names}); remove or rename them"
-            )
-
-    candidates: list[Path] = []
-    candidate_labels: list[int] = []
-    skipped: list[SkippedFile] = []
-    for class_dir in dirs:
-        images, others = _files_in(class_dir)
-        candidates.extend(images)
-        candidate_labels.extend([names.index(class_dir.name)] * len(images))
-        skipped.extend(others)
-
+    names, folder_classes, candidates, candidate_labels, skipped = list_candidates(root, class_names)
     results = decode_all(candidates, input_size, resample, verify, channels)
     paths: list[Path] = []
     labels: list[int] = []
