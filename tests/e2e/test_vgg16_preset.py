@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
+@pytest.mark.matrix  # with the per-backbone matrix, by hand (-m matrix): CI's hour went to issue 16's multi-process tests
 def test_seed_vgg16_builds_through_qat_to_int8_tflite_and_onnx(tmp_path):
     import onnxruntime as ort
     from ai_edge_litert.interpreter import Interpreter
