@@ -37,10 +37,9 @@ import PIL
 
 from edgetl.core.contract import as_hw
 from edgetl.core.digests import cache_root, file_digests
-from edgetl.core.errors import DataError
 from edgetl.core.fs import atomic_path, write_json
-from edgetl.data.folder import FolderScan, list_candidates
-from edgetl.data.images import Size, SkippedFile, decode_all, describe_skipped, max_image_pixels, resample_filter
+from edgetl.data.folder import FolderScan, finish_scan, list_candidates
+from edgetl.data.images import Size, SkippedFile, decode_all, max_image_pixels, resample_filter
 
 log = logging.getLogger(__name__)
 
@@ -156,40 +155,9 @@ def _finish_scan(
     *,
     strict: bool,
 ) -> FolderScan:
-    # The checks and messages of edgetl.data.folder.scan_and_load (require_usable=True), on cached results.
-    counts = {name: 0 for name in names}
-    for label in labels:
-        counts[names[label]] += 1
-    if strict and unreadable:
-        raise DataError(
-            f"{len(unreadable)} unreadable image file(s) in {root}: {describe_skipped(unreadable)}; "
-            "fix or remove them, or turn strict off to skip them"
-        )
-    skipped = sorted(skipped + unreadable, key=lambda s: str(s.path))
-    if skipped:
-        log.warning("skipped %d file(s) in %s: %s", len(skipped), root, describe_skipped(skipped))
-    scan = FolderScan(
-        root=root,
-        class_names=names,
-        paths=paths,
-        labels=np.asarray(labels, dtype=np.int64),
-        skipped=skipped,
-        sizes=collections.Counter({(int(w), int(h)): int(n) for w, h, n in meta["sizes"]}),
-        modes=collections.Counter({str(m): int(n) for m, n in meta["modes"].items()}),
-        counts=counts,
-    )
-    empty = [c for c in folder_classes if counts[c] == 0]
-    if empty:
-        raise DataError(
-            f"class folder(s) {[str(root / c) for c in empty]} have no readable images; "
-            "add images or remove the folder(s)"
-        )
-    if class_names is None and len(folder_classes) < 2:
-        raise DataError(
-            f"data folder {root} has {len(folder_classes)} class folder(s) ({folder_classes}); "
-            "a classifier needs at least 2: add a subfolder per class"
-        )
-    return scan
+    sizes = collections.Counter({(int(w), int(h)): int(n) for w, h, n in meta["sizes"]})
+    modes = collections.Counter({str(m): int(n) for m, n in meta["modes"].items()})
+    return finish_scan(root, names, folder_classes, class_names, paths, labels, skipped, unreadable, sizes, modes, strict=strict)
 
 
 # ----------------------------------------------------------------------------- entries on disk

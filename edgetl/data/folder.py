@@ -200,6 +200,47 @@ def list_candidates(root: Path, class_names: list[str] | None) -> tuple[list[str
     return names, folder_classes, candidates, candidate_labels, skipped
 
 
+def finish_scan(
+    root: Path, names: list[str], folder_classes: list[str], class_names: list[str] | None, paths: list[Path], labels: list[int],
+    skipped: list[SkippedFile], unreadable: list[SkippedFile], sizes: collections.Counter, modes: collections.Counter, *,
+    strict: bool, require_usable: bool = True,
+) -> FolderScan:
+    """The :class:`FolderScan` of the readable ``paths``, after the checks every loader makes: unreadable
+    files under ``strict``, and (``require_usable``) a class with no readable image or fewer than 2 classes.
+
+    Raises:
+        DataError: one of those checks failed.
+    """
+    counts = {name: 0 for name in names}
+    for label in labels:
+        counts[names[label]] += 1
+    if strict and unreadable:
+        raise DataError(
+            f"{len(unreadable)} unreadable image file(s) in {root}: {describe_skipped(unreadable)}; "
+            "fix or remove them, or turn strict off to skip them"
+        )
+    skipped = sorted(skipped + unreadable, key=lambda s: str(s.path))
+    if skipped:
+        logger.warning("skipped %d file(s) in %s: %s", len(skipped), root, describe_skipped(skipped))
+    scan = FolderScan(
+        root=root, class_names=names, paths=paths, labels=np.asarray(labels, dtype=np.int64), skipped=skipped,
+        sizes=sizes, modes=modes, counts=counts,
+    )
+    if require_usable:
+        empty = [c for c in folder_classes if counts[c] == 0]
+        if empty:
+            raise DataError(
+                f"class folder(s) {[str(root / c) for c in empty]} have no readable images; "
+                "add images or remove the folder(s)"
+            )
+        if class_names is None and len(folder_classes) < 2:
+            raise DataError(
+                f"data folder {root} has {len(folder_classes)} class folder(s) ({folder_classes}); "
+                "a classifier needs at least 2: add a subfolder per class"
+            )
+    return scan
+
+
 def scan_and_load(
     root: str | Path,
     *,
@@ -231,41 +272,9 @@ def scan_and_load(
         pixels.append(result.pixels)
         sizes[result.size] += 1
         modes[result.mode] += 1
-    counts = {name: 0 for name in names}
-    for label in labels:
-        counts[names[label]] += 1
-
-    if strict and unreadable:
-        raise DataError(
-            f"{len(unreadable)} unreadable image file(s) in {root}: {describe_skipped(unreadable)}; "
-            "fix or remove them, or turn strict off to skip them"
-        )
-    skipped = sorted(skipped + unreadable, key=lambda s: str(s.path))
-    if skipped:
-        logger.warning("skipped %d file(s) in %s: %s", len(skipped), root, describe_skipped(skipped))
-
-    scan = FolderScan(
-        root=root,
-        class_names=names,
-        paths=paths,
-        labels=np.asarray(labels, dtype=np.int64),
-        skipped=skipped,
-        sizes=sizes,
-        modes=modes,
-        counts=counts,
+    scan = finish_scan(
+        root, names, folder_classes, class_names, paths, labels, skipped, unreadable, sizes, modes, strict=strict, require_usable=require_usable,
     )
-    if require_usable:
-        empty = [c for c in folder_classes if counts[c] == 0]
-        if empty:
-            raise DataError(
-                f"class folder(s) {[str(root / c) for c in empty]} have no readable images; "
-                "add images or remove the folder(s)"
-            )
-        if class_names is None and len(folder_classes) < 2:
-            raise DataError(
-                f"data folder {root} has {len(folder_classes)} class folder(s) ({folder_classes}); "
-                "a classifier needs at least 2: add a subfolder per class"
-            )
     array = stack_pixels(pixels, input_size, channels) if input_size is not None else None
     return scan, array
 
