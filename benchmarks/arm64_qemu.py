@@ -44,22 +44,30 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from edgetl.bench.emulated import (
+    DEFAULT_MIRROR,
+    GUEST_PYTHON,
+    GUEST_WHEELS,
+    NOT_LATENCY,
+    SUITE,
+    WHEEL_PLATFORMS,
+    SetupError,
+    default_cache,
+    ensure_tools,
+    guest_command,
+    prepare_root,
+    prepare_wheels,
+    qemu_version,
+    run_tool,
+)
+
 REPO = Path(__file__).resolve().parent.parent
 RUNNER = REPO / "edgetl" / "bench" / "board_runner.py"
-DEFAULT_CACHE = Path(os.environ.get("EDGETL_ARM64_CACHE", Path.home() / ".cache" / "edgetl" / "arm64"))
-DEFAULT_MIRROR = os.environ.get("EDGETL_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-SUITE = "bookworm"
-GUEST_PYTHON = "usr/bin/python3.11"
-# The newest versions seen to work under Debian bookworm's qemu-user-static 7.2 (shared/STACK.md):
-# onnxruntime 1.32.0 segfaults at import (1.20.1, 1.22.0, 1.24.1 work), ai-edge-litert 2.3.0 at
-# invoke (1.4.0 works). The x86 side uses this venv's versions: the check is across both.
-GUEST_WHEELS = ("numpy==2.4.6", "onnxruntime==1.24.1", "ai-edge-litert==1.4.0")
-WHEEL_PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64")
+DEFAULT_CACHE = default_cache()
 FLOAT_TOLERANCE = 1e-4
 #: ``edgetl predict`` on an int8 model: the image is decoded, resized and normalised in float on each
 #: machine, and arm64's float rounding (Pillow's resampling, numpy's SIMD) can move one input value
@@ -67,124 +75,9 @@ FLOAT_TOLERANCE = 1e-4
 #: output (scale 1/256). Seen once in CI (max diff 0.00391 on one score, labels equal). The runner
 #: comparison, which feeds both machines the same int8 tensors, stays exact.
 INT8_PREDICT_TOLERANCE = 1 / 256 + 1e-6
-NOT_LATENCY = (
-    "Emulated timings are NOT latency figures: qemu-user translates every arm64 instruction into x86 code, "
-    "so they say nothing about an arm64 board's speed. They only show that the model ran."
-)
 
 log = logging.getLogger("arm64_qemu")
-
-
-class SetupError(Exception):
-    """The emulated root, the wheels or the tools could not be prepared."""
-
-
-def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
-    log.debug("$ %s", " ".join(cmd))
-    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
-    if result.returncode != 0:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
-        raise SetupError(f"{' '.join(cmd[:3])} ... failed (exit {result.returncode}): {' | '.join(tail)}")
-    return result
-
-
-# ----------------------------------------------------------------------------- setup
-def ensure_tools() -> None:
-    """qemu-aarch64-static, debootstrap and dpkg; apt-get installs the first two when missing (as root)."""
-    missing = [pkg for tool, pkg in (("qemu-aarch64-static", "qemu-user-static"), ("debootstrap", "debootstrap"))
-               if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists()]
-    if missing:
-        if os.geteuid() != 0:
-            raise SetupError(f"missing {', '.join(missing)}: sudo apt-get install -y {' '.join(missing)}")
-        log.info("installing %s", " ".join(missing))
-        _run(["apt-get", "update", "-qq"])
-        _run(["apt-get", "install", "-y", "-qq", *missing], env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    if shutil.which("dpkg") is None:
-        raise SetupError("dpkg is missing: this script needs a Debian-based host")
-
-
-def qemu_version() -> str:
-    out = _run([shutil.which("qemu-aarch64-static") or "qemu-aarch64-static", "--version"]).stdout
-    return out.splitlines()[0].strip() if out else "unknown"
-
-
-def _stamp(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def prepare_root(cache: Path, mirror: str) -> tuple[Path, dict]:
-    """The arm64 Debian root (cached); returns it and how long it took to make (from its stamp when cached)."""
-    root = cache / f"debian-{SUITE}-arm64"
-    stamp_path = cache / f"debian-{SUITE}-arm64.json"
-    stamp = _stamp(stamp_path)
-    if stamp and (root / GUEST_PYTHON).exists():
-        return root, {**stamp, "cached": True}
-    if root.exists():
-        shutil.rmtree(root)  # a half-made root from an interrupted run
-    cache.mkdir(parents=True, exist_ok=True)
-    debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
-    start = time.perf_counter()
-    log.info("debootstrap --foreign arm64 %s from %s (first run only)", SUITE, mirror)
-    _run([debootstrap, "--foreign", "--arch=arm64", "--variant=minbase", "--include=python3.11", SUITE, str(root), mirror])
-    debootstrap_s = time.perf_counter() - start
-    debs = sorted((root / "var" / "cache" / "apt" / "archives").glob("*.deb"))
-    if not debs:
-        raise SetupError(f"debootstrap left no .deb files in {root}/var/cache/apt/archives")
-    start = time.perf_counter()
-    for deb in debs:  # the second stage cannot run without binfmt_misc: unpack every package by hand
-        _run(["dpkg", "-x", str(deb), str(root)])
-    unpack_s = time.perf_counter() - start
-    if not (root / GUEST_PYTHON).exists():
-        raise SetupError(f"{root / GUEST_PYTHON} is missing after unpacking {len(debs)} packages")
-    for deb in debs:
-        deb.unlink()  # 40 MB the root does not need once unpacked
-    stamp = {"debootstrap_s": round(debootstrap_s, 1), "unpack_s": round(unpack_s, 1), "packages": len(debs),
-             "mirror": mirror, "made": time.strftime("%Y-%m-%d %H:%M:%S")}
-    stamp_path.write_text(json.dumps(stamp, indent=1))
-    return root, {**stamp, "cached": False}
-
-
-def prepare_wheels(cache: Path) -> tuple[Path, dict]:
-    """aarch64 wheels of :data:`GUEST_WHEELS` unzipped into one folder (cached)."""
-    name = "site-" + "-".join(w.replace("==", "") for w in GUEST_WHEELS)
-    site = cache / name
-    stamp_path = cache / f"{name}.json"
-    stamp = _stamp(stamp_path)
-    if stamp and site.is_dir():
-        return site, {**stamp, "cached": True}
-    if site.exists():
-        shutil.rmtree(site)
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="edgetl-wheels-") as tmp:
-        platforms = [arg for p in WHEEL_PLATFORMS for arg in ("--platform", p)]
-        _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", *platforms,
-              "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "-d", tmp, *GUEST_WHEELS])
-        wheels = sorted(Path(tmp).glob("*.whl"))
-        if len(wheels) != len(GUEST_WHEELS):
-            raise SetupError(f"pip download gave {[w.name for w in wheels]}, expected one wheel per {GUEST_WHEELS}")
-        partial = cache / (name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        for wheel in wheels:
-            with zipfile.ZipFile(wheel) as archive:
-                archive.extractall(partial)
-        for so in partial.rglob("*.so*"):  # zipfile drops the executable bit
-            so.chmod(0o755)
-        partial.rename(site)
-        names = [w.name for w in wheels]
-    stamp = {"wheels": names, "download_and_unzip_s": round(time.perf_counter() - start, 1), "made": time.strftime("%Y-%m-%d %H:%M:%S")}
-    stamp_path.write_text(json.dumps(stamp, indent=1))
-    return site, {**stamp, "cached": False}
-
-
-def guest_command(root: Path, site: Path) -> tuple[list[str], dict[str, str]]:
-    """The command prefix and environment that run the emulated arm64 Python."""
-    qemu = shutil.which("qemu-aarch64-static") or "qemu-aarch64-static"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env.update({"PYTHONPATH": str(site), "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1"})
-    return [qemu, "-L", str(root), str(root / GUEST_PYTHON)], env
+_run = run_tool  # the setup pieces (root, wheels, guest command) live in edgetl.bench.emulated, shared with the arm64-emulated board
 
 
 # ----------------------------------------------------------------------------- models

@@ -736,3 +736,44 @@ def run_cli(*args):
     from edgetl.cli import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
+
+
+#: Headless browsers the report tests open self-contained HTML reports in.
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def chromium() -> str:
+    """A headless browser on PATH; skips the test without one, fails it under ``EDGETL_REQUIRE_CHROMIUM=1`` (CI)."""
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    if os.environ.get("EDGETL_REQUIRE_CHROMIUM") == "1":
+        pytest.fail(f"EDGETL_REQUIRE_CHROMIUM=1 but none of {', '.join(CHROMIUM_NAMES)} is on PATH (apt-get install chromium)")
+    pytest.skip(f"no headless browser: none of {', '.join(CHROMIUM_NAMES)} is on PATH (apt-get install chromium)")
+
+
+def headless(browser: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Run ``browser`` headless with its own profile under ``tmp_path``."""
+    return subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+         f"--user-data-dir={tmp_path / 'profile'}", *args],
+        capture_output=True, text=True, timeout=90,
+    )
+
+
+def html_elements(html: str) -> list[tuple[str, dict[str, str | None]]]:
+    """Every start tag of ``html`` with its attributes, in order."""
+    from html.parser import HTMLParser
+
+    class Elements(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append((tag, dict(attrs)))
+
+    parser = Elements()
+    parser.feed(html)
+    return parser.tags

@@ -14,10 +14,17 @@ then, for ONNX Runtime, a separate profiled session for the per-op-type kernel t
 are synthesised from the declared shapes and dtypes (seeded) or read from ``.npy`` files; the
 first run's outputs can be saved (``.npz``) to compare runtimes or machines.
 
+It also predicts (:func:`predict`, ``--predict``): the model run in batches on a ``.npy`` of ready
+input tensors (preprocessed and quantized by edgetl on the host, so every machine is fed the same
+integers), its raw outputs written to a ``.npy``. That is how ``edgetl eval --remote`` and
+:mod:`edgetl.bench.boards` compute accuracy from outputs made on a board. Files are read with
+``allow_pickle=False``.
+
 Usage (on a board: ``pip install numpy onnxruntime`` or ``pip install numpy ai-edge-litert``)::
 
     python3 remote_runner.py MODEL [--threads 1] [--runs 200 | --duration 10] [--warmup 20]
                              [--input X.npy ...] [--save-outputs OUT.npz] [--result OUT.json]
+    python3 remote_runner.py MODEL --predict INPUTS.npy OUTPUTS.npy [--batch-size 64] [--threads 1]
     python3 remote_runner.py --spec SPEC.json|- [--result OUT.json] [--progress]
     python3 remote_runner.py --check onnxruntime|litert ...
 
@@ -39,8 +46,10 @@ import sys
 import tempfile
 import time
 
-#: Bumped when the spec or the outcome changes shape; the host checks it.
-RUNNER_VERSION = 1
+#: Bumped when the spec or the outcome changes shape; the host checks it. 2: the predict mode.
+RUNNER_VERSION = 2
+#: Samples per invoke when a predict spec names none (what LiteRTModel/ORTModel.predict use).
+DEFAULT_PREDICT_BATCH = 32
 PROGRESS_PREFIX = "@edgetl-progress "
 EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_MISSING = 0, 2, 3, 4
 #: Duration mode stops collecting samples here, whatever the duration (bounds memory and JSON size).
@@ -285,6 +294,16 @@ class _OrtSession:
     def set_shapes(self, shapes) -> None:
         pass  # ONNX Runtime takes the shapes from the arrays of each run
 
+    @property
+    def output_count(self) -> int:
+        return len(self.session.get_outputs())
+
+    def predict_batch(self, n: int, batch_size: int) -> tuple[int, bool]:
+        """(samples per run, pad the last chunk), as ``ORTModel.predict``: a fixed batch dimension is kept and padded to."""
+        dims = self.declared_inputs()[0][1]
+        fixed = dims[0] if dims and dims[0] > 0 else None
+        return (fixed, True) if fixed else (min(n, batch_size), False)
+
     def bind(self, inputs) -> None:
         self._feed = dict(zip(self.input_names, inputs))
 
@@ -365,6 +384,28 @@ class _LiteRTSession:
         except (ValueError, RuntimeError) as exc:
             raise RunnerError("DataError", f"LiteRT cannot run {self.path} with input shapes {list(shapes)}: {_one_line(exc)}") from None
         self._refresh()
+
+    @property
+    def output_count(self) -> int:
+        return len(self.output_indices)
+
+    def predict_batch(self, n: int, batch_size: int) -> tuple[int, bool]:
+        """(samples per invoke, pad the last chunk), as ``LiteRTModel.predict``: the input resized to
+        ``min(n, batch_size)`` rows, or its own batch when the model refuses; the last chunk always padded."""
+        detail = self.input_details[0]
+        current = [int(s) for s in detail["shape"]]
+        batch = min(n, batch_size)
+        if current and current[0] == batch:
+            return batch, True
+        try:
+            self.interpreter.resize_tensor_input(detail["index"], [batch, *current[1:]])
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError):
+            self.interpreter.resize_tensor_input(detail["index"], current)
+            self.interpreter.allocate_tensors()
+            batch = current[0]
+        self._refresh()
+        return batch, True
 
     def bind(self, inputs) -> None:
         self._inputs = [(d["index"], array) for d, array in zip(self.input_details, inputs)]
@@ -642,6 +683,86 @@ def run_spec(spec: dict, report=None) -> dict:
     return {"ok": True, "result": result, "machine": machine_info(), "outputs": digests, "runner_version": RUNNER_VERSION}
 
 
+# ----------------------------------------------------------------------------- prediction
+def _predict(spec: dict) -> dict:
+    """Run a single-input, single-output model over ready input tensors; write its raw outputs.
+
+    Args:
+        spec: ``path``, ``runtime`` (None: by suffix), ``inputs_file`` (a ``.npy`` of the model's input
+            dtype, ``(N, ...)``), ``outputs_file`` (the ``.npy`` to write, ``(N, ...)`` in the output's
+            own dtype), optional ``batch_size`` (samples per invoke) and ``threads``.
+
+    Returns:
+        ``rows``, ``batch``, ``invokes``, ``padded``, ``runtime``, ``runtime_version``, ``provider``,
+        ``output_dtype``, ``output_shape``.
+
+    Raises:
+        RunnerError: a missing package or file, a model with several inputs or outputs, unusable inputs.
+    """
+    path = str(spec["path"])
+    name = spec.get("runtime") or _SUFFIXES.get(os.path.splitext(path)[1].lower())
+    if name is None:
+        raise RunnerError("ConfigError", f"Received {path}: pass the runtime, or a .onnx or .tflite file")
+    runtime = _runtime(str(name))
+    _check_model_file(path)
+    import numpy as np
+
+    batch_size = int(spec.get("batch_size") or DEFAULT_PREDICT_BATCH)
+    if batch_size < 1:
+        raise RunnerError("ConfigError", f"Received batch_size={batch_size}; pass a positive integer")
+    inputs_file, outputs_file = str(spec["inputs_file"]), str(spec["outputs_file"])
+    try:
+        x = np.load(inputs_file, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise RunnerError("DataError", f"cannot read input file {inputs_file}: {_one_line(exc)}") from None
+    threads = spec.get("threads")
+    model = runtime.open(path, int(threads) if threads else None)
+    declared = model.declared_inputs()
+    if len(declared) != 1 or model.output_count != 1:
+        raise RunnerError("DataError", f"predicting needs a model with one input and one output; {path} has "
+                          f"{len(declared)} and {model.output_count}")
+    input_name, dims, dtype = declared[0]
+    if x.dtype != np.dtype(dtype) or x.ndim != len(dims) or x.ndim < 1 or any(
+        want >= 0 and want != got for want, got in zip(dims[1:], x.shape[1:])
+    ):
+        wanted = ", ".join("?" if d < 0 else str(d) for d in dims[1:])
+        raise RunnerError("DataError", f"input file {inputs_file} holds {x.dtype} {list(x.shape)}; input {input_name!r} "
+                          f"of {path} needs {dtype} (N, {wanted})")
+    n = int(x.shape[0])
+    if n == 0:
+        raise RunnerError("DataError", f"input file {inputs_file} holds no samples")
+    batch, pad = model.predict_batch(n, batch_size)
+    x = np.ascontiguousarray(x)
+    results, invokes = [], 0
+    for start in range(0, n, batch):
+        chunk = x[start:start + batch]
+        rows = int(chunk.shape[0])
+        if pad and rows < batch:  # pad the last chunk rather than re-planning, as the host's predict does
+            chunk = np.concatenate([chunk, np.zeros((batch - rows, *chunk.shape[1:]), dtype=chunk.dtype)])
+        model.set_shapes([list(chunk.shape)])
+        model.bind([chunk])
+        try:
+            (out,) = model.run()
+        except Exception as exc:  # noqa: BLE001 - each runtime raises its own types
+            raise RunnerError("ArtifactError", f"{path} failed to run: {_one_line(exc)}") from None
+        results.append(np.array(out[:rows]))  # a copy: LiteRT reuses its output buffer
+        invokes += 1
+    outputs = np.concatenate(results)
+    np.save(outputs_file, outputs, allow_pickle=False)
+    return {"rows": n, "batch": int(batch), "invokes": invokes, "padded": bool(pad and n % batch != 0), "runtime": runtime.name,
+            "runtime_version": runtime.version, "provider": model.provider, "output_dtype": outputs.dtype.name,
+            "output_shape": list(outputs.shape)}
+
+
+def predict(spec: dict) -> dict:
+    """:func:`_predict` wrapped as the outcome JSON object; never raises a :class:`RunnerError`."""
+    try:
+        result = _predict(spec)
+    except RunnerError as exc:
+        return {"ok": False, "error": exc.kind, "message": str(exc), **exc.extra}
+    return {"ok": True, "result": result, "machine": machine_info(), "runner_version": RUNNER_VERSION}
+
+
 # ----------------------------------------------------------------------------- command line
 def spec_for_model(path: str, runtime: str | None, threads: int, warmup: int, runs: int | None,
                    duration_s: float | None, seed: int = 0, profile_runs: int = 20) -> dict:
@@ -686,7 +807,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="remote_runner.py", description="One edgetl benchmark measurement.")
     parser.add_argument("model", nargs="?", help=".onnx or .tflite file (or use --spec)")
     parser.add_argument("--spec", help="measurement spec JSON file, or - for stdin")
-    parser.add_argument("--check", nargs="+", metavar="RUNTIME", help="only check that numpy and these runtimes import")
+    parser.add_argument("--check", nargs="*", metavar="RUNTIME", help="only check that numpy and these runtimes import (none: numpy only)")
     parser.add_argument("--runtime", choices=sorted(_RUNTIMES))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=20)
@@ -696,6 +817,9 @@ def main(argv=None) -> int:
     parser.add_argument("--profile-runs", type=int, default=20)
     parser.add_argument("--input", action="append", default=[], help=".npy file per input, in order (default: synthetic)")
     parser.add_argument("--save-outputs", help="write the first run's outputs to this .npz")
+    parser.add_argument("--predict", nargs=2, metavar=("INPUTS.npy", "OUTPUTS.npy"),
+                        help="run MODEL over these ready input tensors and write its raw outputs (no timing)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_PREDICT_BATCH, help="with --predict: samples per invoke")
     parser.add_argument("--result", help="write the outcome JSON here instead of stdout")
     parser.add_argument("--progress", action="store_true", help="progress lines on stderr")
     args = parser.parse_args(argv)
@@ -704,12 +828,15 @@ def main(argv=None) -> int:
                         "message": f"Python {platform.python_version()} is too old; the runner needs 3.8 or later"}, args.result)
         return EXIT_MISSING
     try:
-        if args.check:
+        if args.check is not None:
             _write_outcome(check_imports(args.check), args.result)
             return EXIT_OK
         if args.spec:
             text = sys.stdin.read() if args.spec == "-" else open(args.spec, encoding="utf-8").read()
             spec = json.loads(text)
+        elif args.model and args.predict:
+            spec = {"mode": "predict", "path": args.model, "runtime": args.runtime, "threads": args.threads,
+                    "inputs_file": args.predict[0], "outputs_file": args.predict[1], "batch_size": args.batch_size}
         elif args.model:
             spec = spec_for_model(args.model, args.runtime, args.threads, args.warmup, args.runs, args.duration,
                                   args.seed, args.profile_runs)
@@ -725,7 +852,10 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as exc:
         _write_outcome({"ok": False, "error": "ConfigError", "message": f"cannot read the spec: {_one_line(exc)}"}, args.result)
         return EXIT_FAILED
-    outcome = run_spec(spec, _progress_to_stderr if args.progress else None)
+    if spec.get("mode") == "predict":
+        outcome = predict(spec)
+    else:
+        outcome = run_spec(spec, _progress_to_stderr if args.progress else None)
     _write_outcome(outcome, args.result)
     if outcome["ok"]:
         return EXIT_OK

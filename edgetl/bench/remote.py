@@ -260,6 +260,7 @@ class RemoteBoard:
         self._sftp: Any = None
         self._tmp: str | None = None
         self._uploaded: dict[Path, str] = {}
+        self._predictions = 0
         self._check: dict[str, Any] = {}
         self.isolation = (
             f"each (artifact, thread count) runs in a fresh Python process on the board {target.url} "
@@ -411,6 +412,60 @@ class RemoteBoard:
         if "machine" in outcome:
             self._check.setdefault("machine", outcome["machine"])
         return outcome["result"]
+
+    def predict(self, model: str | os.PathLike[str], inputs: Any, *, batch_size: int = 64, threads: int | None = None) -> Any:
+        """Run ``model`` over ready input tensors on the board, in a fresh Python process there; its raw outputs.
+
+        The model and a ``.npy`` of ``inputs`` go up over SFTP, the runner's ``predict`` mode runs them in
+        batches of ``batch_size`` (or the model's fixed batch), and the outputs ``.npy`` comes back
+        (read with ``allow_pickle=False``); both ``.npy`` files are removed from the board.
+
+        Args:
+            inputs: ``(N, ...)`` array of the model's input dtype (already preprocessed and quantized).
+
+        Returns:
+            ``(N, ...)`` numpy array in the output tensor's own dtype.
+
+        Raises:
+            RemoteError: the board could not run it (crash, missing Python, SSH failure).
+            ArtifactError, DataError, MissingDependencyError: what the runner reported.
+        """
+        import tempfile
+
+        import asyncssh
+        import numpy as np
+
+        model = Path(model)
+        remote_model = self._upload(model)
+        self._predictions += 1
+        remote_in, remote_out = self._path(f"inputs{self._predictions}.npy"), self._path(f"outputs{self._predictions}.npy")
+        spec = {"mode": "predict", "path": remote_model, "runtime": None, "threads": threads, "inputs_file": remote_in,
+                "outputs_file": remote_out, "batch_size": int(batch_size)}
+        with tempfile.TemporaryDirectory(prefix="edgetl-predict-") as tmp:
+            local_in, local_out = Path(tmp, "inputs.npy"), Path(tmp, "outputs.npy")
+            np.save(local_in, np.ascontiguousarray(inputs), allow_pickle=False)
+            try:
+                self._run(self._sftp.put(str(local_in), remote_in))
+                status, signal_name, stdout, tail = self._run(
+                    self._exec([self.target.python, self._path(RUNNER_NAME), "--spec", "-"], json.dumps(spec))
+                )
+                outcome = self._outcome(f"predicting with {model.name}", status, signal_name, stdout, tail)
+                if not outcome.get("ok"):
+                    raise error_class(outcome.get("error"))(f"on {self.target.address}: {outcome.get('message')}")
+                self._run(self._sftp.get(remote_out, str(local_out)))
+            except asyncssh.Error as exc:
+                raise RemoteError(f"{self.target.address}: {' '.join(str(exc.reason).split())}") from None
+            finally:
+                for name in (remote_in, remote_out):
+                    try:
+                        self._run(self._sftp.remove(name))
+                    except (asyncssh.Error, OSError):
+                        pass  # never written; the temp folder goes at close anyway
+            self._check.setdefault("machine", outcome.get("machine"))
+            try:
+                return np.load(local_out, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise RemoteError(f"the outputs {model.name} gave on {self.target.address} are unreadable: {exc}") from None
 
     def machine(self) -> dict[str, Any]:
         return dict(self._check.get("machine") or {})

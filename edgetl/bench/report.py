@@ -265,7 +265,7 @@ def plots(doc: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 # ----------------------------------------------------------------------------- HTML
-def _html_table(headers: list[str], rows: list[list[str]], table_id: str | None = None) -> str:
+def html_table(headers: list[str], rows: list[list[str]], table_id: str | None = None) -> str:
     """A table in a ``.table-wrap`` box: it scrolls inside the box, never the page, if it is still too wide."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
@@ -285,7 +285,7 @@ def html_latency_rows(doc: dict[str, Any]) -> list[list[str]]:
     return [[*row[:8], f"{row[8]}-{row[9]}", *row[10:]] for row in latency_rows(doc)]
 
 
-_CSS = """
+REPORT_CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; padding: 0 1em; }
 .table-wrap { max-width: 100%; overflow-x: auto; margin: 0.5em 0 1.5em; }
 table { border-collapse: collapse; font-size: 0.8em; }
@@ -300,7 +300,7 @@ footer { font-size: 0.75em; color: #888; margin-top: 3em; }
 """
 
 # Counts the plots with a non-zero rendered size, once the document is parsed and again on load.
-_CHECK_SCRIPT = """
+REPORT_CHECK_SCRIPT = """
 (function () {
   function check() {
     var plots = document.querySelectorAll("figure.plot > svg, figure.plot > img");
@@ -337,13 +337,13 @@ def render_html(doc: dict[str, Any]) -> str:
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>edgetl bench: {html.escape(', '.join(e['label'] for e in entries))}</title>",
-        f"<style>{_CSS}</style></head><body>",
+        f"<style>{REPORT_CSS}</style></head><body>",
         "<h1>edgetl bench</h1>",
         f"<p>{len(entries)} artifact(s) on {html.escape(str(doc['machine']['cpu']))}; latency per call in milliseconds, "
         "each artifact and thread count measured in a fresh process.</p>",
         *[f'<p class="warning"><strong>Warning:</strong> {html.escape(w)}</p>' for w in warnings(doc)],
         "<h2>Latency</h2>",
-        _html_table(HTML_LATENCY_HEADERS, html_latency_rows(doc), table_id="latency"),
+        html_table(HTML_LATENCY_HEADERS, html_latency_rows(doc), table_id="latency"),
     ]
     for title, svg in figures:
         parts.append(f'<figure class="plot">{svg}<figcaption>{html.escape(title)}</figcaption></figure>')
@@ -351,18 +351,18 @@ def render_html(doc: dict[str, Any]) -> str:
         counts = _thread_counts(doc)
         rows = [[label, *[f"{v[t]:.2f}x" if t in v else "" for t in counts]] for label, v in speedups(doc).items()]
         parts += [f"<h2>Speed-up vs {html.escape(entries[0]['label'])} (p50; above 1 is faster)</h2>",
-                  _html_table(["artifact", *[_threads(t) for t in counts]], rows)]
+                  html_table(["artifact", *[_threads(t) for t in counts]], rows)]
     parts.append("<h2>Top ops by time</h2>")
     for entry in entries:
         heading, rows, note = _op_profile_section(entry)
         parts.append(f"<h3>{html.escape(heading)}</h3>")
-        parts.append(_html_table(OP_HEADERS, rows) if rows is not None else f'<p class="op-note">{html.escape(note)}</p>')
-    parts += ["<h2>Inputs (synthetic)</h2>", _html_table(INPUT_HEADERS, _input_rows(doc)), "<h2>How this was measured</h2><ul>"]
+        parts.append(html_table(OP_HEADERS, rows) if rows is not None else f'<p class="op-note">{html.escape(note)}</p>')
+    parts += ["<h2>Inputs (synthetic)</h2>", html_table(INPUT_HEADERS, _input_rows(doc)), "<h2>How this was measured</h2><ul>"]
     parts += [f"<li>{html.escape(line)}</li>" for line in _measured_lines(doc)]
     parts += [
         "</ul><p>Raw per-run samples are in <code>bench.json</code> (<code>edgetl compare A.json B.json</code> uses them).</p>",
         f'<footer><p id="plot-check" data-expected="{len(figures)}">self-check: needs JavaScript</p></footer>',
-        f"<script>{_CHECK_SCRIPT}</script>",
+        f"<script>{REPORT_CHECK_SCRIPT}</script>",
         "</body></html>",
         "",
     ]

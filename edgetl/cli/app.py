@@ -18,6 +18,7 @@ module                 commands
 :mod:`.package`        ``package``
 :mod:`.data`           ``data check``
 :mod:`.experiment`     ``experiment data-efficiency``, ``experiment unfreeze-depth``
+:mod:`.select`         ``select``
 =====================  ==============================================
 """
 
@@ -30,6 +31,7 @@ import typer
 
 from edgetl import __version__
 from edgetl.cli import bench, build, data, device, doctor, experiment, info, package, train
+from edgetl.cli import select as select_cli
 from edgetl.cli.console import console
 from edgetl.cli.errors import run_handling_sigterm
 
@@ -71,6 +73,7 @@ app.command("qat")(train.qat)
 app.command("export")(train.export)
 app.command("eval")(device.eval_cmd)
 app.command("build")(build.build)
+app.command("select")(select_cli.select_cmd)
 app.command("demo")(build.demo)
 app.command("backbones")(info.backbones)
 app.command("bench")(bench.bench_cmd)

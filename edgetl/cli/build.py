@@ -14,6 +14,7 @@ from rich.table import Table
 from edgetl.cli.console import RichProgress, console, err_console, pct, setup_logging
 from edgetl.cli.errors import errors_as_exit, requires_training_stack
 from edgetl.cli.options import (
+    CONFIG_FLAGS,
     AlphaOpt,
     AugmentOpt,
     BackboneOpt,
@@ -58,7 +59,7 @@ from edgetl.core.types import IODType, PackageFor, QuantMode
 
 
 def build(
-    target: Annotated[str | None, typer.Option("--target", help="tflite-int8 (QAT, full-integer), tflite-fp16, tflite-fp32, onnx-int8 (QAT scales, int8 in ONNX Runtime) or onnx-fp32.")] = None,
+    target: Annotated[str | None, typer.Option("--target", help="tflite-int8 (QAT, full-integer), tflite-int16x8 (int16 activations), tflite-dynamic (int8 weights), tflite-fp16, tflite-fp32, onnx-int8 (QAT scales, int8 in ONNX Runtime), onnx-fp32, or auto (the quantization ladder: the fastest variant meeting --max-drop, --budget-ms, --ram-budget, --flash-budget; ships into auto/).")] = None,
     opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset of onnx-* targets (13-18, default 17).")] = None,
     data: DataOpt = None,
     backbone: BackboneOpt = None,
@@ -97,6 +98,18 @@ def build(
     min_images: MinImagesOpt = None,
     strict: StrictOpt = None,
     package: Annotated[list[PackageFor] | None, typer.Option("--package", help="Also bundle the artifact for apps into <target>/package-<for>/ (made by the build, replaced by the next one): c (TFLite Micro, needs tflite-int8), android, ios, python; repeat for several. Budgets: \\[package] in --config.", show_default=False)] = None,
+    max_drop: Annotated[float | None, typer.Option("--max-drop", help="--target auto: held-out top-1 points the shipped variant may lose against the float model.", show_default=False)] = None,
+    budget_ms: Annotated[float | None, typer.Option("--budget-ms", help="--target auto: p50 latency budget on the board, in ms.", show_default=False)] = None,
+    ram_budget: Annotated[str | None, typer.Option("--ram-budget", help="--target auto: TFLite Micro tensor arena budget (256KB, 1MB).", show_default=False)] = None,
+    flash_budget: Annotated[str | None, typer.Option("--flash-budget", help="--target auto: model size budget (256KB, 1MB).", show_default=False)] = None,
+    on: Annotated[str | None, typer.Option("--on", help="--target auto: where to measure: local (default), ssh://user@host[:port] or arm64-emulated.", show_default=False)] = None,
+    threads: Annotated[str | None, typer.Option("--threads", help="--target auto: thread counts to time, e.g. 1,4 (default: 1 and the board's cores).", show_default=False)] = None,
+    variants: Annotated[str | None, typer.Option("--variants", help="--target auto: the rungs to try, e.g. fp32,int8-ptq,int8-qat (default: every rung).", show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="--target auto: make the conversion variants on N local worker processes (dask); timing stays one at a time.", show_default=False)] = None,
+    cluster: Annotated[str | None, typer.Option("--cluster", help="--target auto: make them on a dask cluster: tcp://scheduler:8786 (`dask scheduler`, `dask worker ADDRESS` on each machine).", show_default=False)] = None,
+    identity: Annotated[Path | None, typer.Option("--identity", help="--on ssh://: private key to log in with (default: ssh-agent and ~/.ssh/id_*).", show_default=False)] = None,
+    known_hosts: Annotated[Path | None, typer.Option("--known-hosts", help="--on ssh://: known_hosts file to check the board's host key against (default ~/.ssh/known_hosts).", show_default=False)] = None,
+    remote_python: Annotated[str | None, typer.Option("--remote-python", help="--on ssh://: the board's Python (default python3).", show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved configuration and exit.")] = False,
     deterministic: DeterministicOpt = False,
     trust_model: TrustModelOpt = False,
@@ -122,7 +135,9 @@ def build(
             "export.io_dtype": io_dtype.value if io_dtype else None, "export.opset": opset,
             "package.targets": [p.value for p in package] if package else None,
         })
-        cfg = resolve(config, flags)
+        flags.update(ladder_flags(max_drop, budget_ms, ram_budget, flash_budget, on, threads, variants))
+        flags.update({"ladder.workers": workers, "ladder.cluster": cluster, "ladder.identity": identity, "ladder.known_hosts": known_hosts, "ladder.remote_python": remote_python})
+        cfg = resolve(config, flags, {**CONFIG_FLAGS, **LADDER_FLAGS})
         # the pipeline (pydantic, numpy, TensorFlow for the backbone checks): imported when the command runs, not for --help
         from edgetl.pipeline import api
         from edgetl.pipeline.build import build_name, check_build
@@ -145,7 +160,55 @@ def build(
         if not result.summary.get("written", True):  # a multi-worker task other than the chief
             console.print(f"worker trained in step with the chief; it wrote nothing (the chief writes {display_safe(result.out_dir)})")
             return
+        if "ladder" in result.summary:
+            print_ladder_summary(result)
+            return
         print_build_summary(result)
+
+
+#: Configuration keys of the ladder's flags (bad values are reported by flag).
+LADDER_FLAGS = {
+    "ladder.max_drop": "--max-drop", "ladder.budget_ms": "--budget-ms", "ladder.ram_budget": "--ram-budget",
+    "ladder.flash_budget": "--flash-budget", "ladder.on": "--on", "ladder.threads": "--threads",
+    "ladder.variants": "--variants", "ladder.workers": "--workers", "ladder.cluster": "--cluster", "ladder.identity": "--identity",
+    "ladder.known_hosts": "--known-hosts", "ladder.remote_python": "--remote-python",
+}
+
+
+def ladder_flags(max_drop, budget_ms, ram_budget, flash_budget, on, threads, variants=None) -> dict:
+    """The ``[ladder]`` flags as configuration keys (None: not given)."""
+    from edgetl.bench.options import parse_threads  # light: no runtime imports
+
+    return {
+        "ladder.max_drop": max_drop, "ladder.budget_ms": budget_ms, "ladder.ram_budget": ram_budget,
+        "ladder.flash_budget": flash_budget, "ladder.on": on, "ladder.threads": list(parse_threads(threads)) if threads else None,
+        "ladder.variants": [v.strip() for v in variants.split(",") if v.strip()] if variants else None,
+    }
+
+
+def print_ladder_summary(result) -> None:
+    """``--target auto``: every variant of the ladder with its figures and status, then what shipped."""
+    doc = result.summary["ladder"]
+    t = Table(title=f"edgetl build --target auto -> {display_safe(result.out_dir)} (measured on {display_safe(doc['board']['label'])})")
+    for col, justify in (("variant", "left"), ("status", "left"), ("top-1", "right"), ("drop pts", "right"), ("McNemar p", "right"), ("p50 ms", "right"), ("reason", "left")):
+        t.add_column(col, justify=justify)
+    for v in doc["variants"]:
+        if v["status"] == "not requested":  # --variants left it out; ladder.json lists it
+            continue
+        acc = v.get("accuracy")
+        p50 = ", ".join(f"{r['p50_ms']:.3f}@{r['threads']}" for r in v.get("latency", []))
+        t.add_row(
+            display_safe(v["label"]), v["status"], pct(acc["top1"]) if acc else "", f"{acc['drop_pts']:.1f}" if acc else "",
+            f"{acc['mcnemar_vs_float']['p_value']:.3g}" if acc else "", p50, display_safe(v.get("reason") or ""),
+        )
+    console.print(t)
+    win = doc["winner"]
+    console.print(
+        f"shipped {display_safe(win['label'])} ({win['target']}, {win['threads']} thread{'s' if win['threads'] != 1 else ''}): "
+        f"p50 {win['p50_ms']:.3f} ms, top-1 {pct(win['top1'])} (drop {win['drop_pts']:.1f} pts) -> {display_safe(result.artifact)}",
+        highlight=False,
+    )
+    console.print(f"ladder: {display_safe(result.summary['ladder_json'])}", highlight=False)
 
 
 def demo(

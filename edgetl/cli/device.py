@@ -40,15 +40,33 @@ def eval_cmd(
     strict: Annotated[bool, typer.Option("--strict", help="Fail on unreadable image files.")] = False,
     split: Annotated[str, typer.Option("--split", help="all: every image of --data; val or train: only that part of the split recorded in the artifact's edgetl.json (--data is then the training folder; val reproduces the build's figures).")] = "all",
     trust_model: TrustModelOpt = False,
+    remote: Annotated[str | None, typer.Option("--remote", help="Run the model on a board and compute the figures from its outputs: ssh://user@host[:port] (it needs Python, numpy and the runtime) or arm64-emulated.", show_default=False)] = None,
+    identity: Annotated[Path | None, typer.Option("--identity", help="With --remote: private key to log in with (default: ssh-agent and ~/.ssh/id_*).", show_default=False)] = None,
+    known_hosts: Annotated[Path | None, typer.Option("--known-hosts", help="With --remote: known_hosts file to check the board's host key against (default ~/.ssh/known_hosts).", show_default=False)] = None,
+    insecure_no_host_key_check: Annotated[bool, typer.Option("--insecure-no-host-key-check", help="With --remote: accept any host key. INSECURE: anyone in between can pose as the board.")] = False,
+    remote_python: Annotated[str, typer.Option("--remote-python", help="With --remote: the board's Python.")] = "python3",
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Top-1/top-5, per-class accuracy and confusion matrix, with the artifact's own preprocessing (--split val: the build's held-out images only)."""
+    """Top-1/top-5, per-class accuracy and confusion matrix, with the artifact's own preprocessing (--split val: the build's held-out images only; --remote: outputs made on a board)."""
     setup_logging(verbose)
     with errors_as_exit():
         # the API (numpy, Pillow, the runtimes; no TensorFlow for .tflite/.onnx): imported when the command runs, not for --help
         from edgetl.pipeline import api
 
-        report = api.evaluate(model_path(artifact), data, against=model_path(against) if against else None, strict=strict, trust_model=trust_model, split=split)
+        board = None
+        if remote is not None:
+            from edgetl.bench.boards import ACCEPTED_FORMS, parse_boards
+            from edgetl.core.errors import ConfigError
+
+            boards = parse_boards([remote], identity=identity, known_hosts=known_hosts, insecure=insecure_no_host_key_check, python=remote_python)
+            if len(boards) != 1:
+                raise ConfigError(f"Received --remote {remote!r}: eval runs on one board; pass one of {ACCEPTED_FORMS}")
+            board = boards[0]
+        elif identity or known_hosts or insecure_no_host_key_check or remote_python != "python3":
+            from edgetl.core.errors import ConfigError
+
+            raise ConfigError("--identity, --known-hosts, --insecure-no-host-key-check and --remote-python need --remote ssh://user@host")
+        report = api.evaluate(model_path(artifact), data, against=model_path(against) if against else None, strict=strict, trust_model=trust_model, split=split, board=board)
         if report.data_note:
             err_console.print(f"[yellow]note:[/] {display_safe(report.data_note)}", highlight=False)
         if as_json:
@@ -56,7 +74,8 @@ def eval_cmd(
             return
         m = report.metrics
         part = {"val": " validation", "train": " training"}.get(report.split, "")
-        console.print(f"{display_safe(report.artifact)} ({report.kind}) on {m.num_images}{part} images: top-1 [bold]{pct(m.top1)}[/], top-{m.top_k} {pct(m.top5)}")
+        where = f", outputs made on {display_safe(report.board)}" if report.board else ""
+        console.print(f"{display_safe(report.artifact)} ({report.kind}) on {m.num_images}{part} images{where}: top-1 [bold]{pct(m.top1)}[/], top-{m.top_k} {pct(m.top5)}")
         if report.against:
             a = report.against
             console.print(f"against {display_safe(a['artifact'])}: its top-1 {pct(a['top1'])}, drop {100 * a['top1_drop']:+.1f} points, top-1 agreement {pct(a['top1_agreement'])}")

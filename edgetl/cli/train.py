@@ -182,7 +182,7 @@ def qat(
 
 def export(
     model: Annotated[Path, typer.Option("--model", help="Float or QAT run folder (or .keras/.h5 file with edgetl.json beside it).")],
-    fmt: Annotated[str, typer.Option("--format", help="tflite-int8, tflite-fp16, tflite-fp32, onnx-int8 or onnx-fp32.")] = "tflite-int8",
+    fmt: Annotated[str, typer.Option("--format", help="tflite-int8, tflite-int16x8, tflite-dynamic, tflite-fp16, tflite-fp32, onnx-int8 or onnx-fp32.")] = "tflite-int8",
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset of onnx-* formats (13-18).")] = 17,
     data: DataOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: <model>-<format>).")] = None,

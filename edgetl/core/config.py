@@ -338,6 +338,41 @@ class PackageConfig(_Section):
         return value
 
 
+class LadderConfig(_Section):
+    """``build --target auto``: the budgets the quantization ladder chooses under (see :mod:`edgetl.pipeline.ladder`)."""
+
+    max_drop: float | None = Field(None, ge=0.0, le=100.0, allow_inf_nan=False, description="held-out top-1 points the shipped variant may lose against the float model")
+    budget_ms: float | None = Field(None, gt=0.0, le=3_600_000.0, allow_inf_nan=False, description="p50 latency on the board, in milliseconds; None: no latency budget")
+    ram_budget: str | None = Field(None, description="TFLite Micro tensor arena (256KB, 1MB or bytes; 1 KB = 1024 bytes); None: no RAM budget")
+    flash_budget: str | None = Field(None, description="model file size (same units); None: no flash budget")
+    on: str | None = Field(None, description="where to measure: local (default), ssh://user@host[:port] or arm64-emulated")
+    threads: list[int] | None = Field(None, description="thread counts to time; None: 1 and the board's cores")
+    variants: list[str] | None = Field(None, description="the rungs to try, by name (fp32, int8-ptq, int8-qat, ...); None: every rung")
+    # Where the work runs and how the board is reached: not part of what the ladder chooses (left out of its fingerprint).
+    workers: int = Field(1, ge=1, le=256, description="make the conversion variants on this many local worker processes (dask); 1: here")
+    cluster: str | None = Field(None, description="make them on a dask cluster instead: the scheduler's tcp://host:8786")
+    identity: Path | None = Field(None, description="--on ssh://: private key to log in with (default: ssh-agent and ~/.ssh/id_*)")
+    known_hosts: Path | None = Field(None, description="--on ssh://: known_hosts file to check the board's host key against")
+    remote_python: str | None = Field(None, description="--on ssh://: the board's Python (default python3)")
+
+    @field_validator("ram_budget", "flash_budget")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_size(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("threads")
+    @classmethod
+    def _positive(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or any(not 1 <= t <= MAX_THREADS for t in value)):
+            raise ValueError(f"threads must be a non-empty list of integers from 1 to {MAX_THREADS}")
+        return value
+
+
 class BuildConfig(_Section):
     name: str | None = Field(None, description="build name (one folder name under out); None: the data folder's name")
     out: Path = Field(Path("build"), description="root of build output folders")
@@ -349,6 +384,7 @@ class BuildConfig(_Section):
     export: ExportConfig = Field(default_factory=ExportConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
     package: PackageConfig = Field(default_factory=PackageConfig)
+    ladder: LadderConfig | None = Field(None, description="--target auto only: the quantization ladder's budgets; None: off")
 
     @field_validator("name")
     @classmethod

@@ -46,4 +46,5 @@ class RemoteError(EdgetlError):
 
 
 class BudgetError(EdgetlError):
-    """A model does not fit a stated memory budget (RAM for the tensor arena, flash for the model)."""
+    """A model does not fit a stated budget: memory (RAM for the tensor arena, flash for the model), or, for
+    ``build --target auto``, no variant of the quantization ladder meets the accuracy, latency and memory budgets."""

@@ -119,6 +119,8 @@ def run_jobs(
     import dask
 
     # a crashed worker is a crashed job: say so at once instead of retrying it on another worker
+    # dask's INFO lines ("To route to workers diagnostics ...") would land in the CLI's output
+    logging.getLogger("distributed").setLevel(max(logging.WARNING, logging.getLogger("distributed").level))
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         with _client(distributed, engine) as client:
             log.info("running %d %s on %s", len(items), task, engine.describe())

@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.core.errors import ArtifactError, DataError
+from edgetl.core.errors import ArtifactError, ConfigError, DataError
 from edgetl.core.metadata import ModelInfo
 from edgetl.data.split import ImageData, load_eval_set
 from edgetl.device.heldout import check_split, select
+from edgetl.runtime.classify import checked_scores
 from edgetl.runtime.formats import FORMATS, artifact_kind, check_requirements, model_info_for, open_model, resolve
 
 log = logging.getLogger(__name__)
@@ -53,12 +54,15 @@ class EvalReport:
     against: dict[str, Any] | None = None
     split: str = "all"  # all, train or val: which images of the folder (see edgetl.device.heldout)
     data_note: str | None = None  # one line when the folder changed since the build, else None
+    board: str | None = None  # the board whose outputs gave the figures (edgetl eval --remote); None: this machine
 
     def to_dict(self) -> dict[str, Any]:
         data = {
             "artifact": self.artifact, "kind": self.kind, "split": self.split, **asdict(self.metrics),
             "skipped_files": self.skipped_files, "data_note": self.data_note,
         }
+        if self.board is not None:
+            data["board"] = self.board
         if self.against is not None:
             data["against"] = self.against
         return data
@@ -116,18 +120,33 @@ def load_predictor(artifact: Path, *, num_threads: int | None = None, trust_mode
         model = open_model(artifact, num_threads=num_threads)
 
         def predict(pixels: np.ndarray) -> np.ndarray:
-            scores = model.predict(contract.normalize(pixels))
-            if scores.ndim != 2 or scores.shape[1] != len(info.class_names):  # a corrupt or foreign model
-                raise ArtifactError(
-                    f"{artifact} outputs shape {tuple(scores.shape)}, but its metadata names {len(info.class_names)} classes; "
-                    "the model is corrupt or the labels do not belong to it"
-                )
-            return scores
+            # model.predict = to_input -> invoke in batches -> from_output; a board runs the same steps (edgetl.bench.boards)
+            return checked_scores(model.predict(contract.normalize(pixels)), artifact, info.class_names)
 
         return predict, info, kind
 
     make_predictor = resolve(fmt.predictor)  # registered by module path: imported only for this format
     return make_predictor(artifact, contract, trust_model=trust_model), info, kind
+
+
+def _board_predictor(artifact: Path, board: Any) -> tuple[Predictor, ModelInfo, str]:
+    """:func:`load_predictor`'s triple for an artifact that runs on ``board`` (``.tflite``/``.onnx`` only).
+
+    Raises:
+        ArtifactError: missing file, no metadata.
+        ConfigError: a Keras model or run folder (boards run the TensorFlow-free formats).
+    """
+    if not artifact.exists():
+        raise ArtifactError(f"artifact {artifact} does not exist")
+    fmt = FORMATS.get(artifact_kind(artifact))
+    if fmt.open is None:
+        raise ConfigError(f"Received {artifact} (a {fmt.name} model): a board runs .tflite and .onnx files; export one first (edgetl export)")
+    info = model_info_for(artifact)
+
+    def predict(pixels: np.ndarray) -> np.ndarray:
+        return board.predict_artifact(artifact, pixels, batch_size=64)
+
+    return predict, info, fmt.name
 
 
 def evaluate_predictor(predict: Predictor, pixels: np.ndarray, labels: np.ndarray, class_names: list[str], batch_size: int = 64) -> tuple[Metrics, np.ndarray]:
@@ -142,7 +161,7 @@ def _rows(images: ImageData, indices: np.ndarray) -> ImageData:
 
 def evaluate(
     artifact: Path, data_dir: Path, *, against: Path | None = None, strict: bool = False, num_threads: int | None = None, trust_model: bool = False,
-    split: str = "all",
+    split: str = "all", board: Any | None = None,
 ) -> EvalReport:
     """Evaluate ``artifact`` on the images of ``data_dir`` (class subfolders): all of them, or one part of the build's split.
 
@@ -152,21 +171,30 @@ def evaluate(
         against: a float reference model; adds top-1 agreement and the accuracy drop.
         split: ``all``; or ``val`` / ``train``: only the images of that part of the split the artifact's
             ``edgetl.json`` records (:mod:`edgetl.device.heldout`), so ``val`` reproduces the build's figures.
+        board: where the artifact runs: an object with ``label`` and ``predict_artifact(artifact, pixels, batch_size)``
+            (an :mod:`edgetl.bench.boards` board: same preprocessing, outputs made on the board); None: here.
+            ``against`` is always evaluated here.
 
     Raises:
         ArtifactError, DataError: unusable model or folder.
         ConfigError: an unknown ``split``, or ``val``/``train`` for an artifact that records no split.
     """
     check_split(split)
-    predict, info, kind = load_predictor(artifact, num_threads=num_threads, trust_model=trust_model)
+    if board is None:
+        predict, info, kind = load_predictor(artifact, num_threads=num_threads, trust_model=trust_model)
+    else:
+        predict, info, kind = _board_predictor(Path(artifact), board)
     images, skipped = load_eval_set(Path(data_dir), info.contract.hw, class_names=info.class_names, strict=strict, resize=info.contract.resize, channels=info.contract.channels)
     selection = select(info.extra, Path(data_dir), images.paths, images.y, split)
     if split != "all":
         images = _rows(images, selection.indices)
         if selection.note:  # the CLI shows it (report.data_note); a log line for the Python API
             log.info("%s", selection.note)
-    metrics, probs = evaluate_predictor(predict, images.x, images.y, info.class_names)
-    report = EvalReport(str(artifact), kind, metrics, [str(s.path) for s in skipped], split=split, data_note=selection.note)
+    # a board gets every image in one call (it batches there): one upload and one runner start, not one per 64 images
+    batch_size = max(len(images.x), 1) if board is not None else 64
+    metrics, probs = evaluate_predictor(predict, images.x, images.y, info.class_names, batch_size=batch_size)
+    report = EvalReport(str(artifact), kind, metrics, [str(s.path) for s in skipped], split=split, data_note=selection.note,
+                        board=getattr(board, "label", None) if board is not None else None)
     if against is not None:
         ref_predict, ref_info, ref_kind = load_predictor(against, trust_model=trust_model)
         if ref_info.class_names != info.class_names:

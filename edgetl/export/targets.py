@@ -30,7 +30,7 @@ class TargetSpec:
     Attributes:
         name: ``tflite-int8`` etc.
         format: file family (``tflite``, ``onnx``).
-        dtype: numeric type of weights/compute (``int8``, ``fp16``, ``fp32``).
+        dtype: numeric type of weights/compute (``int8``, ``int16x8``, ``dynamic``, ``fp16``, ``fp32``).
         runtime: runtime that runs and verifies it (``litert``, ``onnxruntime``).
         filename: file name inside the target's output folder.
         needs_quantized_model: True when the QAT model (or PTQ calibration) feeds it.
@@ -73,6 +73,14 @@ _ONNX = "edgetl.export.onnx:export_target"
 for _spec in (
     TargetSpec("tflite-int8", "tflite", "int8", "litert", "model.tflite", True,
                "full-integer int8 (int8 or uint8 input/output); fastest on CPUs, NPUs and microcontrollers",
+               exporter=_TFLITE, verify=AGREEMENT, tolerance=INT8_AGREEMENT_WARN),
+    TargetSpec("tflite-int16x8", "tflite", "int16x8", "litert", "model.tflite", False,
+               "int16 activations, int8 weights, calibrated on training images (float32 input/output); "
+               "closer to float than int8 where activations have outliers, but LiteRT has no fast kernels for it (x86: ~20x slower than fp32)",
+               exporter=_TFLITE, verify=AGREEMENT, tolerance=INT8_AGREEMENT_WARN),
+    TargetSpec("tflite-dynamic", "tflite", "dynamic", "litert", "model.tflite", False,
+               "dynamic-range quantization: int8 weights (a quarter of fp32's size), float activations, float32 input/output; "
+               "on x86 CPUs (XNNPACK) it ran up to 4.6x slower than fp32",
                exporter=_TFLITE, verify=AGREEMENT, tolerance=INT8_AGREEMENT_WARN),
     TargetSpec("tflite-fp16", "tflite", "fp16", "litert", "model.tflite", False,
                "fp16 weights (half the size); on x86 CPUs it runs at fp32 speed",

@@ -1,8 +1,11 @@
-"""Keras -> TFLite: full-integer int8, fp16 weights, fp32.
+"""Keras -> TFLite: full-integer int8, int16 activations with int8 weights (int16x8), dynamic-range
+int8 weights, fp16 weights, fp32.
 
 int8 conversion always gets a representative dataset of training images: PTQ needs it to
 calibrate, and ``TFLITE_BUILTINS_INT8`` demands one even for a QAT model whose ranges are
-already learned (then it only fills ranges tfmot does not track, e.g. the input).
+already learned (then it only fills ranges tfmot does not track, e.g. the input). int16x8 is
+calibrated the same way (its input and output stay float32); dynamic-range quantization stores
+int8 weights and computes in float, so it takes no representative dataset.
 
 The converter gets the model as one frozen inference function, not through
 ``TFLiteConverter.from_keras_model``: that one first writes the Keras model as a SavedModel,
@@ -33,6 +36,9 @@ from edgetl.runtime.tflite_file import add_tflite_metadata
 
 log = logging.getLogger(__name__)
 
+#: Target dtypes whose conversion calibrates activation ranges on representative images.
+CALIBRATED_DTYPES = frozenset({"int8", "int16x8"})
+
 
 def convert(
     model, target: str, *, representative: np.ndarray | None, contract: PreprocessContract, io_dtype: IODType = IODType.int8, route: str = "frozen"
@@ -41,8 +47,8 @@ def convert(
 
     Args:
         model: tf_keras model whose input is the normalized float image.
-        target: ``tflite-int8``, ``tflite-fp16`` or ``tflite-fp32``.
-        representative: uint8 training images (N, H, W, C) for int8 calibration.
+        target: ``tflite-int8``, ``tflite-int16x8``, ``tflite-dynamic``, ``tflite-fp16`` or ``tflite-fp32``.
+        representative: uint8 training images (N, H, W, C) for int8 and int16x8 calibration.
         contract: preprocessing applied to ``representative`` before calibration.
         io_dtype: int8 or uint8 input/output for ``tflite-int8``.
         route: ``"frozen"`` (one frozen inference function; the SavedModel route if that fails)
@@ -56,8 +62,8 @@ def convert(
     spec = TARGETS.get(target)
     if spec.format != "tflite":
         raise ConfigError(f"target {target} is not a TFLite target")
-    if spec.dtype == "int8" and (representative is None or len(representative) == 0):
-        raise ConfigError("int8 export needs representative images: pass --data DIR (training images)")
+    if spec.dtype in CALIBRATED_DTYPES and (representative is None or len(representative) == 0):
+        raise ConfigError(f"{spec.dtype} export needs representative images: pass --data DIR (training images)")
     if route == "frozen":
         try:
             # a failure here is retried by the SavedModel route: its native output only at DEBUG
@@ -67,6 +73,11 @@ def convert(
     elif route != "savedmodel":
         raise ConfigError(f"unknown conversion route {route!r}: use 'frozen' or 'savedmodel'")
     return _convert(t.lite.TFLiteConverter.from_keras_model(model), t, spec, representative, contract, io_dtype, target)
+
+
+def frozen_converter(model):
+    """A ``TFLiteConverter`` over ``model(x, training=False)`` as one frozen concrete function (no SavedModel)."""
+    return _frozen_converter(model)
 
 
 def _frozen_converter(model):
@@ -79,20 +90,33 @@ def _frozen_converter(model):
     return converter
 
 
+def representative_dataset(representative: np.ndarray, contract: PreprocessContract):
+    """The converter's calibration generator: one normalized image at a time."""
+
+    def gen():
+        for i in range(len(representative)):
+            yield [contract.normalize(representative[i : i + 1])]
+
+    return gen
+
+
 def _convert(converter, t, spec, representative, contract, io_dtype, target, native_error_level: int = logging.ERROR) -> bytes:
     if spec.dtype == "int8":
-        samples = representative
-
-        def gen():
-            for i in range(len(samples)):
-                yield [contract.normalize(samples[i : i + 1])]
-
         converter.optimizations = [t.lite.Optimize.DEFAULT]
-        converter.representative_dataset = gen
+        converter.representative_dataset = representative_dataset(representative, contract)
         converter.target_spec.supported_ops = [t.lite.OpsSet.TFLITE_BUILTINS_INT8]
         io = t.int8 if IODType(io_dtype) is IODType.int8 else t.uint8
         converter.inference_input_type = io
         converter.inference_output_type = io
+    elif spec.dtype == "int16x8":
+        # int16 activations, int8 weights; the graph's input/output stay float32 (the ops set has no
+        # int16 IO LiteRT's Python tools and apps expect, and `--io-dtype` speaks of int8/uint8 only)
+        converter.optimizations = [t.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset(representative, contract)
+        converter.target_spec.supported_ops = [t.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    elif spec.dtype == "dynamic":
+        # no representative dataset: with one, Optimize.DEFAULT would quantize activations too
+        converter.optimizations = [t.lite.Optimize.DEFAULT]
     elif spec.dtype == "fp16":
         converter.optimizations = [t.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [t.float16]
@@ -115,8 +139,18 @@ def export_tflite(model, target: str, path: Path, *, class_names: list[str] | No
         kwargs: passed to :func:`convert` (``representative``, ``contract``, ``io_dtype``).
     """
     data = convert(model, target, **kwargs)
+    return write_tflite(data, path, target=target, class_names=class_names, contract=kwargs["contract"])
+
+
+def write_tflite(data: bytes, path: Path, *, target: str, class_names: list[str] | None, contract: PreprocessContract) -> Path:
+    """Write TFLite bytes atomically to ``path``, with the labels and ``contract`` embedded when
+    ``class_names`` is given (see :func:`export_tflite`).
+
+    Raises:
+        ExportError: the metadata cannot be embedded.
+    """
     if class_names is not None:
-        payload = embedded_metadata(class_names, kwargs["contract"], target=target)
+        payload = embedded_metadata(class_names, contract, target=target)
         try:
             data = add_tflite_metadata(data, EMBEDDED_METADATA_NAME, payload)
         except ArtifactError as exc:

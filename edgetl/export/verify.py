@@ -54,6 +54,9 @@ def verify_artifact(
             "int8 rounding changed many predictions; compare its top-1 with the float model's in report.md, and if it lost accuracy, "
             "train longer, raise --qat-epochs or calibrate on more images ([export] representative_samples)"
             if target.dtype == "int8" else
+            f"{target.dtype} quantization changed many predictions: compare its top-1 with the float model's; if it lost accuracy, "
+            "ship tflite-fp16 or tflite-fp32"
+            if target.dtype in ("int16x8", "dynamic") else
             f"{target.dtype} rounding should not change this many: report it with the model's backbone and versions"
         )
         log.warning(

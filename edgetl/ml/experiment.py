@@ -49,6 +49,7 @@ from edgetl.ml.phases import (
     finish_clean,
     fit_on_images,
     is_batchnorm,
+    reestimate_batchnorm,
 )
 from edgetl.ml.progress import keras_callback
 from edgetl.ml.train import fit_transfer, resolve_model_options, set_seed
@@ -112,10 +113,13 @@ class TransferLab:
         DataError: an unusable folder, a class under ``data.min_images`` or without validation images.
     """
 
-    def __init__(self, config: BuildConfig, *, progress: Progress = log_progress, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self, config: BuildConfig, *, progress: Progress = log_progress, cache_dir: Path | None = None, allow_random_weights: bool = False,
+    ) -> None:
         if config.data.path is None:
             raise ConfigError("no training data: pass --data DIR (a folder with one subfolder per class)")
-        if config.model.weights.lower() == "none":
+        # `edgetl select` probes a backbone without pretrained weights too (and says so): its ranking still needs a figure
+        if config.model.weights.lower() == "none" and not allow_random_weights:
             raise ConfigError(
                 "--weights none leaves nothing to transfer (every method would train from scratch); pass --weights imagenet "
                 "or --weights PATH (an .h5 file of this backbone's pretrained weights)"
@@ -255,6 +259,33 @@ class TransferLab:
         seconds = time.perf_counter() - start
         y = self.split.val.y
         return RunResult(float(np.mean(predicted == y)), balanced_accuracy(y, predicted), seconds, trainable)
+
+    def linear_probe(self, seed: int | None = None) -> tuple[Any, RunResult]:
+        """The ``features`` method on the whole training pool, kept as one classifier: the frozen
+        backbone that computed the cached features with the head trained on them (phase 1 alone),
+        ready to export (``edgetl select``).
+
+        Call it before any other run: the backbone is the one built when the lab was made.
+
+        Returns:
+            The Keras classifier and its :class:`RunResult` on the validation set.
+        """
+        model = self._reference
+        if model is None:
+            raise RuntimeError("linear_probe() needs the lab's own backbone: call it before the lab runs anything else")
+        cfg = self.config if seed is None else self.config.model_copy(update={"data": self.config.data.model_copy(update={"seed": int(seed)})})
+        if self.weights is None and self._cached is None:
+            # random weights: BatchNorm's initial statistics (mean 0, variance 1) make near-constant features in
+            # inference mode; estimate them on the training images first, as training with weights=none does
+            reestimate_batchnorm(model, self.split.train.x, self.contract, seed=cfg.data.seed)
+        self.compute_features()
+        start = time.perf_counter()
+        set_seed(cfg.data.seed)
+        indices = np.arange(len(self.split.train.y))
+        head = self._fit_head(model.get_layer("edgetl_dropout"), model.get_layer("edgetl_logits"), indices, cfg)
+        predicted = np.argmax(head.predict(self.val_features, batch_size=256, verbose=0), axis=1)
+        y = self.split.val.y
+        return model, RunResult(float(np.mean(predicted == y)), balanced_accuracy(y, predicted), time.perf_counter() - start, 0)
 
     def _fit_head(self, dropout, dense, indices: np.ndarray, cfg: BuildConfig) -> Any:
         """Phase 1 on cached features: ``dense(dropout(features))`` trained, best epoch kept."""

@@ -137,7 +137,7 @@ def _user_spec(path: str, digest: str, input_size: int | None, trust_model: bool
         block_pattern=r"^(block_?\d+[a-z]?|stage_?\d+|expanded_conv_\d+|conv\d+_block\d+)",
         weights_file=None,
         qat_recipe=recipe or "plain",
-        targets=("tflite-int8", "tflite-fp16", "tflite-fp32", "onnx-int8", "onnx-fp32"),
+        targets=("tflite-int8", "tflite-int16x8", "tflite-dynamic", "tflite-fp16", "tflite-fp32", "onnx-int8", "onnx-fp32"),
         description=f"your model {stem} (sha256 {digest[:12]})",
         extra={"user_file": path, "sha256": digest, "head_removed": removed, "qat_covered": recipe is not None},
     )

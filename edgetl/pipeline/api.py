@@ -10,6 +10,7 @@ function           command                     does
 :func:`evaluate`   ``edgetl eval``             accuracy of a model file on a labelled folder
 :func:`bench`      ``edgetl bench``            latency of model files, here or on a board
 :func:`package`    ``edgetl package``          bundle a model for TFLite Micro or an app
+:func:`select`     ``edgetl select``           rank backbone x alpha x size candidates on the target
 =================  ==========================  ==================================================
 
 Reach them as ``edgetl.api.<name>`` (``import edgetl``, then ``edgetl.api.build(config)``) or
@@ -79,7 +80,8 @@ def export_model(
 
     Args:
         model: an ``edgetl train`` or ``edgetl qat`` output folder.
-        target: ``tflite-int8``, ``tflite-fp16``, ``tflite-fp32``, ``onnx-int8`` or ``onnx-fp32``.
+        target: ``tflite-int8``, ``tflite-int16x8``, ``tflite-dynamic``, ``tflite-fp16``, ``tflite-fp32``,
+            ``onnx-int8`` or ``onnx-fp32``.
         opset: ONNX opset for ``onnx-*`` targets.
         trust_model: load the Keras model even if it carries code (Lambda layers); see
             :mod:`edgetl.ml.keras_safety`.
@@ -242,17 +244,25 @@ def build(config: BuildConfig, *, force: bool = False, progress: Progress = log_
     return run_build(config, force=force, progress=progress, trust_model=trust_model, no_cache=no_cache)
 
 
-def evaluate(artifact: Path, data: Path, *, against: Path | None = None, strict: bool = False, trust_model: bool = False, split: str = "all"):
+def evaluate(artifact: Path, data: Path, *, against: Path | None = None, strict: bool = False, trust_model: bool = False, split: str = "all",
+             board: Any | None = None):
     """Accuracy of ``artifact`` on the labelled folder ``data`` (see :func:`edgetl.device.evaluate.evaluate`).
 
     ``.tflite`` and ``.onnx`` files need no TensorFlow; ``.keras``/``.h5`` files and run folders do.
     ``split="val"`` (or ``"train"``) keeps only the images of that part of the split recorded in the
     artifact's ``edgetl.json``: ``val`` reproduces the build's validation figures.
+    ``board`` (an :func:`edgetl.bench.boards.parse_boards` spec: ``ssh://...``, ``arm64-emulated``)
+    computes the figures from outputs the model made on that board (``edgetl eval --remote``).
 
     Returns:
         The :class:`~edgetl.device.evaluate.EvalReport`.
     """
-    return run_evaluate(artifact, data, against=against, strict=strict, trust_model=trust_model, split=split)
+    if board is None:
+        return run_evaluate(artifact, data, against=against, strict=strict, trust_model=trust_model, split=split)
+    from edgetl.bench.boards import open_board
+
+    with open_board(board) as where:
+        return run_evaluate(artifact, data, against=against, strict=strict, trust_model=trust_model, split=split, board=where)
 
 
 def bench(
@@ -312,3 +322,42 @@ def package(
     target = Path(out) if out is not None else default_package_dir(artifact, for_)
     with _fs.output_lock(target):
         return run_package(artifact, for_, target, ram_budget=ram_budget, flash_budget=flash_budget, arena_margin=arena_margin, force=force)
+
+
+def select(
+    config: BuildConfig,
+    out: Path,
+    *,
+    candidates: Sequence[Any] | str | None = None,
+    budgets: Any = None,
+    boards: Any = None,
+    bench: BenchOptions | None = None,
+    engine: Any = None,
+    weights: str = "auto",
+    force: bool = False,
+    progress: Progress = log_progress,
+):
+    """Rank backbone x alpha x input-size candidates on ``config.data`` by linear-probe top-1 and int8
+    latency on the boards, within budgets (see :func:`edgetl.pipeline.select.select`).
+
+    Args:
+        candidates: :class:`~edgetl.pipeline.select.Candidate` objects, or a ``--candidates`` text
+            (``"mobilenet_v2:0.35@96,128"``); None: the default grid.
+        budgets: :class:`~edgetl.pipeline.select.Budgets`; boards: :class:`~edgetl.pipeline.select.BoardOptions`;
+            engine: :class:`~edgetl.core.jobs.Engine` (where the candidate jobs run).
+
+    Returns:
+        The :class:`~edgetl.pipeline.select.SelectResult` (``recommendation``, ``command``, ``out_dir``).
+
+    Raises:
+        BudgetError: no candidate fits (``select.json`` is written first); ConfigError, DataError, OutputExistsError.
+    """
+    from edgetl.pipeline.select import parse_candidates
+    from edgetl.pipeline.select import select as run_select
+
+    if candidates is None or isinstance(candidates, str):
+        candidates = parse_candidates(candidates)
+    return run_select(
+        config, Path(out), candidates=list(candidates), budgets=budgets, boards=boards, bench=bench, engine=engine,
+        weights=weights, force=force, progress=progress,
+    )

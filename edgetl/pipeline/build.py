@@ -43,7 +43,7 @@ import numpy as np
 from edgetl.bench.harness import machine_info
 from edgetl.core import fs as _fs
 from edgetl.core.config import BuildConfig, check_path_component
-from edgetl.core.errors import ConfigError, OutputExistsError
+from edgetl.core.errors import BudgetError, ConfigError, OutputExistsError
 from edgetl.core.fingerprint import after_parent, file_sha256, stage_fingerprints
 from edgetl.core.progress import Progress, log_progress
 from edgetl.core.types import QuantMode
@@ -62,6 +62,7 @@ from edgetl.ml.train import deterministic_ops, resolve_model_options, train
 from edgetl.pipeline.cache import StageCache, link_or_copy, reusable
 from edgetl.pipeline.compare import choose_int8, companion_artifact, compare_ptq, quick_latency, ship_instead
 from edgetl.pipeline.extras import write_build_extras
+from edgetl.pipeline.ladder import AUTO_TARGET, LADDER_JSON, RUNGS, check_ladder_config
 from edgetl.pipeline.report import build_report
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,10 @@ class BuildResult:
     target: str
     summary: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
+
+
+#: ``--target auto``: the quantization ladder chooses the target (:mod:`edgetl.pipeline.ladder`); ships into ``<name>/auto/``.
+AUTO_SPEC = TargetSpec(AUTO_TARGET, "auto", "auto", "auto", "", False, "the fastest variant of the quantization ladder that meets the budgets")
 
 
 def build_name(config: BuildConfig) -> str:
@@ -91,9 +96,10 @@ def build_name(config: BuildConfig) -> str:
 
 def check_build(config: BuildConfig, *, trust_model: bool = False) -> TargetSpec:
     """Every cheap check, before any training: target, backbone (or the user's model file), size, alpha, weights, data path."""
-    target = TARGETS.get(config.target)
+    check_ladder_config(config)  # [ladder] budgets only with --target auto, which needs --max-drop
+    target = AUTO_SPEC if config.target == AUTO_TARGET else TARGETS.get(config.target)
     spec, input_size, alpha = resolve_model_options(config, trust_model=trust_model)
-    if target.name not in spec.targets:
+    if target is not AUTO_SPEC and target.name not in spec.targets:
         raise ConfigError(f"{spec.name} does not support target {target.name}; it supports {', '.join(spec.targets)}")
     resolve_weights(spec, config.model.weights, alpha, input_size)
     distribute.check_strategy(config)  # --strategy multiworker without a usable TF_CONFIG
@@ -149,7 +155,9 @@ def build(
         kept = keep_foreign(staged)  # before staged_dirs swaps the folders in, when this block ends
         if kept:
             result.summary["kept"] = [str(path) for path in kept]
-        return result
+    if result.summary.get("no_fit"):  # --target auto: the measured ladder is written; nothing ships
+        raise BudgetError(result.summary["no_fit"])
+    return result
 
 
 #: Names a build (or an earlier edgetl version's build) writes in its stage folders: never carried over.
@@ -158,7 +166,9 @@ _BUILD_NAMES = frozenset({*_fs.OUR_OUTPUTS, _fs.MARKER, "labels.txt", "report.md
 
 def _made_by_build(folder: Path) -> set[str]:
     """The names in ``folder`` (a stage folder of a previous build) that a build made."""
-    names = set(_BUILD_NAMES)
+    names = set(_BUILD_NAMES) | {LADDER_JSON, "bench.json", "report.html"} if folder.name in ("ladder", AUTO_TARGET) else set(_BUILD_NAMES)
+    if folder.name == "ladder":
+        names |= {rung.name for rung in RUNGS}
     try:
         meta = _fs.read_json(folder / _fs.MARKER)
     except (OSError, ValueError):
@@ -253,6 +263,9 @@ def _build_stages(
 ) -> BuildResult:
     """The body of :func:`build`; ``stage(folder)`` gives the temporary folder that replaces ``folder`` at the end."""
     fps = stage_fingerprints(config)
+    # --target auto: the budgets are left out of auto/'s fingerprint on purpose. Trying other budgets on the same
+    # model is how the ladder is used: auto/ is replaced without --force (so the float model is reused, not
+    # retrained); ladder.json and auto/edgetl.json record the budgets that chose it.
     target_dir = root / target.name
     _fs.check_output_dir(target_dir, fps["export"], force=force, what="build")  # refuse before training
     timings: dict[str, float] = {}
@@ -281,6 +294,11 @@ def _build_stages(
         cache.note("train", fingerprint=fps["train"], reused=None, resumed=trained.resumed)
     qat_fp = after_parent(fps["qat"], float_file)  # a QAT folder made from another float model is stale
     timings["train_s"] = time.perf_counter() - start
+    if target is AUTO_SPEC:
+        return _ladder_stages(
+            config, root, stage, cache, float_model, float_file, class_names, contract, split, fps, qat_fp, timings,
+            force=force, progress=progress, trust_model=trust_model,
+        )
 
     quant_model, quant_acc, mode = None, None, None
     start = time.perf_counter()
@@ -440,6 +458,66 @@ def _build_stages(
         "packages": {name: str(target_dir / entry["folder"]) for name, entry in meta.get("packages", {}).items()},
     }
     return BuildResult(target_dir, final, target.name, summary, timings)
+
+
+def _ladder_stages(
+    config: BuildConfig, root: Path, stage: Callable[[Path], Path], cache: StageCache, float_model, float_file: Path,
+    class_names: list[str], contract, split, fps: dict[str, str], qat_fp: str, timings: dict[str, float], *,
+    force: bool, progress: Progress, trust_model: bool,
+) -> BuildResult:
+    """``--target auto``: the quantization ladder from the trained float model into ``ladder/``, the winner into ``auto/``.
+
+    Nothing fitting is not an error here: ``summary["no_fit"]`` holds the one-line message, and
+    :func:`build` raises it once the ladder's folder is in place.
+    """
+    from edgetl.pipeline import ladder as ladder_stage
+
+    start = time.perf_counter()
+    representative = qat_stage.representative_images(split, config.export.representative_samples, config.data.seed)
+    qat_config = config.model_copy(update={"qat": config.qat.model_copy(update={"mode": QuantMode.qat})})
+
+    def make_qat():
+        """The QAT model, as a tflite-int8 build makes it: reused from qat/ or the stage cache when its settings match."""
+        qat_dir = root / "qat"
+        cached = None if force else cache.lookup("qat", qat_fp, qat_stage.QAT_MODEL_FILE)
+        if cache.enabled and not force and (reusable(qat_dir, qat_fp, qat_stage.QAT_MODEL_FILE) or cached is not None):
+            source_dir = qat_dir if reusable(qat_dir, qat_fp, qat_stage.QAT_MODEL_FILE) else cached
+            log.info("reusing the QAT model from %s (made from this float model with the same QAT settings)", source_dir)
+            model, _ = load_keras_artifact(source_dir, trust_model=trust_model)
+            if source_dir != qat_dir:
+                _from_cache(source_dir, stage(qat_dir))
+            return model
+        result = qat_stage.qat(
+            qat_config, _clone(float_model), class_names=class_names, contract=contract, split=split,
+            out_dir=stage(qat_dir), force=True, progress=progress, run_fingerprint=qat_fp,
+        )
+        if result.out_dir is not None:
+            cache.store("qat", qat_fp, Path(result.out_dir))
+        return result.model
+
+    spec, _, _ = resolve_model_options(config, trust_model=trust_model)
+    extra = {
+        "fingerprint": fps["export"],
+        "name": root.name,
+        "data_split": split_record(config.data, split),
+        "stage_fingerprints": {"train": fps["train"], "qat": qat_fp, "float_model_sha256": file_sha256(float_file)},
+        "training": training_record(float_file.parent),
+        "machine": machine_info(),
+    }
+    outcome = ladder_stage.run_ladder(
+        config, float_model=float_model, class_names=class_names, contract=contract, split=split, representative=representative,
+        ladder_dir=stage(root / "ladder"), auto_dir=lambda: stage(root / AUTO_TARGET), make_qat=make_qat,
+        supported_targets=list(spec.targets), progress=progress, extra_metadata=extra, float_file=float_file, trust_model=trust_model,
+    )
+    timings["ladder_s"] = time.perf_counter() - start
+    ladder_json = root / "ladder" / LADDER_JSON
+    summary: dict[str, Any] = {"ladder": outcome.doc, "ladder_json": str(ladder_json), "target": AUTO_TARGET}
+    if outcome.artifact is None:
+        summary["no_fit"] = ladder_stage.no_fit_message(outcome.choice, ladder_json)
+        return BuildResult(root / "ladder", ladder_json, AUTO_TARGET, summary, timings)
+    final = root / AUTO_TARGET / outcome.artifact.name
+    summary.update(artifact=str(final), winner=outcome.doc["winner"])
+    return BuildResult(root / AUTO_TARGET, final, AUTO_TARGET, summary, timings)
 
 
 def training_record(float_dir: Path) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ from edgetl.core import fs as _fs
 AXIS_NAME_CHARS = 24
 
 
-def _axis_text(text: str, limit: int = AXIS_NAME_CHARS) -> str:
+def axis_text(text: str, limit: int = AXIS_NAME_CHARS) -> str:
     text = text if len(text) <= limit else text[: limit - 1] + "…"
     return text.replace("$", r"\$")  # matplotlib reads $...$ as math
 
@@ -50,7 +50,7 @@ def plot_confusion(confusion: list[list[int]] | np.ndarray, class_names: list[st
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
     colorbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     colorbar.set_label("share of the true class (row)")
-    names = [_axis_text(name) for name in class_names]
+    names = [axis_text(name) for name in class_names]
     ax.set_xticks(range(n), names, rotation=90 if n > 6 else 45, ha="center" if n > 6 else "right", fontsize=fontsize)
     ax.set_yticks(range(n), names, fontsize=fontsize)
     ax.set_xlabel("predicted class")
@@ -63,7 +63,7 @@ def plot_confusion(confusion: list[list[int]] | np.ndarray, class_names: list[st
                         j, i, str(counts[i, j]), ha="center", va="center", fontsize=fontsize,
                         color="white" if share[i, j] > 0.5 else "black",
                     )
-    ax.set_title(_axis_text(title, 120) if title else f"confusion matrix ({int(counts.sum())} validation images)", fontsize=10)
+    ax.set_title(axis_text(title, 120) if title else f"confusion matrix ({int(counts.sum())} validation images)", fontsize=10)
     fig.tight_layout()
     with _fs.atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, dpi=100, format="png")

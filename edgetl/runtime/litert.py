@@ -193,7 +193,7 @@ class LiteRTModel:
         if not self._resize_batch(batch):
             batch = self.inputs[0].shape[0]
         in_info = self.inputs[0]
-        x = quantize(x, in_info) if in_info.quantized else x.astype(np.dtype(in_info.dtype), copy=False)
+        x = self.to_input(x)
 
         results = []
         for start in range(0, n, batch):
@@ -208,9 +208,18 @@ class LiteRTModel:
                 results.append(self._interpreter.get_tensor(self.outputs[0].index)[:rows])
             except (ValueError, RuntimeError) as exc:
                 raise ArtifactError(f"LiteRT failed to run {self.path}: {_one_line(exc)}; the file is malformed or not supported") from None
-        out = np.concatenate(results)
-        out_info = self.outputs[0]
-        return dequantize(out, out_info) if out_info.quantized else out.astype(np.float32, copy=False)
+        return self.from_output(np.concatenate(results))
+
+    def to_input(self, x: np.ndarray) -> np.ndarray:
+        """Float model input -> the first input tensor's dtype: quantized with its scale and zero point
+        when it is integer (what :meth:`predict` feeds the interpreter; a board gets the same tensors)."""
+        info = self.inputs[0]
+        return quantize(x, info) if info.quantized else np.asarray(x).astype(np.dtype(info.dtype), copy=False)
+
+    def from_output(self, out: np.ndarray) -> np.ndarray:
+        """The first output tensor's raw values -> float32, dequantized when it is integer (as :meth:`predict` returns them)."""
+        info = self.outputs[0]
+        return dequantize(out, info) if info.quantized else np.asarray(out).astype(np.float32, copy=False)
 
     def invoke_raw(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Set raw input tensors (the model's own dtypes and shapes), invoke, return raw outputs.

@@ -74,6 +74,14 @@ class LoadedModel(Protocol):
         """Raw outputs for raw inputs (the model's own dtypes and shapes)."""
         ...
 
+    def to_input(self, x: np.ndarray) -> np.ndarray:
+        """A preprocessed float batch -> the single input tensor's raw values (quantized or cast), as :meth:`predict` feeds them."""
+        ...
+
+    def from_output(self, out: np.ndarray) -> np.ndarray:
+        """The single output tensor's raw values -> float32 (dequantized), as :meth:`predict` returns them."""
+        ...
+
     def describe(self) -> dict[str, Any]:
         """A JSON-able description: path, size, runtime and its version, inputs, outputs."""
         ...

@@ -235,7 +235,7 @@ class ORTModel:
         fixed = info.shape[0] if info.shape[0] >= 0 else None
         check_input_shape([fixed or 1, *x.shape[1:]], f"input {info.name!r} of {self.path}")
         batch = fixed or min(n, batch_size or _DEFAULT_PREDICT_BATCH)
-        x = self._to_input_dtype(x, info)
+        x = self.to_input(x)
         results = []
         for start in range(0, n, batch):
             chunk = x[start : start + batch]
@@ -244,7 +244,15 @@ class ORTModel:
                 chunk = np.concatenate([chunk, np.zeros((fixed - rows, *chunk.shape[1:]), dtype=chunk.dtype)])
             (out,) = self.invoke_raw([chunk])
             results.append(np.asarray(out)[:rows])
-        return np.concatenate(results).astype(np.float32, copy=False)
+        return self.from_output(np.concatenate(results))
+
+    def to_input(self, x: np.ndarray) -> np.ndarray:
+        """Preprocessed input -> the first input's dtype (what :meth:`predict` feeds the session; a board gets the same arrays)."""
+        return self._to_input_dtype(np.asarray(x), self.inputs[0])
+
+    def from_output(self, out: np.ndarray) -> np.ndarray:
+        """The first output's raw values -> float32, as :meth:`predict` returns them."""
+        return np.asarray(out).astype(np.float32, copy=False)
 
     # ------------------------------------------------------------------------------ profiling
     def profile_events(self) -> list[dict[str, Any]]:

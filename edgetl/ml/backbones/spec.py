@@ -90,7 +90,7 @@ class BackboneSpec:
     weights_file: Callable[[float | None, int], str] | None
     stock_builder: Callable[..., Any] | None = None
     qat_recipe: str = "plain"
-    targets: tuple[str, ...] = ("tflite-int8", "tflite-fp16", "tflite-fp32", "onnx-int8", "onnx-fp32")
+    targets: tuple[str, ...] = ("tflite-int8", "tflite-int16x8", "tflite-dynamic", "tflite-fp16", "tflite-fp32", "onnx-int8", "onnx-fp32")
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     #: ImageNet weights edgetl reads itself (no Keras download), for backbones with ``weights_file`` None:

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
-from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 
 from edgetl.bench.harness import run_bench, write_bench
 from edgetl.bench.options import BenchOptions
 from edgetl.bench.report import plots, render_html, render_markdown
-from tests.helpers import build_onnx_model
-
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+from tests.helpers import build_onnx_model, chromium, headless, html_elements
 
 
 @pytest.fixture(scope="module")
@@ -36,19 +29,6 @@ def report_dir(doc, tmp_path_factory):
     return out
 
 
-class _Elements(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-
-def _elements(html: str) -> list[tuple[str, dict[str, str | None]]]:
-    parser = _Elements()
-    parser.feed(html)
-    return parser.tags
 
 
 def test_markdown_report(doc):
@@ -78,7 +58,7 @@ def test_markdown_says_when_litert_offers_no_op_profile(doc):
 
 def test_html_is_self_contained_with_one_plot_per_view(doc):
     html = render_html(doc)
-    tags = _elements(html)
+    tags = html_elements(html)
     figures = [a for t, a in tags if t == "figure" and a.get("class") == "plot"]
     assert len(figures) == 3 == len(plots(doc))  # distribution, p50 by threads, speed-up
     assert sum(1 for t, _ in tags if t == "svg") == 3
@@ -113,36 +93,20 @@ def test_write_bench_writes_three_files_atomically(doc, report_dir, tmp_path):
     assert not out.exists()
 
 
-def _chromium() -> str:
-    for name in CHROMIUM_NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    if os.environ.get("EDGETL_REQUIRE_CHROMIUM") == "1":
-        pytest.fail(f"EDGETL_REQUIRE_CHROMIUM=1 but none of {', '.join(CHROMIUM_NAMES)} is on PATH (apt-get install chromium)")
-    pytest.skip(f"no headless browser: none of {', '.join(CHROMIUM_NAMES)} is on PATH (apt-get install chromium)")
-
-
-def _headless(browser: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-         f"--user-data-dir={tmp_path / 'profile'}", *args],
-        capture_output=True, text=True, timeout=90,
-    )
 
 
 def test_chromium_renders_every_plot(report_dir, tmp_path):
-    browser = _chromium()
+    browser = chromium()
     url = (report_dir / "report.html").resolve().as_uri()
-    result = _headless(browser, "--dump-dom", url, tmp_path=tmp_path)
+    result = headless(browser, "--dump-dom", url, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    check = next((a for t, a in _elements(result.stdout) if t == "p" and a.get("id") == "plot-check"), None)
+    check = next((a for t, a in html_elements(result.stdout) if t == "p" and a.get("id") == "plot-check"), None)
     assert check is not None, "report.html did not load in Chromium: " + result.stdout[:500]
     assert check.get("data-found") == "3", f"the inline script did not run or found other plots: {check}"
     assert check.get("data-rendered") == check.get("data-expected") == "3", f"plots with zero size: {check}"
 
     shot = tmp_path / "report.png"
-    result = _headless(browser, f"--screenshot={shot}", "--window-size=1200,2000", url, tmp_path=tmp_path)
+    result = headless(browser, f"--screenshot={shot}", "--window-size=1200,2000", url, tmp_path=tmp_path)
     assert result.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", result.stderr[-2000:]
     assert shot.stat().st_size > 20_000  # tables and plots, not a blank page (a blank 1200x2000 PNG is a few KiB)
 
@@ -174,7 +138,7 @@ def test_box_plot_uses_a_log_axis_when_an_outlier_would_flatten_it(doc):
 
 def test_html_latency_table_fits_the_page(doc):
     html = render_html(_stressed(doc))
-    tags = _elements(html)
+    tags = html_elements(html)
     table = next(a for t, a in tags if t == "table" and a.get("id") == "latency")
     assert table is not None and '<div class="table-wrap"><table id="latency">' in html
     assert ".table-wrap { max-width: 100%; overflow-x: auto;" in html
@@ -183,13 +147,13 @@ def test_html_latency_table_fits_the_page(doc):
 
 def test_chromium_report_fits_1200px(doc, tmp_path):
     """At a 1200 px window the page does not scroll sideways and the latency table ends inside it."""
-    browser = _chromium()
+    browser = chromium()
     out = tmp_path / "out"
     write_bench(_stressed(doc), out)
     url = (out / "report.html").resolve().as_uri()
-    result = _headless(browser, "--window-size=1200,2000", "--dump-dom", url, tmp_path=tmp_path)
+    result = headless(browser, "--window-size=1200,2000", "--dump-dom", url, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    check = next((a for t, a in _elements(result.stdout) if t == "p" and a.get("id") == "plot-check"), None)
+    check = next((a for t, a in html_elements(result.stdout) if t == "p" and a.get("id") == "plot-check"), None)
     assert check is not None and check.get("data-viewport-width"), "the layout check did not run: " + result.stdout[:500]
     viewport = int(check["data-viewport-width"])
     assert 1000 <= viewport <= 1200, check  # the window size took effect

@@ -22,7 +22,7 @@ def run_without_tf(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", _BLOCKED_CLI, *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("command", [["train"], ["qat", "--model", "run"], ["export", "--model", "run"], ["build"], ["demo"]])
+@pytest.mark.parametrize("command", [["train"], ["qat", "--model", "run"], ["export", "--model", "run"], ["build"], ["demo"], ["select"]])
 def test_training_commands_name_the_full_install(command, tmp_path):
     result = run_without_tf(*command, "--out", tmp_path / "out")
     lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("BLOCKED IMPORTS")]

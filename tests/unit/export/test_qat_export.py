@@ -106,7 +106,7 @@ def test_qat_model_cannot_export_to_float(qat_run, shapes_dir, tmp_path):
 def test_unknown_target_lists_known_ones(trained_run, tmp_path):
     from edgetl.pipeline.api import export_model
 
-    with pytest.raises(ConfigError, match="tflite-fp16, tflite-fp32, tflite-int8"):
+    with pytest.raises(ConfigError, match="tflite-dynamic, tflite-fp16, tflite-fp32, tflite-int16x8, tflite-int8"):
         export_model(trained_run.out_dir, "coreml", out=tmp_path / "x")
 
 

@@ -13,7 +13,7 @@ from edgetl.cli.app import app
 from edgetl.core.contract import PreprocessContract
 from edgetl.core.errors import ConfigError
 
-STAGES = ("train", "qat", "export", "build", "evaluate", "bench", "package")
+STAGES = ("train", "qat", "export", "build", "evaluate", "bench", "package", "select")
 
 
 def test_import_edgetl_is_light_and_the_api_resolves_lazily():
