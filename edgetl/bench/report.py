@@ -95,15 +95,20 @@ OP_HEADERS = ["op type", "kernel time ms", "share", "calls"]
 
 
 def warnings(doc: dict[str, Any]) -> list[str]:
-    """What a reader must know before trusting the numbers: thread counts above the machine's cores."""
+    """What a reader must know before trusting the numbers: an emulated board (its timings are not
+    latency), thread counts above the machine's cores."""
+    found = []
+    emulated = doc.get("emulated")
+    if isinstance(emulated, dict) and emulated.get("timings"):
+        found.append(f"emulated arm64 ({emulated.get('emulator', 'qemu')}): {emulated['timings']}")
     cores = doc.get("machine", {}).get("cores")
     over = [t for t in doc.get("settings", {}).get("threads", []) if isinstance(cores, int) and t > cores]
-    if not over:
-        return []
-    return [
-        f"threads {', '.join(map(str, over))} exceed the {cores} logical cores of {doc['machine'].get('cpu', 'this machine')}: "
-        "those rows measure an oversubscribed CPU, not the model's scaling"
-    ]
+    if over:
+        found.append(
+            f"threads {', '.join(map(str, over))} exceed the {cores} logical cores of {doc['machine'].get('cpu', 'this machine')}: "
+            "those rows measure an oversubscribed CPU, not the model's scaling"
+        )
+    return found
 
 
 def _measured_lines(doc: dict[str, Any]) -> list[str]:

@@ -629,6 +629,7 @@ def run_ladder(
                 **entry, "status": "measured", "folder": f"{rung.name}/", "file": exported.artifact.name, "size_bytes": size,
                 "arena_bytes": arena, **({"arena_note": arena_note} if arena_note else {}),
                 "accuracy": accuracy, "latency": latency, "make_s": round(make_s, 2),
+                **({"selective": _selective_cost(exported.metadata.get("selective") or {}, latency, variants)} if rung.source == "selective" else {}),
             })
             exported.stamp({"ladder": {"variant": rung.name, "source": rung.source, "accuracy": accuracy, "latency": latency, "board": board.label}})
             _fs.write_json(folder / "bench.json", bench)  # the harness document, as `edgetl bench` writes it
@@ -693,6 +694,17 @@ def run_ladder(
     return LadderResult(doc, choice, shipped, artifact)
 
 
+def _selective_cost(facts: dict[str, Any], latency: list[dict[str, Any]], variants: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a selective int8 variant keeps in float and what that costs: its p50 against int8 PTQ's at each thread count."""
+    ptq = next((v for v in variants if v["variant"] == "int8-ptq" and "latency" in v), None)
+    ptq_p50 = {r["threads"]: r["p50_ms"] for r in ptq["latency"]} if ptq else {}
+    return {
+        "float_layers": [layer or node for layer, node in zip(facts.get("keep_float_layers") or [], facts.get("keep_float") or [], strict=False)],
+        "float_compute_ops": facts.get("float_compute_ops"),
+        "p50_vs_int8_ptq": {str(r["threads"]): round(r["p50_ms"] / ptq_p50[r["threads"]], 3) for r in latency if ptq_p50.get(r["threads"])},
+    }
+
+
 def _best_reason(rows: list[dict[str, Any]]) -> str | None:
     """One reason for a variant timed at several thread counts: the rows' reasons, said once when they agree."""
     if len(rows) <= 1:
@@ -747,6 +759,14 @@ def ladder_markdown(doc: dict[str, Any]) -> str:
             )
         else:
             lines.append(f"| {v['label']} | {v['status']} | | | | | | {(v.get('reason') or '').replace('|', '/')} |")
+    for v in doc["variants"]:
+        cost = v.get("selective")
+        if cost:
+            ratios = ", ".join(f"{ratio:.2f}x @{threads}" for threads, ratio in cost["p50_vs_int8_ptq"].items()) or "not compared"
+            lines.append(
+                f"\n{v['label']}: kept in float {', '.join(map(str, cost['float_layers'])) or 'nothing'} "
+                f"({cost['float_compute_ops']} float compute ops); p50 against int8 PTQ: {ratios}."
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -174,6 +174,10 @@ def test_emulated_board_marks_its_measurements(seed):
     assert "emulated arm64" in doc["method"]["isolation"]
     (result,) = doc["artifacts"][0]["results"]
     assert result["emulated"] is True and result["stats"]["runs"] == 2
+    from edgetl.bench.report import render_html, render_markdown
+
+    for text in (render_markdown(doc), render_html(doc)):  # both reports say it above the numbers
+        assert "emulated timings are not latency figures" in text and text.index("emulated timings") < text.index("Latency")
 
 
 def test_arm64_emulated_not_prepared_is_one_line(tmp_path, monkeypatch):

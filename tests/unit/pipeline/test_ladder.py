@@ -226,3 +226,17 @@ def test_real_ladder_through_the_cli(tmp_path):
     assert doc["winner"] is None and doc["closest"]["variant"] == "fp32" and doc["closest"]["misses"] == ["--budget-ms"]
     assert json.loads((shipped / "edgetl.json").read_text()) == kept  # nothing ships; the last good auto/ is left as it was
     assert not (root / "ladder" / "int8-ptq").exists()  # the ladder folder is this run's alone: no stale variant carried over
+
+
+def test_selective_variant_reports_what_it_keeps_in_float_and_its_latency_cost():
+    from edgetl.pipeline.ladder import _selective_cost, ladder_markdown
+
+    ptq = {"variant": "int8-ptq", "latency": [{"threads": 1, "p50_ms": 2.0}, {"threads": 4, "p50_ms": 1.0}]}
+    facts = {"keep_float": ["model/conv/Conv2D", "model/dense/MatMul"], "keep_float_layers": ["conv", None], "float_compute_ops": 3}
+    cost = _selective_cost(facts, [{"threads": 1, "p50_ms": 2.5}, {"threads": 4, "p50_ms": 1.5}], [ptq])
+    assert cost == {"float_layers": ["conv", "model/dense/MatMul"], "float_compute_ops": 3, "p50_vs_int8_ptq": {"1": 1.25, "4": 1.5}}
+    doc = {
+        "budgets": {"max_drop": 1.0}, "board": {"label": "local"}, "float_top1": 0.9, "images": 10, "threads": [1, 4], "winner": None,
+        "variants": [{"variant": "selective-int8-2", "label": "selective int8 (2 float layers)", "status": "rejected", "reason": "x", "selective": cost}],
+    }
+    assert "kept in float conv, model/dense/MatMul (3 float compute ops); p50 against int8 PTQ: 1.25x @1, 1.50x @4" in ladder_markdown(doc)
