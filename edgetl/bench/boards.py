@@ -322,6 +322,7 @@ class EmulatedArm64Board(_ArtifactPredictions):
         return dict(self._check["machine"])
 
     def notes(self) -> dict[str, Any]:
+        # the qemu and debootstrap tooling: imported only for the emulated board
         from edgetl.bench.emulated import GUEST_WHEELS, qemu_version
 
         try:
@@ -346,6 +347,7 @@ def open_board(spec: BoardSpec) -> Iterator[LocalBoard | SSHBoard | EmulatedArm6
         with SSHBoard(spec.target) as board:
             yield board
     elif spec.kind == ARM64_EMULATED:
+        # the qemu and debootstrap tooling: imported only for the emulated board
         from edgetl.bench.emulated import cached_guest
 
         yield EmulatedArm64Board(cached_guest())

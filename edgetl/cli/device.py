@@ -55,6 +55,7 @@ def eval_cmd(
 
         board = None
         if remote is not None:
+            # the runtimes (LiteRT, ONNX Runtime, TFLite Micro) load with these: imported only when measuring
             from edgetl.bench.boards import ACCEPTED_FORMS, parse_boards
             from edgetl.core.errors import ConfigError
 
@@ -63,6 +64,7 @@ def eval_cmd(
                 raise ConfigError(f"Received --remote {remote!r}: eval runs on one board; pass one of {ACCEPTED_FORMS}")
             board = boards[0]
         elif identity or known_hosts or insecure_no_host_key_check or remote_python != "python3":
+            # pydantic, numpy and the pipeline: imported when the command runs (keeps --help fast)
             from edgetl.core.errors import ConfigError
 
             raise ConfigError("--identity, --known-hosts, --insecure-no-host-key-check and --remote-python need --remote ssh://user@host")

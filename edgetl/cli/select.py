@@ -68,6 +68,7 @@ def select_cmd(
     setup_logging(verbose)
     with errors_as_exit():
         requires_training_stack("select")
+        # the runtimes (LiteRT, ONNX Runtime, TFLite Micro) load with these: imported only when measuring
         from edgetl.bench.options import BenchOptions
         from edgetl.core.errors import BudgetError, ConfigError
         from edgetl.core.jobs import Engine
@@ -108,6 +109,7 @@ def select_cmd(
 
 
 def _print_table(folder: Path) -> None:
+    # pydantic, numpy and the pipeline: imported when the command runs (keeps --help fast)
     from edgetl.core import fs
     from edgetl.pipeline.select import RESULT_FILE
     from edgetl.pipeline.select_report import table_headers, table_rows

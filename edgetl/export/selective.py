@@ -120,10 +120,15 @@ def keras_layers_of(tensor_name: str, layer_names: list[str]) -> list[str]:
     return [name for _, name in sorted(found)]
 
 
+#: Ops whose output keeps the order of their input: float there cannot change the top-1 class.
+ORDER_KEEPING_OPS = frozenset({"SOFTMAX"})
+
+
 def layer_sensitivity(
     model, representative: np.ndarray, contract: PreprocessContract, *, samples: int = 32, debugger=None,
 ) -> list[dict[str, Any]]:
-    """Rank the int8 model's quantized ops by their own int8 error, most sensitive first.
+    """Rank the int8 model's quantized ops by their own int8 error, most sensitive first (the softmax,
+    which cannot change the top-1 class, last).
 
     Args:
         model: the float tf_keras model (input: the normalized float image).
@@ -177,7 +182,9 @@ def layer_sensitivity(
             "scale": scale,
             "zero_point": int(float(row["zero_point"])),
         })
-    entries.sort(key=lambda e: (-np.nan_to_num(e["score"], nan=-1.0), e["tensor"]))
+    # the softmax's int8 output has a large relative error on small probabilities, but keeping it in float
+    # cannot change which class wins (it keeps the order of its inputs): it ranks last, whatever its score
+    entries.sort(key=lambda e: (e["op"] in ORDER_KEEPING_OPS, -np.nan_to_num(e["score"], nan=-1.0), e["tensor"]))
     for rank, entry in enumerate(entries, 1):
         entry["rank"] = rank
     return [{"rank": e.pop("rank"), **e} for e in entries]

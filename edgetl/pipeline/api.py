@@ -259,6 +259,7 @@ def evaluate(artifact: Path, data: Path, *, against: Path | None = None, strict:
     """
     if board is None:
         return run_evaluate(artifact, data, against=against, strict=strict, trust_model=trust_model, split=split)
+    # the runtimes (LiteRT, ONNX Runtime, TFLite Micro) load with these: imported only when measuring
     from edgetl.bench.boards import open_board
 
     with open_board(board) as where:
@@ -352,6 +353,7 @@ def select(
     Raises:
         BudgetError: no candidate fits (``select.json`` is written first); ConfigError, DataError, OutputExistsError.
     """
+    # select and its report (matplotlib): imported only when select runs
     from edgetl.pipeline.select import parse_candidates
     from edgetl.pipeline.select import select as run_select
 

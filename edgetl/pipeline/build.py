@@ -470,6 +470,7 @@ def _ladder_stages(
     Nothing fitting is not an error here: ``summary["no_fit"]`` holds the one-line message, and
     :func:`build` raises it once the ladder's folder is in place.
     """
+    # the ladder (and the runtimes it measures with): imported only for --target auto
     from edgetl.pipeline import ladder as ladder_stage
 
     start = time.perf_counter()

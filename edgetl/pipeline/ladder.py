@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.core import fs as _fs
+from edgetl.core.config import LadderConfig
 from edgetl.core.errors import ConfigError, EdgetlError
 from edgetl.core.progress import Progress, log_progress
 from edgetl.core.units import human_size, parse_size
@@ -309,6 +310,7 @@ def skip_reason(rung: Rung, figures: list[Figures], budgets: Budgets, made: set[
 # ----------------------------------------------------------------------------- boards
 def ladder_board_specs(settings) -> list:
     """The ``--on`` board as :class:`edgetl.bench.boards.BoardSpec` (checked, not contacted), with the SSH settings."""
+    # the runtimes (LiteRT, ONNX Runtime, TFLite Micro) load with these: imported only when measuring
     from edgetl.bench import boards
 
     return boards.parse_boards(
@@ -321,6 +323,7 @@ def ladder_board_specs(settings) -> list:
 def open_ladder_board(settings) -> Iterator[Any]:
     """The board the ladder measures on: ``local`` (default), ``ssh://user@host[:port]`` or ``arm64-emulated``
     (:mod:`edgetl.bench.boards`; one board: the ladder chooses for one device)."""
+    # the runtimes (LiteRT, ONNX Runtime, TFLite Micro) load with these: imported only when measuring
     from edgetl.bench import boards
 
     on = settings.on
@@ -345,6 +348,7 @@ def board_threads(board: Any, requested: list[int] | None) -> list[int]:
 # ----------------------------------------------------------------------------- making variants as jobs
 def ladder_engine(settings):
     """Where the conversion variants are made (``--workers`` / ``--cluster``): :class:`edgetl.core.jobs.Engine`."""
+    # dask.distributed: imported only when jobs run
     from edgetl.core.jobs import Engine
 
     return Engine(workers=settings.workers, address=settings.cluster)
@@ -364,6 +368,7 @@ def make_variant_job(job: dict[str, Any]) -> dict[str, Any]:
     """
     import tempfile
 
+    # TensorFlow loads with these, in the worker process that makes the variant
     from edgetl.core.contract import PreprocessContract
     from edgetl.export.run import export_verified
     from edgetl.ml.keras_safety import load_keras_model
@@ -393,6 +398,7 @@ def make_variant_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def _premade(rungs: list[Rung], engine, *, float_file: Path, trust_model: bool, config, class_names, contract, representative, pixels, progress) -> dict[str, dict]:
     """The conversion rungs made in parallel on ``engine``'s workers, by rung name."""
+    # dask.distributed: imported only when jobs run
     from edgetl.core.jobs import run_jobs
 
     model_bytes = Path(float_file).read_bytes()
@@ -410,6 +416,7 @@ def _premade(rungs: list[Rung], engine, *, float_file: Path, trust_model: bool, 
 
 def _unpack(result: dict[str, Any], folder: Path):
     """A job's folder written here: the :class:`~edgetl.export.run.VerifiedExport` the ladder measures."""
+    # TensorFlow loads with these: imported only when a model is converted
     from edgetl.export.run import VerifiedExport
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -443,6 +450,7 @@ def budgets_from(config) -> Budgets:
 def _export_selective(float_model, rung: Rung, folder: Path, *, class_names, contract, representative, config, ranking: dict[str, Any]):
     """Selective int8 (:mod:`edgetl.export.selective`): int8 except the ``rung.keep_float`` ops int8 hurts most,
     with labels and metadata as every variant folder has; the sensitivity ranking is made once and kept in ``ranking``."""
+    # TensorFlow loads with these: imported only when a model is converted
     from edgetl.core.metadata import ArtifactMetadata, package_versions, write_labels
     from edgetl.export import selective
     from edgetl.export.run import VerifiedExport
@@ -469,6 +477,7 @@ def _arena(artifact: Path) -> tuple[int | None, str | None]:
     """The TFLite Micro arena of a .tflite model (None and why where it cannot run there)."""
     if artifact.suffix.lower() != ".tflite":
         return None, "TFLite Micro runs .tflite models only"
+    # the runtimes (LiteRT, ONNX Runtime, TFLite Micro) load with these: imported only when measuring
     from edgetl.runtime.tflm import measure_arena
 
     try:
@@ -516,6 +525,7 @@ def run_ladder(
         The ladder document, the choice, and the shipped folder and artifact (None when nothing fits:
         the caller raises :class:`BudgetError` with :func:`no_fit_message` after the ladder is written).
     """
+    # the runtimes (LiteRT, ONNX Runtime, TFLite Micro) load with these: imported only when measuring
     from edgetl.bench.boards import bench_on
     from edgetl.bench.options import BenchOptions
     from edgetl.device.evaluate import compute_metrics
@@ -813,8 +823,6 @@ def ladder_html(doc: dict[str, Any]) -> str:
 
 def ladder_settings(config):
     """The ``[ladder]`` section (all off when the configuration has none)."""
-    from edgetl.core.config import LadderConfig
-
     return config.ladder if config.ladder is not None else LadderConfig()
 
 
@@ -837,6 +845,7 @@ def check_ladder_config(config) -> None:
         raise ConfigError(f"Received --variants {','.join(unknown)}; the ladder's rungs are {', '.join(RUNG_BY_NAME)}")
     settings = ladder_settings(config)
     if settings.on or settings.identity or settings.known_hosts or settings.remote_python:
+        # the runtimes (LiteRT, ONNX Runtime, TFLite Micro) load with these: imported only when measuring
         from edgetl.bench import boards
 
         specs = ladder_board_specs(settings)  # checked, not contacted: a bad URL fails before training

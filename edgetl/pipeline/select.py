@@ -198,6 +198,7 @@ def weights_for(candidate: Candidate, policy: str) -> tuple[str, str]:
     Returns:
         ``(weights, note)``: ``"imagenet"``, ``"none"`` or the path; a short note for the report.
     """
+    # TensorFlow loads with these: imported only when a model is converted
     from edgetl.ml.backbones.spec import KERAS_CACHE
 
     spec = _backbones().get(candidate.backbone)
@@ -423,6 +424,7 @@ class BoardOptions:
 
 def _board_specs(options: BoardOptions) -> list[Any]:
     """Parsed ``--on`` values (:func:`edgetl.bench.boards.parse_boards`), checked before any job runs."""
+    # the runtimes (LiteRT, ONNX Runtime, TFLite Micro) load with these: imported only when measuring
     from edgetl.bench.boards import parse_boards
 
     return list(parse_boards(list(options.on), identity=options.identity, known_hosts=options.known_hosts, insecure=options.insecure, python=options.python))
@@ -435,6 +437,7 @@ def measure_tflm(path: Path) -> dict[str, Any]:
     """The tensor arena of ``path`` as ``edgetl package --for c`` measures it: the same checks
     (full-integer, every op has a kernel) and the same bisection in TFLite Micro's own interpreter,
     in a child process. A model TFLite Micro cannot run comes back as ``{"error": ...}``."""
+    # the runtimes (LiteRT, ONNX Runtime, TFLite Micro) load with these: imported only when measuring
     from edgetl.package.c import check_tflm_model
     from edgetl.runtime.tflm import isolated, measure_arena
 
@@ -536,6 +539,7 @@ def select(
         BudgetError: no candidate is within budget (the folder and ``select.json`` are written first).
         ConfigError, DataError, OutputExistsError, RemoteError: bad options, data or boards.
     """
+    # the runtimes (LiteRT, ONNX Runtime, TFLite Micro) load with these: imported only when measuring
     from edgetl.bench.options import BenchOptions
 
     started = time.perf_counter()
@@ -613,6 +617,7 @@ def select(
                 "notes": notes,
                 "timings": {"jobs_s": round(jobs_s, 3), "latency_s": round(latency_s, 3), "arena_s": round(arena_s, 3), "total_s": round(time.perf_counter() - started, 3)},
             }
+            # select and its report (matplotlib): imported only when select runs
             from edgetl.pipeline.select_report import plot_pareto, write_report
 
             plot_pareto(record, staging / PARETO_PNG)
@@ -636,6 +641,7 @@ def _time_on_boards(specs, entries: list[dict[str, Any]], staging: Path, out: Pa
     start = time.perf_counter()
     records = []
     paths = [staging / e["int8"]["file"] for e in entries]
+    # the runtimes (LiteRT, ONNX Runtime, TFLite Micro) load with these: imported only when measuring
     from edgetl.bench.boards import bench_on, open_board
 
     for spec in specs:
