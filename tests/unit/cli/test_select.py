@@ -59,7 +59,9 @@ def test_select_measures_real_figures_and_recommends_the_fitting_candidate(selec
     assert small["within_budget"] and small["over_budget"] == []
     assert not large["within_budget"] and len(large["over_budget"]) == 1 and large["over_budget"][0].endswith(" KiB > flash 700 KiB")
     command = f"edgetl build --data {tiny_data} --model mobilenet_v2 --alpha 0.35 --input-size 32 --weights none --target tflite-int8"
+    rule = record["recommendation"].pop("rule")
     assert record["recommendation"] == {"key": small["key"], "label": small["label"], "command": command}
+    assert f"within one held-out image ({100 / record['val_images']:.2f} pts) are a tie" in rule
     assert record["no_fit"] is None
     flat = " ".join(result.output.split())
     assert command in flat and "recommended: mobilenet_v2 0.35 @32" in flat

@@ -156,6 +156,13 @@ def test_recommend_breaks_ties_by_latency_then_size():
     assert recommend(entries)["key"] == "fast"
 
 
+def test_a_probe_gap_within_the_tie_goes_to_the_faster_candidate():
+    """One held-out image in 180 (0.56 pts) is noise: the faster candidate wins; two images are not a tie."""
+    entries = _marked([_entry("96px", 1.0, 2.5, 500), _entry("64px", 179 / 180, 1.2, 400), _entry("48px", 178 / 180, 0.6, 300)], Budgets())
+    assert recommend(entries)["key"] == "96px"
+    assert recommend(entries, tie=1 / 180)["key"] == "64px"
+
+
 def test_no_fit_names_the_closest_candidate():
     budgets = Budgets(latency_ms=5.0, flash_bytes=1000)
     entries = _marked([_entry("far", 0.99, 50.0, 500), _entry("near", 0.5, 6.0, 500), _entry("big", 0.9, 1.0, 1300)], budgets)
