@@ -225,6 +225,17 @@ def runner_process(
 
 
 # ----------------------------------------------------------------------------- the boards
+
+def _predict_through_files(run: Callable[[dict[str, Any]], Any], model: Path, inputs: np.ndarray, batch_size: int, threads: int | None) -> np.ndarray:
+    """The runner's predict mode on this machine's disk: inputs to a .npy, ``run(spec)``, outputs read back (no pickle)."""
+    with tempfile.TemporaryDirectory(prefix="edgetl-predict-") as tmp:
+        inputs_file, outputs_file = Path(tmp, "inputs.npy"), Path(tmp, "outputs.npy")
+        np.save(inputs_file, np.ascontiguousarray(inputs), allow_pickle=False)
+        run({"mode": "predict", "path": str(Path(model).resolve()), "runtime": None, "threads": threads,
+             "inputs_file": str(inputs_file), "outputs_file": str(outputs_file), "batch_size": int(batch_size)})
+        return np.load(outputs_file, allow_pickle=False)
+
+
 class LocalBoard(LocalMachine, _ArtifactPredictions):
     """This machine: measurements as ``edgetl bench`` makes them, predictions in a fresh runner process."""
 
@@ -237,13 +248,9 @@ class LocalBoard(LocalMachine, _ArtifactPredictions):
 
     def predict(self, model: Path, inputs: np.ndarray, *, batch_size: int = DEFAULT_BATCH, threads: int | None = None) -> np.ndarray:
         """Raw outputs of ``model`` for ready input tensors, run by the stand-alone runner in a fresh Python process."""
-        with tempfile.TemporaryDirectory(prefix="edgetl-predict-") as tmp:
-            inputs_file, outputs_file = Path(tmp, "inputs.npy"), Path(tmp, "outputs.npy")
-            np.save(inputs_file, np.ascontiguousarray(inputs), allow_pickle=False)
-            spec = {"mode": "predict", "path": str(Path(model).resolve()), "runtime": None, "threads": threads,
-                    "inputs_file": str(inputs_file), "outputs_file": str(outputs_file), "batch_size": int(batch_size)}
-            runner_process([sys.executable], None, spec, what=f"predicting with {Path(model).name}")
-            return np.load(outputs_file, allow_pickle=False)
+        return _predict_through_files(
+            lambda spec: runner_process([sys.executable], None, spec, what=f"predicting with {Path(model).name}"), model, inputs, batch_size, threads,
+        )
 
 
 class SSHBoard(RemoteBoard, _ArtifactPredictions):
@@ -308,13 +315,7 @@ class EmulatedArm64Board(_ArtifactPredictions):
 
     def predict(self, model: Path, inputs: np.ndarray, *, batch_size: int = DEFAULT_BATCH, threads: int | None = None) -> np.ndarray:
         """Raw outputs of ``model`` for ready input tensors, run by the runner under the emulated arm64 Python."""
-        with tempfile.TemporaryDirectory(prefix="edgetl-predict-") as tmp:
-            inputs_file, outputs_file = Path(tmp, "inputs.npy"), Path(tmp, "outputs.npy")
-            np.save(inputs_file, np.ascontiguousarray(inputs), allow_pickle=False)
-            spec = {"mode": "predict", "path": str(Path(model).resolve()), "runtime": None, "threads": threads,
-                    "inputs_file": str(inputs_file), "outputs_file": str(outputs_file), "batch_size": int(batch_size)}
-            self._outcome(spec, f"predicting with {Path(model).name}")
-            return np.load(outputs_file, allow_pickle=False)
+        return _predict_through_files(lambda spec: self._outcome(spec, f"predicting with {Path(model).name}"), model, inputs, batch_size, threads)
 
     def machine(self) -> dict[str, Any]:
         if not self._check.get("machine"):

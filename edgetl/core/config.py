@@ -309,6 +309,16 @@ class BenchConfig(_Section):
         return [1] if cores == 1 else [1, cores]
 
 
+def checked_size(value: str | None) -> str | None:
+    """A byte budget as given (256KB, 1MB or bytes), checked: pydantic reports the ``ValueError`` by field."""
+    if value is not None:
+        try:
+            parse_size(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
 class PackageConfig(_Section):
     """App bundles ``build`` writes into ``<target>/package-<for>/`` (see :mod:`edgetl.package.stage`)."""
 
@@ -320,12 +330,7 @@ class PackageConfig(_Section):
     @field_validator("ram_budget", "flash_budget")
     @classmethod
     def _size(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                parse_size(value)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
-        return value
+        return checked_size(value)
 
     @field_validator("arena_margin")
     @classmethod
@@ -358,12 +363,7 @@ class LadderConfig(_Section):
     @field_validator("ram_budget", "flash_budget")
     @classmethod
     def _size(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                parse_size(value)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
-        return value
+        return checked_size(value)
 
     @field_validator("threads")
     @classmethod
