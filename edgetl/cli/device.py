@@ -55,7 +55,7 @@ def eval_cmd(
 
         board = None
         if remote is not None:
-            # the runtimes (LiteRT, ONNX Runtime, TFLite Micro) load with these: imported only when measuring
+            # the board code (SSH, the runner): imported only with --remote
             from edgetl.bench.boards import ACCEPTED_FORMS, parse_boards
             from edgetl.core.errors import ConfigError
 

@@ -68,7 +68,7 @@ def select_cmd(
     setup_logging(verbose)
     with errors_as_exit():
         requires_training_stack("select")
-        # the runtimes (LiteRT, ONNX Runtime, TFLite Micro) load with these: imported only when measuring
+        # numpy, pydantic and the pipeline: imported when the command runs (keeps --help fast)
         from edgetl.bench.options import BenchOptions
         from edgetl.core.errors import BudgetError, ConfigError
         from edgetl.core.jobs import Engine
