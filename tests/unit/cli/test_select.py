@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import assert_one_line_error, chromium, headless, html_elements, run_cli
+from tests.unit.bench.test_bench_remote import sshd  # noqa: F401 - the real sshd fixture, shared
 
 #: Between the int8 files of MobileNetV2 0.35 (~605 KiB) and 0.5 (~800 KiB) at 32 px with a 4-class head.
 FLASH_BUDGET = "700KB"
@@ -121,3 +122,26 @@ def test_bad_options_are_one_line_errors(tiny_data, tmp_path, args, fragments):
     result = run_cli("select", "--data", tiny_data, "--out", tmp_path / "out", *args)
     assert_one_line_error(result, *fragments)
     assert not (tmp_path / "out").exists()
+
+
+def test_two_boards_give_one_column_each(tiny_data, sshd, tmp_path):  # noqa: F811 - the shared sshd fixture
+    """``--on local --on ssh://...``: every candidate timed on both (the board a real sshd on loopback), one
+    table column and one bench document per board."""
+    import sys
+
+    url = f"ssh://{sshd['user']}@127.0.0.1:{sshd['port']}"
+    out = tmp_path / "two"
+    result = run_cli(
+        "select", "--data", tiny_data, "--candidates", "mobilenet_v2:0.35@32", "--weights", "none", "--probe-epochs", 2,
+        "--runs", 5, "--warmup", 1, "--on", "local", "--on", url, "--identity", sshd["key"], "--known-hosts", sshd["known_hosts"],
+        "--remote-python", sys.executable, "--out", out,
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "select.json").read_text())
+    assert [b["label"] for b in record["boards"]] == ["local", url]
+    (entry,) = record["candidates"]
+    assert set(entry["latency"]) == {"local", url} and all(entry["latency"][b]["p50_ms"] > 0 for b in ("local", url))
+    from edgetl.pipeline.select_report import table_headers
+
+    assert [h for h in table_headers(record) if h.startswith("p50")] == ["p50 / p90 ms (local)", f"p50 / p90 ms ({url})"]
+    assert len(list(out.glob("bench-*.json"))) == 2
