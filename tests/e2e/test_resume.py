@@ -22,7 +22,9 @@ from edgetl.data.synthetic import make_shapes_dataset
 
 pytestmark = pytest.mark.slow
 
-_CLI = "import sys\nfrom edgetl.cli import main\nmain(sys.argv[1:])\n"
+# A test started in the background by a script (CI runs the slow suite beside the default one) inherits
+# SIGINT ignored, and Python then never raises KeyboardInterrupt: the build restores Ctrl-C's default first.
+_CLI = "import signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\nfrom edgetl.cli import main\nmain(sys.argv[1:])\n"
 
 
 #: MobileNetV2 alpha 0.35 at 32 px from scratch, as the tests' tiny chain (tests/helpers.py TINY_SETTINGS), shorter.
